@@ -1,0 +1,98 @@
+"""Put the layers together: config -> network adapter -> transport -> dispatcher -> server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import sys
+
+from mcp_fast.config import Config
+from mcp_fast.http.h1 import H1Limits
+from mcp_fast.net.connection import Timeouts
+from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
+from mcp_fast.server import MCPServer
+from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
+
+logger = logging.getLogger("mcp_fast")
+
+
+class AppLoadError(Exception):
+    """The ``module:attribute`` given on the command line does not name an MCPServer."""
+
+
+def load_app(spec: str | None) -> MCPServer:
+    if spec is None:
+        from mcp_fast.demo import server
+
+        return server
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    target = getattr(module, attribute or "server", None)
+    if callable(target) and not isinstance(target, MCPServer):
+        target = target()  # a factory function
+    if not isinstance(target, MCPServer):
+        raise AppLoadError(f"{spec!r} is not an mcp_fast.MCPServer")
+    return target
+
+
+def build_http_server(server: MCPServer, config: Config) -> HttpServer:
+    transport = StreamableHTTP(
+        server,
+        StreamableSettings(
+            path=config.path.encode(),
+            page_size=config.page_size,
+            host_policy=HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins),
+        ),
+    )
+    settings = NetSettings(
+        host=config.host,
+        port=config.port,
+        backlog=config.backlog,
+        limits=H1Limits(
+            max_header_bytes=config.max_header_size,
+            max_header_count=config.max_header_count,
+            max_target_bytes=config.max_url_size,
+            max_body_bytes=config.max_body_size,
+        ),
+        timeouts=Timeouts(
+            header=config.header_timeout, body=config.body_timeout, keep_alive=config.keepalive_timeout
+        ),
+        shutdown_timeout=config.shutdown_timeout,
+    )
+    return HttpServer(transport, settings)
+
+
+def install_event_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this guards exotic platforms
+        logger.warning("uvloop is not available; using the default asyncio loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(config: Config) -> int:
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        server = load_app(config.app)
+    except AppLoadError as exc:
+        logger.error("%s", exc)
+        return 2
+    install_event_loop()
+    http = build_http_server(server, config)
+    ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
+    try:
+        asyncio.run(serve_forever(http, ready))
+    except OSError as exc:
+        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    return 0

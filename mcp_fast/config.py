@@ -1,0 +1,128 @@
+"""Every operator setting in one table: a CLI flag and an ``MCP_FAST_*`` env var each.
+
+Precedence: command line, then environment, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _size(value: str) -> int:
+    """Bytes, with an optional K/M/G suffix (powers of 1024)."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    number = text[:-1] if factor != 1 else text
+    return int(float(number) * factor)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute and flag: --max-body-size, MCP_FAST_MAX_BODY_SIZE
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "MCP_FAST_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "127.0.0.1", "address to bind"),
+    Option("port", int, 8000, "TCP port"),
+    Option("path", str, "/mcp", "path of the MCP endpoint"),
+    Option("log_level", str, "info", "debug, info, warning or error"),
+    Option("max_body_size", _size, 4 << 20, "largest request body, e.g. 4M (413 above)"),
+    Option("max_header_size", _size, 16 << 10, "largest request head (431 above)"),
+    Option("max_header_count", int, 100, "most header fields in a request (431 above)"),
+    Option("max_url_size", _size, 8 << 10, "longest request target (414 above)"),
+    Option("header_timeout", float, 10.0, "seconds to receive a request head"),
+    Option("body_timeout", float, 30.0, "seconds to receive a request body"),
+    Option("keepalive_timeout", float, 75.0, "seconds an idle keep-alive connection stays open"),
+    Option("shutdown_timeout", float, 10.0, "seconds to let requests finish on SIGTERM"),
+    Option("backlog", int, 2048, "listen backlog"),
+    Option(
+        "allowed_origins",
+        _csv,
+        [],
+        "comma-separated Origins (or host names) allowed; '*' for any; default localhost",
+    ),
+    Option(
+        "allowed_hosts",
+        _csv,
+        [],
+        "comma-separated Host names accepted; default loopback names when bound to loopback, else any",
+    ),
+    Option("page_size", int, 100, "items per page of tools/resources/prompts lists"),
+)
+
+
+@dataclass
+class Config:
+    app: str | None
+    host: str
+    port: int
+    path: str
+    log_level: str
+    max_body_size: int
+    max_header_size: int
+    max_header_count: int
+    max_url_size: int
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    shutdown_timeout: float
+    backlog: int
+    allowed_origins: list[str]
+    allowed_hosts: list[str]
+    page_size: int
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-fast",
+        description=(
+            "Serve an MCP server over Streamable HTTP."
+            " Every flag also reads MCP_FAST_<FLAG> from the environment."
+        ),
+    )
+    parser.add_argument(
+        "app",
+        nargs="?",
+        default=environ.get("MCP_FAST_APP"),
+        help="module:attribute of an MCPServer (MCP_FAST_APP); default: the built-in demo app",
+    )
+    for option in OPTIONS:
+        raw = environ.get(option.env)
+        default = option.type(raw) if raw is not None else option.default
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            type=option.type,
+            default=default,
+            help=f"{option.help} [{option.env}, default {option.default!r}]",
+        )
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    parser = build_parser(env)
+    try:
+        namespace = parser.parse_args(argv)
+    except ValueError as exc:  # a bad MCP_FAST_* value
+        parser.error(str(exc))
+    return Config(**vars(namespace))

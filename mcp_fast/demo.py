@@ -1,0 +1,280 @@
+"""The built-in demo app (``python -m mcp_fast`` with no argument).
+
+An "everything"-style server: the fixtures the official conformance suite
+expects (names, texts and shapes from its scenarios), plus ``echo`` and a few
+typed tools that show the server API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import struct
+import wave
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mcp_fast import content
+from mcp_fast.content import Content, ToolError
+from mcp_fast.context import Context
+from mcp_fast.server import MCPServer
+
+server = MCPServer(
+    "mcp-fast-demo",
+    "0.1.0",
+    title="mcp_fast demo server",
+    instructions="A demo server: echo, arithmetic, and the MCP conformance fixtures.",
+)
+
+# A 1x1 red PNG.
+RED_PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+
+
+def _tiny_wav() -> bytes:
+    """0.01 s of silence, 8 kHz mono 16-bit."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(struct.pack("<80h", *([0] * 80)))
+    return buffer.getvalue()
+
+
+SILENT_WAV = _tiny_wav()
+
+
+# -- showcase tools ---------------------------------------------------------------
+
+
+@server.tool(annotations={"readOnlyHint": True, "idempotentHint": True}, inline=True)
+def echo(message: str) -> str:
+    """Echo the message back.
+
+    Args:
+        message: the text to send back
+    """
+    return message
+
+
+class Sum(BaseModel):
+    a: int
+    b: int
+    sum: int
+
+
+@server.tool(title="Add two integers", annotations={"readOnlyHint": True}, inline=True)
+def add(a: int, b: Annotated[int, Field(description="the second addend")]) -> Sum:
+    """Add two integers and return a structured result.
+
+    Args:
+        a: the first addend
+    """
+    return Sum(a=a, b=b, sum=a + b)
+
+
+@server.tool(inline=True)
+def convert_temperature(value: float, unit: Literal["celsius", "fahrenheit"] = "celsius") -> float:
+    """Convert a temperature to the other unit."""
+    return value * 9 / 5 + 32 if unit == "celsius" else (value - 32) * 5 / 9
+
+
+@server.tool()
+async def countdown(ctx: Context, steps: Annotated[int, Field(ge=1, le=50)] = 3) -> str:
+    """Count down with a progress notification and a log message per step."""
+    for step in range(steps):
+        await ctx.report_progress(step, steps, f"step {step + 1} of {steps}")
+        await ctx.info(f"step {step + 1}")
+        await asyncio.sleep(0.01)
+    await ctx.report_progress(steps, steps)
+    return "liftoff"
+
+
+# -- conformance fixtures (tools) -------------------------------------------------
+
+
+@server.tool(inline=True)
+def test_simple_text() -> str:
+    """Returns a simple text response."""
+    return "This is a simple text response for testing."
+
+
+@server.tool(inline=True)
+def test_image_content() -> list[Content]:
+    """Returns a 1x1 red PNG image."""
+    return [content.image(RED_PIXEL_PNG, "image/png")]
+
+
+@server.tool(inline=True)
+def test_audio_content() -> list[Content]:
+    """Returns a short WAV audio clip."""
+    return [content.audio(SILENT_WAV, "audio/wav")]
+
+
+@server.tool(inline=True)
+def test_embedded_resource() -> list[Content]:
+    """Returns an embedded text resource."""
+    return [
+        content.embedded_text_resource(
+            "test://embedded-resource", "This is an embedded resource content.", "text/plain"
+        )
+    ]
+
+
+@server.tool(inline=True)
+def test_multiple_content_types() -> list[Content]:
+    """Returns text, an image and an embedded resource."""
+    return [
+        content.text("Multiple content types test:"),
+        content.image(RED_PIXEL_PNG, "image/png"),
+        content.embedded_text_resource(
+            "test://mixed-content-resource", '{"test":"data","value":123}', "application/json"
+        ),
+    ]
+
+
+@server.tool()
+async def test_tool_with_logging(ctx: Context) -> str:
+    """Sends three log messages while it runs."""
+    await ctx.info("Tool execution started")
+    await asyncio.sleep(0.05)
+    await ctx.info("Tool processing data")
+    await asyncio.sleep(0.05)
+    await ctx.info("Tool execution completed")
+    return "Logging test completed"
+
+
+@server.tool()
+async def test_tool_with_progress(ctx: Context) -> str:
+    """Reports progress 0, 50 and 100 of 100."""
+    for progress in (0, 50, 100):
+        await ctx.report_progress(progress, 100, f"{progress}% done")
+        if progress < 100:
+            await asyncio.sleep(0.05)
+    return "Progress test completed"
+
+
+@server.tool(inline=True)
+def test_error_handling() -> str:
+    """Always fails, to show how a tool reports an error."""
+    raise ToolError("This tool intentionally returns an error for testing")
+
+
+JSON_SCHEMA_2020_12: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "$anchor": "addressDef",
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": False,
+}
+
+
+@server.tool(input_schema=JSON_SCHEMA_2020_12, inline=True)
+def json_schema_2020_12_tool(**arguments: Any) -> str:
+    """A tool whose input schema uses JSON Schema 2020-12 keywords ($defs, $ref, allOf, if/then/else)."""
+    return f"Received: {sorted(arguments)}"
+
+
+# -- conformance fixtures (resources) ---------------------------------------------
+
+
+@server.resource("test://static-text", mime_type="text/plain", inline=True)
+def static_text() -> str:
+    """A static text resource."""
+    return "This is the content of the static text resource."
+
+
+@server.resource("test://static-binary", mime_type="image/png", inline=True)
+def static_binary() -> bytes:
+    """A static binary resource (a PNG image)."""
+    return RED_PIXEL_PNG
+
+
+@server.resource("test://template/{id}/data", mime_type="application/json", inline=True)
+def template_data(id: str) -> dict[str, Any]:
+    """Data for an id, from a resource template."""
+    return {"id": id, "templateTest": True, "data": f"Data for ID: {id}"}
+
+
+@server.resource("test://watched-resource", mime_type="text/plain", inline=True)
+def watched_resource() -> str:
+    """A resource clients may subscribe to."""
+    return "Watched resource content"
+
+
+# -- conformance fixtures (prompts) -----------------------------------------------
+
+
+@server.prompt(inline=True)
+def test_simple_prompt() -> str:
+    """A simple prompt without arguments."""
+    return "This is a simple prompt for testing."
+
+
+@server.prompt(inline=True)
+def test_prompt_with_arguments(arg1: str, arg2: str) -> str:
+    """A prompt with two required arguments.
+
+    Args:
+        arg1: First test argument
+        arg2: Second test argument
+    """
+    return f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
+
+
+@server.prompt(inline=True)
+def test_prompt_with_embedded_resource(resourceUri: str) -> list[dict[str, Any]]:
+    """A prompt that embeds a resource.
+
+    Args:
+        resourceUri: URI of the resource to embed
+    """
+    return [
+        {
+            "role": "user",
+            "content": content.embedded_text_resource(
+                resourceUri, "Embedded resource content for testing.", "text/plain"
+            ),
+        },
+        {"role": "user", "content": content.text("Please process the embedded resource above.")},
+    ]
+
+
+@server.prompt(inline=True)
+def test_prompt_with_image() -> list[dict[str, Any]]:
+    """A prompt with an image."""
+    return [
+        {"role": "user", "content": content.image(RED_PIXEL_PNG, "image/png")},
+        {"role": "user", "content": content.text("Please analyze the image above.")},
+    ]
+
+
+_COMPLETIONS = {"arg1": ["test", "testing", "tested", "value1"], "arg2": ["value2", "world"]}
+
+
+@server.completion()
+def complete(ref: dict[str, Any], argument: dict[str, Any], context: dict[str, Any] | None) -> list[str]:
+    """Prefix completion for the demo prompt's arguments."""
+    candidates = _COMPLETIONS.get(str(argument.get("name")), [])
+    prefix = str(argument.get("value", ""))
+    return [value for value in candidates if value.startswith(prefix)]

@@ -1,0 +1,242 @@
+"""The MCP method table: one small function per method, looked up by name.
+
+The dispatcher knows nothing of HTTP. It takes a validated ``Message`` and a
+``Context`` and returns the encoded JSON-RPC response. Method functions take
+``(params, ctx)`` and return the result object, or raise ``RpcError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from mcp_fast import jsonrpc
+from mcp_fast.context import LOG_LEVELS, Context
+from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
+from mcp_fast.server import MCPServer
+from mcp_fast.versions import POLICIES, VersionPolicy, negotiate
+
+logger = logging.getLogger("mcp_fast.dispatch")
+
+Method = Callable[[JsonObject, Context], Awaitable[Any]]
+
+EMPTY_PARAMS: Final[JsonObject] = {}
+_CURSOR_PREFIX: Final = b"mcp_fast:"
+
+
+def require_str(params: JsonObject, key: str) -> str:
+    value = params.get(key)
+    if type(value) is not str:
+        raise RpcError(INVALID_PARAMS, f'Invalid params: "{key}" must be a string')
+    return value
+
+
+def optional_object(params: JsonObject, key: str) -> JsonObject | None:
+    value = params.get(key)
+    if value is not None and type(value) is not dict:
+        raise RpcError(INVALID_PARAMS, f'Invalid params: "{key}" must be an object')
+    return value
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(offset).encode()).decode()
+
+
+def decode_cursor(cursor: object, total: int) -> int:
+    """Opaque cursors (server/utilities/pagination): an unknown one is -32602."""
+    if cursor is None:
+        return 0
+    try:
+        if type(cursor) is not str:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(cursor.encode())
+        if not raw.startswith(_CURSOR_PREFIX):
+            raise ValueError
+        offset = int(raw[len(_CURSOR_PREFIX) :])
+    except (ValueError, binascii.Error):
+        raise RpcError(INVALID_PARAMS, "Invalid params: unknown pagination cursor") from None
+    if not 0 < offset <= total:
+        raise RpcError(INVALID_PARAMS, "Invalid params: pagination cursor out of range")
+    return offset
+
+
+class Dispatcher:
+    """Routes requests and notifications of every 2025-era version to their method."""
+
+    def __init__(self, server: MCPServer, *, page_size: int = 100) -> None:
+        self.server = server
+        self.page_size = page_size
+        self._list_cache: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
+        self.methods: dict[str, Method] = {
+            "initialize": self.initialize,
+            "ping": self.ping,
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "resources/list": self.resources_list,
+            "resources/templates/list": self.resource_templates_list,
+            "resources/read": self.resources_read,
+            "resources/subscribe": self.resources_subscribe,
+            "resources/unsubscribe": self.resources_subscribe,
+            "prompts/list": self.prompts_list,
+            "prompts/get": self.prompts_get,
+            "logging/setLevel": self.logging_set_level,
+        }
+        if server.registry.completion is not None:
+            self.methods["completion/complete"] = self.completion_complete
+
+    # -- entry points --------------------------------------------------------
+
+    async def handle_request(self, message: Message, ctx: Context) -> bytes:
+        """Run one request and return its encoded response (result or error)."""
+        method = self.methods.get(message.method)
+        if method is None:
+            error = RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}")
+            return jsonrpc.encode_error(message.id, error)
+        try:
+            result = await method(message.params or EMPTY_PARAMS, ctx)
+        except RpcError as exc:
+            return jsonrpc.encode_error(message.id, exc)
+        except Exception:  # boundary: a bug must not reach the client as text
+            logger.exception("internal error in %s", message.method)
+            error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error")
+            return jsonrpc.encode_error(message.id, error)
+        try:
+            return jsonrpc.encode_result(message.id, result)
+        except TypeError:
+            logger.exception("result of %s is not JSON serializable", message.method)
+            error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error: the result could not be encoded")
+            return jsonrpc.encode_error(message.id, error)
+
+    def handle_notification(self, message: Message) -> None:
+        """Notifications need no answer; unknown ones are ignored (JSON-RPC 2.0 section 4.1)."""
+        if message.method == "notifications/cancelled" or message.method == "notifications/initialized":
+            return  # cancellation of in-flight requests is tracked with sessions
+        logger.debug("ignored notification %s", message.method)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def capabilities(self) -> JsonObject:
+        registry = self.server.registry
+        capabilities: JsonObject = {"logging": {}}
+        if registry.tools:
+            capabilities["tools"] = {"listChanged": True}
+        if registry.resources or registry.templates:
+            capabilities["resources"] = {"subscribe": True, "listChanged": True}
+        if registry.prompts:
+            capabilities["prompts"] = {"listChanged": True}
+        if registry.completion is not None:
+            capabilities["completions"] = {}
+        return capabilities
+
+    def server_info(self, policy: VersionPolicy) -> JsonObject:
+        server = self.server
+        info: JsonObject = {"name": server.name, "version": server.version}
+        if policy.titles and server.title:
+            info["title"] = server.title
+        if policy.icons:
+            if server.icons:
+                info["icons"] = server.icons
+            if server.website_url:
+                info["websiteUrl"] = server.website_url
+        return info
+
+    async def initialize(self, params: JsonObject, ctx: Context) -> JsonObject:
+        version = negotiate(params.get("protocolVersion"))
+        result: JsonObject = {
+            "protocolVersion": version,
+            "capabilities": self.capabilities(),
+            "serverInfo": self.server_info(POLICIES[version]),
+        }
+        if self.server.instructions:
+            result["instructions"] = self.server.instructions
+        return result
+
+    async def ping(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return {}
+
+    async def logging_set_level(self, params: JsonObject, ctx: Context) -> JsonObject:
+        level = require_str(params, "level")
+        if level not in LOG_LEVELS:
+            raise RpcError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
+        return {}
+
+    # -- lists ---------------------------------------------------------------
+
+    def _definitions(self, kind: str, policy: VersionPolicy) -> list[dict[str, Any]]:
+        """Definitions for a list method, built once per (kind, version, registry edit)."""
+        registry = self.server.registry
+        key = (kind, policy.version)
+        cached = self._list_cache.get(key)
+        if cached is not None and cached[0] == registry.version:
+            return cached[1]
+        sources: dict[str, dict[str, Any]] = {
+            "tools": registry.tools,
+            "resources": registry.resources,
+            "resourceTemplates": registry.templates,
+            "prompts": registry.prompts,
+        }
+        definitions = [item.definition(policy) for item in sources[kind].values()]
+        self._list_cache[key] = (registry.version, definitions)
+        return definitions
+
+    def _page(self, kind: str, params: JsonObject, policy: VersionPolicy) -> JsonObject:
+        definitions = self._definitions(kind, policy)
+        start = decode_cursor(params.get("cursor"), len(definitions))
+        end = start + self.page_size
+        result: JsonObject = {kind: definitions[start:end]}
+        if end < len(definitions):
+            result["nextCursor"] = encode_cursor(end)
+        return result
+
+    async def tools_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self._page("tools", params, ctx.policy)
+
+    async def resources_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self._page("resources", params, ctx.policy)
+
+    async def resource_templates_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self._page("resourceTemplates", params, ctx.policy)
+
+    async def prompts_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self._page("prompts", params, ctx.policy)
+
+    # -- calls ---------------------------------------------------------------
+
+    async def tools_call(self, params: JsonObject, ctx: Context) -> JsonObject:
+        name = require_str(params, "name")
+        arguments = optional_object(params, "arguments")
+        return await self.server.call_tool(name, arguments, ctx)
+
+    async def resources_read(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return await self.server.read_resource(require_str(params, "uri"), ctx)
+
+    async def resources_subscribe(self, params: JsonObject, ctx: Context) -> JsonObject:
+        # Checks the URI exists; delivery of notifications/resources/updated needs a
+        # stream that outlives this request (GET stream, sessions issue).
+        self.server.find_resource(require_str(params, "uri"))
+        return {}
+
+    async def prompts_get(self, params: JsonObject, ctx: Context) -> JsonObject:
+        name = require_str(params, "name")
+        arguments = optional_object(params, "arguments")
+        return await self.server.get_prompt(name, arguments, ctx)
+
+    async def completion_complete(self, params: JsonObject, ctx: Context) -> JsonObject:
+        ref = optional_object(params, "ref")
+        argument = optional_object(params, "argument")
+        if ref is None or argument is None:
+            raise RpcError(INVALID_PARAMS, 'Invalid params: "ref" and "argument" are required')
+        handler = self.server.registry.completion
+        assert handler is not None
+        value: Any = handler(ref, argument, optional_object(params, "context"))
+        if inspect.isawaitable(value):
+            value = await value
+        if isinstance(value, dict):
+            return {"completion": value}
+        values = [str(item) for item in value or ()]
+        # server/utilities/completion: at most 100 values per response.
+        return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}

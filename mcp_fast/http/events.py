@@ -1,0 +1,87 @@
+"""Events that the sans-I/O wire cores hand to the layers above.
+
+HTTP/1.1 is "stream 1" and HTTP/2 streams carry their own id, so nothing above
+the wire cores can tell the HTTP versions apart: both produce the same
+``Request`` (head plus complete body) and both are answered through the same
+writer calls in ``mcp_fast.net``.
+
+No asyncio here: these are plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+Body = bytes | memoryview
+
+
+class ProtocolError(Exception):
+    """The peer broke the HTTP protocol.
+
+    The only exception a wire core raises on bad input (h11's contract): any
+    other exception escaping ``receive_data``/``next_event`` is a bug.
+    ``status`` is the HTTP status to answer with (400, 413, 414, 431, 501, 505),
+    ``reason`` a short plain sentence that is safe to show to the client.
+    After a ProtocolError the connection can no longer be trusted and is closed
+    once the error response is written.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Request:
+    """A complete request: head and body.
+
+    ``headers`` maps lower-cased field names to raw values; repeated fields
+    are joined with ``b", "`` (RFC 9110 section 5.3). ``body`` is ``b""`` when
+    the request has none; it may be a memoryview of the received bytes so that
+    the JSON decoder reads it without a copy.
+    """
+
+    method: bytes
+    target: bytes
+    path: bytes
+    headers: dict[bytes, bytes]
+    body: Body
+    keep_alive: bool
+    http_version: bytes = b"1.1"
+    stream_id: int = 1
+
+
+@dataclass(slots=True)
+class ContinueRequested:
+    """The client sent ``Expect: 100-continue`` and waits before sending its body.
+
+    The network adapter answers with ``100 Continue`` (or with a final error).
+    """
+
+    stream_id: int = 1
+
+
+class _NeedData:
+    """More bytes are needed before another event can be produced."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+class _Closed:
+    """The peer closed its side and no further request can arrive."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CONNECTION_CLOSED"
+
+
+NEED_DATA: Final = _NeedData()
+CONNECTION_CLOSED: Final = _Closed()
+
+Event = Request | ContinueRequested | _NeedData | _Closed

@@ -1,0 +1,167 @@
+"""JSON-RPC 2.0 on orjson: decoding, envelope validation, encoding, error objects.
+
+Decoding reads straight from the request body (bytes or a memoryview of the
+received bytes: orjson takes both without a copy). Envelope checks are plain
+``type(x) is`` tests on the hot path. Error messages are ours and short: no
+parser or validator text and no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+# JSON-RPC 2.0 section 5.1, and the MCP additions.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+# MCP: resources/read of an unknown URI (server/resources, "Error Handling").
+RESOURCE_NOT_FOUND: Final = -32002
+# MCP 2025-11-25: the client lacks a capability the request needs (e.g. sampling).
+URL_ELICITATION_REQUIRED: Final = -32042
+
+RequestId = str | int
+JsonObject = dict[str, Any]
+
+
+class RpcError(Exception):
+    """An error answered as a JSON-RPC error object.
+
+    ``message`` is shown to the client: keep it a short sentence a person
+    understands, never an exception's repr or a traceback.
+    """
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_error_object(self) -> JsonObject:
+        error: JsonObject = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class Kind(enum.Enum):
+    REQUEST = "request"
+    NOTIFICATION = "notification"
+    RESPONSE = "response"
+
+
+@dataclass(slots=True)
+class Message:
+    """One validated JSON-RPC message."""
+
+    kind: Kind
+    id: RequestId | None
+    method: str
+    params: JsonObject | None
+    # For responses: the whole message (result or error is read by the waiter).
+    raw: JsonObject
+
+
+class InvalidMessage(RpcError):
+    """The envelope is not valid JSON-RPC; ``request_id`` is echoed when it could be read."""
+
+    def __init__(self, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(INVALID_REQUEST, message)
+        self.request_id = request_id
+
+
+def decode(body: bytes | memoryview | str) -> Any:
+    """Parse a JSON body; anything orjson refuses (bad UTF-8, NaN, >64-bit ints,
+    nesting deeper than 1024) is a parse error."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RpcError(PARSE_ERROR, "Parse error: the body is not valid JSON") from None
+
+
+def _valid_id(value: object) -> bool:
+    # MCP: "Requests MUST include a string or integer ID" (not null, not bool, not float).
+    kind = type(value)
+    return kind is str or kind is int
+
+
+def parse_message(obj: Any) -> Message:
+    """Validate one JSON-RPC envelope (JSON-RPC 2.0 sections 4 and 5)."""
+    if type(obj) is not dict:
+        raise InvalidMessage("Invalid request: a JSON-RPC message must be a JSON object")
+    raw_id = obj.get("id")
+    echo_id = raw_id if _valid_id(raw_id) else None
+    if obj.get("jsonrpc") != "2.0":
+        raise InvalidMessage('Invalid request: "jsonrpc" must be "2.0"', echo_id)
+    method = obj.get("method")
+    if method is None:
+        return _parse_response(obj, echo_id)
+    if type(method) is not str:
+        raise InvalidMessage('Invalid request: "method" must be a string', echo_id)
+    params = obj.get("params")
+    if params is not None and type(params) is not dict:
+        # JSON-RPC allows by-position arrays; every MCP method takes an object.
+        raise InvalidMessage('Invalid request: "params" must be an object', echo_id)
+    if "id" not in obj:
+        return Message(Kind.NOTIFICATION, None, method, params, obj)
+    if echo_id is None:
+        raise InvalidMessage('Invalid request: "id" must be a string or an integer')
+    return Message(Kind.REQUEST, echo_id, method, params, obj)
+
+
+def _parse_response(obj: JsonObject, echo_id: RequestId | None) -> Message:
+    has_result = "result" in obj
+    has_error = "error" in obj
+    if has_result == has_error:
+        raise InvalidMessage(
+            'Invalid request: a message needs "method", or exactly one of "result" and "error"',
+            echo_id,
+        )
+    if echo_id is None:
+        raise InvalidMessage('Invalid response: "id" must be a string or an integer')
+    if has_error and type(obj["error"]) is not dict:
+        raise InvalidMessage('Invalid response: "error" must be an object', echo_id)
+    return Message(Kind.RESPONSE, echo_id, "", None, obj)
+
+
+def _default(value: Any) -> Any:
+    """orjson fallback for types it does not know: pydantic models and sets."""
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)
+
+
+def encode_result(request_id: RequestId | None, result: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, default=_default)
+
+
+def encode_error(request_id: RequestId | None, error: RpcError) -> bytes:
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "error": error.to_error_object()}, default=_default
+    )
+
+
+def encode_notification(method: str, params: JsonObject | None) -> bytes:
+    message: JsonObject = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    return orjson.dumps(message, default=_default)
+
+
+def encode_request(request_id: RequestId, method: str, params: JsonObject | None) -> bytes:
+    message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return orjson.dumps(message, default=_default)

@@ -1,0 +1,320 @@
+"""One HTTP/1.1 connection: the asyncio Protocol around the sans-I/O core.
+
+It pulls one request at a time from the core, hands it to the application with
+itself as the ``Responder`` (HTTP/1.1 is "stream 1"), and pulls the next
+pipelined request only when the application is done, so responses keep request
+order (RFC 9112 section 9.3.2).
+
+Timeouts are deadlines checked by the server's sweeper once a second instead of
+a timer per request: setting a float is cheaper than ``call_later`` on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+from mcp_fast.http import h1
+from mcp_fast.http.events import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    ContinueRequested,
+    ProtocolError,
+    Request,
+)
+from mcp_fast.net.eager import start_eagerly
+from mcp_fast.net.flow import FlowControl, ReadPause
+from mcp_fast.transport.responder import Headers, Responder
+
+logger = logging.getLogger("mcp_fast.net")
+
+App = Callable[[Request, Responder], Coroutine[Any, Any, None]]
+
+_NEVER = float("inf")
+# Bytes of further pipelined requests we hold while one is in flight.
+_PIPELINE_BUFFER_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    header: float = 10.0  # from the first byte of a request head to its end (slowloris)
+    body: float = 30.0  # from the end of the head to the end of the body
+    keep_alive: float = 75.0  # idle between requests (above nginx's default upstream 60 s)
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    HEAD = "head"
+    BODY = "body"
+    BUSY = "busy"  # the application has the request; no HTTP timeout runs
+
+
+class HttpConnection(asyncio.Protocol):
+    """asyncio Protocol for one client connection, and the Responder of its current request."""
+
+    def __init__(
+        self,
+        app: App,
+        limits: h1.H1Limits,
+        timeouts: Timeouts,
+        connections: set[HttpConnection],
+    ) -> None:
+        self._app = app
+        self._limits = limits
+        self._timeouts = timeouts
+        self._connections = connections
+        self._core = h1.H1Connection(limits)
+        self._loop = asyncio.get_event_loop()
+        self._transport: asyncio.Transport | None = None
+        self._flow: FlowControl | None = None
+        self._current: Request | None = None  # in the application's hands
+        self._answered = False
+        self._streaming = False
+        self._chunked = False
+        self._keep_alive = True
+        self._task: asyncio.Task[None] | None = None
+        self._processing = False
+        self._lost = False
+        self._closing = False  # server shutdown: finish the current request, then close
+        self.phase = Phase.IDLE
+        self.deadline = _NEVER
+
+    # -- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport quacks like asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._flow = FlowControl(self._transport)
+        self._connections.add(self)
+        self._set_phase(Phase.IDLE)
+
+    def data_received(self, data: bytes) -> None:
+        self._core.receive_data(data)
+        if self._current is None:
+            self._process()
+        elif self._core.buffered_bytes > _PIPELINE_BUFFER_LIMIT:
+            assert self._flow is not None
+            self._flow.pause_reading(ReadPause.PIPELINE_FULL)
+
+    def eof_received(self) -> bool | None:
+        self._core.receive_data(b"")
+        if self._current is None:
+            self._process()
+        return True  # keep the transport open to finish answering the current request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._connections.discard(self)
+        if self._flow is not None:
+            self._flow.on_connection_lost()
+        # A disconnect is not a cancellation (MCP 2025 transports): a running
+        # handler finishes and its answer is dropped.
+
+    def pause_writing(self) -> None:
+        assert self._flow is not None
+        self._flow.on_pause_writing()
+
+    def resume_writing(self) -> None:
+        assert self._flow is not None
+        self._flow.on_resume_writing()
+        self._flow.resume_reading(ReadPause.WRITE_BLOCKED)
+        if self._current is None:
+            self._process()
+
+    # -- request loop ------------------------------------------------------------
+
+    def _set_phase(self, phase: Phase) -> None:
+        if phase is self.phase and phase is not Phase.IDLE:
+            return  # a slow client trickling bytes does not move its deadline
+        self.phase = phase
+        if phase is Phase.BUSY:
+            self.deadline = _NEVER
+            return
+        timeout = {
+            Phase.IDLE: self._timeouts.keep_alive,
+            Phase.HEAD: self._timeouts.header,
+            Phase.BODY: self._timeouts.body,
+        }[phase]
+        self.deadline = self._loop.time() + timeout
+
+    def _process(self) -> None:
+        """Pull and start requests until one is in flight or more bytes are needed."""
+        if self._processing or self._lost or self._transport is None:
+            return
+        assert self._flow is not None
+        self._processing = True
+        try:
+            while self._current is None and not self._transport.is_closing():
+                if self._flow.write_paused:
+                    # The peer does not read our answers: stop taking its requests.
+                    self._flow.pause_reading(ReadPause.WRITE_BLOCKED)
+                    return
+                try:
+                    event = self._core.next_event()
+                except ProtocolError as exc:
+                    self._fail(exc.status, exc.reason)
+                    return
+                if event is NEED_DATA:
+                    if self._core.in_body:
+                        self._set_phase(Phase.BODY)
+                    elif self._core.has_partial_head:
+                        self._set_phase(Phase.HEAD)
+                    elif self.phase is not Phase.IDLE:
+                        self._set_phase(Phase.IDLE)
+                    return
+                if event is CONNECTION_CLOSED:
+                    self._transport.close()
+                    return
+                if isinstance(event, ContinueRequested):
+                    self._transport.write(h1.CONTINUE_RESPONSE)
+                    continue
+                assert isinstance(event, Request)
+                self._start(event)
+            self._flow.resume_reading(ReadPause.PIPELINE_FULL)
+        finally:
+            self._processing = False
+
+    def _start(self, request: Request) -> None:
+        self._current = request
+        self._answered = False
+        self._streaming = False
+        self._keep_alive = request.keep_alive and not self._closing
+        self._set_phase(Phase.BUSY)
+        try:
+            task = start_eagerly(self._loop, self._app(request, self))
+        except Exception:  # boundary: an application bug answers 500, never a traceback
+            logger.exception("unhandled error while serving %r", request.target)
+            self._application_done(failed=True)
+            return
+        if task is None:
+            self._application_done(failed=False)
+        else:
+            self._task = task
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._task = None
+        failed = False
+        if task.cancelled():
+            failed = True
+        elif task.exception() is not None:
+            logger.error("unhandled error while serving a request", exc_info=task.exception())
+            failed = True
+        self._application_done(failed)
+        if self._current is None:
+            self._process()
+
+    def _application_done(self, failed: bool) -> None:
+        """The application returned: the exchange must be complete now."""
+        if self._current is None:
+            return
+        if not self._answered:
+            if not failed:
+                logger.error("the application returned without answering %r", self._current.target)
+            self._keep_alive = False
+            self.respond(500, [(b"content-type", b"text/plain")], b"Internal server error\n")
+        elif self._streaming:
+            self._keep_alive = False
+            self.end_stream()
+        self._current = None
+        if not self._keep_alive and self._transport is not None:
+            self._transport.close()
+        else:
+            self._set_phase(Phase.IDLE)
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer a protocol error and close: the byte stream can't be trusted any more."""
+        assert self._transport is not None
+        self._transport.writelines(h1.error_response(status, reason))
+        self._transport.close()
+
+    def on_deadline(self) -> None:
+        """Called by the sweeper when ``deadline`` passed."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self.phase is Phase.IDLE:
+            self._transport.close()
+        elif self.phase in (Phase.HEAD, Phase.BODY):
+            self._fail(408, "Request timeout: the request was not received in time")
+
+    def shutdown(self) -> None:
+        """Server shutdown: idle connections close now, busy ones after their answer."""
+        self._closing = True
+        self._keep_alive = False
+        if self._current is None and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- Responder ---------------------------------------------------------------
+
+    @property
+    def disconnected(self) -> bool:
+        return self._lost
+
+    def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        request = self._current
+        if request is None or self._answered:
+            return
+        self._answered = True
+        if self._lost or self._transport is None:
+            return
+        http10 = request.http_version == b"1.0"
+        self._transport.writelines(
+            h1.encode_response(status, headers, body, keep_alive=self._keep_alive, http10=http10)
+        )
+
+    def start_stream(self, status: int, headers: Headers) -> None:
+        request = self._current
+        if request is None or self._answered:
+            return
+        self._answered = True
+        self._streaming = True
+        http10 = request.http_version == b"1.0"
+        # HTTP/1.0 has no chunked coding: the body ends when the connection closes.
+        self._chunked = not http10
+        if not self._chunked:
+            self._keep_alive = False
+        if self._lost or self._transport is None:
+            return
+        self._transport.write(
+            h1.response_head(
+                status,
+                headers,
+                content_length=None,
+                keep_alive=self._keep_alive,
+                http10=http10,
+                chunked=self._chunked,
+            )
+        )
+
+    def send_stream(self, data: bytes) -> None:
+        if not self._streaming or self._lost or self._transport is None or not data:
+            return
+        if self._chunked:
+            self._transport.writelines(h1.encode_chunk(data))
+        else:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        if self._flow is not None:
+            await self._flow.drain()
+
+    def end_stream(self) -> None:
+        if not self._streaming:
+            return
+        self._streaming = False
+        if self._lost or self._transport is None:
+            return
+        if self._chunked:
+            self._transport.write(h1.CHUNKED_END)
+        else:
+            self._transport.close()

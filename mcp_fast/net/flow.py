@@ -1,0 +1,81 @@
+"""The one flow-control object of a connection.
+
+Every pause/resume of reading and every wait for the write buffer to drain goes
+through here (uvicorn's FlowControl idea, without its one bypass): a second
+place that pauses the transport would resume it behind this object's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from enum import Flag, auto
+
+
+class ReadPause(Flag):
+    """Why reading is paused; reading resumes only when no reason is left."""
+
+    NONE = 0
+    PIPELINE_FULL = auto()  # requests wait behind the one in flight
+    WRITE_BLOCKED = auto()  # the peer does not read our answers
+
+
+class FlowControl:
+    __slots__ = ("_closed", "_drain_waiters", "_reasons", "_transport", "_write_paused")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._reasons = ReadPause.NONE
+        self._write_paused = False
+        self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    # -- reading ---------------------------------------------------------------
+
+    def pause_reading(self, reason: ReadPause) -> None:
+        if self._closed:
+            return
+        if not self._reasons:
+            self._transport.pause_reading()
+        self._reasons |= reason
+
+    def resume_reading(self, reason: ReadPause) -> None:
+        if self._closed or not (self._reasons & reason):
+            return
+        self._reasons &= ~reason
+        if not self._reasons:
+            self._transport.resume_reading()
+
+    # -- writing ---------------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def on_pause_writing(self) -> None:
+        """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark."""
+        self._write_paused = True
+
+    def on_resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writers()
+
+    async def drain(self) -> None:
+        """Wait until the peer took enough of what we wrote (returns at once if it did)."""
+        if not self._write_paused or self._closed:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def on_connection_lost(self) -> None:
+        """Writers waiting for a gone peer go on (their output is dropped)."""
+        self._closed = True
+        self._write_paused = False
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,102 @@
+"""Listening socket, connection sweeper and graceful shutdown (the only loop-owning code)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import dataclass, field
+
+from mcp_fast.http import h1
+from mcp_fast.net.connection import App, HttpConnection, Timeouts
+
+logger = logging.getLogger("mcp_fast.net")
+
+
+@dataclass
+class NetSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backlog: int = 2048
+    limits: h1.H1Limits = field(default_factory=h1.H1Limits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    shutdown_timeout: float = 10.0
+    reuse_port: bool = False
+
+
+class HttpServer:
+    def __init__(self, app: App, settings: NetSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.connections: set[HttpConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _make_protocol(self) -> HttpConnection:
+        return HttpConnection(self.app, self.settings.limits, self.settings.timeouts, self.connections)
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(
+                self._make_protocol, sock=sock, backlog=self.settings.backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self._make_protocol,
+                self.settings.host,
+                self.settings.port,
+                backlog=self.settings.backlog,
+                reuse_port=self.settings.reuse_port or None,
+            )
+        self._sweeper = loop.create_task(self._sweep())
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [] if self._server is None else list(self._server.sockets)
+
+    async def _sweep(self) -> None:
+        """Once a second, act on connections whose deadline passed (timeouts)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for connection in [c for c in self.connections if c.deadline <= now]:
+                connection.on_deadline()
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (bounded), then close everything."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    await server.start()
+    if on_ready:
+        logger.warning("%s", on_ready)
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, request_stop)
+    await stop
+    logger.info("shutting down")
+    await server.stop()

@@ -1,0 +1,32 @@
+"""The one interface between transports and the network adapter: answer one HTTP request.
+
+HTTP/1.1 connections (stream 1) and HTTP/2 streams both implement it, so a
+transport cannot tell the HTTP versions apart.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Responder(Protocol):
+    def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        """A complete response with a known length; ends the exchange."""
+
+    def start_stream(self, status: int, headers: Headers) -> None:
+        """Begin a response whose body follows in pieces (SSE)."""
+
+    def send_stream(self, data: bytes) -> None:
+        """One piece of a streamed body; ignored once the peer is gone."""
+
+    async def drain(self) -> None:
+        """Wait while the peer reads slower than we write (backpressure)."""
+
+    def end_stream(self) -> None:
+        """End a streamed response; ends the exchange."""
+
+    @property
+    def disconnected(self) -> bool:
+        """The peer went away: further output is dropped."""

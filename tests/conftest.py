@@ -1,0 +1,100 @@
+"""Shared fixtures: a real `python -m mcp_fast` process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with code {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {host}:{port} within {timeout}s")
+
+
+def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
+    """Start `python -m mcp_fast` with extra CLI args; waits until it accepts connections."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mcp_fast", "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    wait_for_port("127.0.0.1", port, process)
+    return RunningServer(process, "127.0.0.1", port, log_path)
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[RunningServer]:
+    """The built-in demo app served by a real process; fails the test on a server traceback."""
+    server = start_server(tmp_path)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log(), server.log()
+
+
+@pytest.fixture(scope="module")
+def shared_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One demo server for a whole test module (for read-only interop checks)."""
+    server = start_server(tmp_path_factory.mktemp("server"))
+    try:
+        yield server
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log(), server.log()
