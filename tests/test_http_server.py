@@ -1,0 +1,400 @@
+"""The running server over real sockets: HTTP/1.1 behaviour and Streamable HTTP POST rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import RunningServer, start_server, stop_server
+from httpclient import MCP_HEADERS, RawClient, client_request_bytes, rpc_bytes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("http"), "--max-body-size", "64K")
+    try:
+        yield running
+    finally:
+        stop_server(running)
+    assert "Traceback" not in running.log(), running.log()
+
+
+def call(server: RunningServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    with RawClient(server.port) as client:
+        client.send(data)
+        response = client.read_response()
+        return response.status, response.headers, response.body
+
+
+# -- JSON-RPC over POST ---------------------------------------------------------------
+
+
+def test_tools_call_echo_answers_json(server: RunningServer) -> None:
+    status, headers, body = call(
+        server, rpc_bytes("tools/call", {"name": "echo", "arguments": {"message": "hi"}})
+    )
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert orjson.loads(body) == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"content": [{"type": "text", "text": "hi"}], "isError": False},
+    }
+
+
+def test_initialize_negotiates_version(server: RunningServer) -> None:
+    params = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
+    status, _, body = call(server, rpc_bytes("initialize", params))
+    result = orjson.loads(body)["result"]
+    assert status == 200
+    assert result["protocolVersion"] == "2025-06-18"
+    assert result["serverInfo"]["name"] == "mcp-fast-demo"
+    assert {"tools", "resources", "prompts", "logging", "completions"} <= set(result["capabilities"])
+    params["protocolVersion"] = "1999-01-01"
+    _, _, body = call(server, rpc_bytes("initialize", params))
+    assert orjson.loads(body)["result"]["protocolVersion"] == "2025-11-25"
+
+
+def test_notification_and_response_get_202(server: RunningServer) -> None:
+    status, _, body = call(server, rpc_bytes("notifications/initialized", request_id=None))
+    assert (status, body) == (202, b"")
+    response = orjson.dumps({"jsonrpc": "2.0", "id": 7, "result": {}})
+    status, _, body = call(server, client_request_bytes("POST", "/mcp", response, MCP_HEADERS))
+    assert (status, body) == (202, b"")
+
+
+def test_progress_and_logs_switch_the_answer_to_sse(server: RunningServer) -> None:
+    params = {"name": "test_tool_with_progress", "arguments": {}, "_meta": {"progressToken": "p1"}}
+    with RawClient(server.port) as client:
+        client.send(rpc_bytes("tools/call", params))
+        response = client.read_response()
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.headers["cache-control"] == "no-cache"
+    messages = response.sse_messages()
+    progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]
+    assert progress == [0, 50, 100]
+    assert messages[-1]["id"] == 1 and "result" in messages[-1]
+
+
+def test_json_only_client_gets_json_even_when_tool_notifies(server: RunningServer) -> None:
+    params = {"name": "test_tool_with_logging", "arguments": {}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    status, response_headers, body = call(
+        server,
+        client_request_bytes(
+            "POST",
+            "/mcp",
+            orjson.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}),
+            headers,
+        ),
+    )
+    assert status == 200
+    assert response_headers["content-type"] == "application/json"
+    assert orjson.loads(body)["result"]["content"][0]["text"] == "Logging test completed"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "status"),
+    [
+        (b"{not json", -32700, 400),
+        (b'{"jsonrpc":"2.0","id":1,"method":"x"', -32700, 400),
+        (b'"just a string"', -32600, 400),
+        (b'{"jsonrpc":"1.0","id":1,"method":"ping"}', -32600, 400),
+        (b'{"jsonrpc":"2.0","id":1,"method":5}', -32600, 400),
+        (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', -32600, 400),
+        (b'{"jsonrpc":"2.0","id":true,"method":"ping"}', -32600, 400),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}', -32600, 400),
+        (b'{"jsonrpc":"2.0","id":1,"method":"no/such/method"}', -32601, 200),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}', -32602, 200),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}', -32602, 200),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"test://missing"}}',
+            -32002,
+            200,
+        ),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"bogus"}}', -32602, 200),
+        (b'{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"loud"}}', -32602, 200),
+        (b"[" * 5000 + b"]" * 5000, -32700, 400),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","x":NaN}', -32700, 400),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","x":"\xff\xfe"}', -32700, 400),
+    ],
+)
+def test_bad_messages_get_the_right_error(server: RunningServer, body: bytes, code: int, status: int) -> None:
+    got_status, headers, response = call(server, client_request_bytes("POST", "/mcp", body, MCP_HEADERS))
+    assert got_status == status
+    assert headers["content-type"] == "application/json"
+    error = orjson.loads(response)["error"]
+    assert error["code"] == code
+    assert error["message"] and "Traceback" not in error["message"]
+
+
+def test_error_echoes_the_request_id(server: RunningServer) -> None:
+    _, _, body = call(server, rpc_bytes("no/such", request_id="abc"))
+    assert orjson.loads(body)["id"] == "abc"
+    _, _, body = call(
+        server, client_request_bytes("POST", "/mcp", b'{"jsonrpc":"1.0","id":9,"method":"x"}', MCP_HEADERS)
+    )
+    assert orjson.loads(body)["id"] == 9
+
+
+def test_invalid_tool_arguments_follow_the_version(server: RunningServer) -> None:
+    params = {"name": "echo", "arguments": {"message": 5}}
+    _, _, body = call(server, rpc_bytes("tools/call", params, **{"MCP-Protocol-Version": "2025-11-25"}))
+    result = orjson.loads(body)["result"]
+    assert result["isError"] is True
+    assert "message" in result["content"][0]["text"]
+    _, _, body = call(server, rpc_bytes("tools/call", params, **{"MCP-Protocol-Version": "2025-06-18"}))
+    error = orjson.loads(body)["error"]
+    assert error["code"] == -32602 and "message" in error["message"]
+
+
+def test_structured_output_only_from_2025_06_18(server: RunningServer) -> None:
+    params = {"name": "add", "arguments": {"a": 2, "b": 3}}
+    _, _, body = call(server, rpc_bytes("tools/call", params, **{"MCP-Protocol-Version": "2025-06-18"}))
+    result = orjson.loads(body)["result"]
+    assert result["structuredContent"] == {"a": 2, "b": 3, "sum": 5}
+    assert orjson.loads(result["content"][0]["text"]) == {"a": 2, "b": 3, "sum": 5}
+    _, _, body = call(server, rpc_bytes("tools/call", params))  # no header: 2025-03-26
+    assert "structuredContent" not in orjson.loads(body)["result"]
+
+
+def test_batch_only_under_2025_03_26(server: RunningServer) -> None:
+    batch = orjson.dumps(
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": "b"}},
+            },
+            {"jsonrpc": "2.0", "id": 3},
+        ]
+    )
+    status, _, body = call(server, client_request_bytes("POST", "/mcp", batch, MCP_HEADERS))
+    assert status == 200
+    answers = {item["id"]: item for item in orjson.loads(body)}
+    assert answers[1]["result"] == {}
+    assert answers[2]["result"]["content"][0]["text"] == "b"
+    assert answers[3]["error"]["code"] == -32600
+    headers = {**MCP_HEADERS, "MCP-Protocol-Version": "2025-06-18"}
+    status, _, body = call(server, client_request_bytes("POST", "/mcp", batch, headers))
+    assert status == 400 and orjson.loads(body)["error"]["code"] == -32600
+    status, _, body = call(server, client_request_bytes("POST", "/mcp", b"[]", MCP_HEADERS))
+    assert status == 400
+
+
+def test_pagination_with_cursors(tmp_path: Path) -> None:
+    running = start_server(tmp_path, "--page-size", "3")
+    try:
+        names: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            _, _, body = call(running, rpc_bytes("tools/list", params))
+            result = orjson.loads(body)["result"]
+            assert len(result["tools"]) <= 3
+            names += [tool["name"] for tool in result["tools"]]
+            pages += 1
+            cursor = result.get("nextCursor")
+            if cursor is None:
+                break
+        assert pages > 2 and len(names) == len(set(names)) and "echo" in names
+    finally:
+        stop_server(running)
+
+
+# -- Streamable HTTP header rules ------------------------------------------------------
+
+
+def test_unsupported_protocol_version_is_400_with_jsonrpc_body(server: RunningServer) -> None:
+    status, _, body = call(server, rpc_bytes("ping", **{"MCP-Protocol-Version": "2030-01-01"}))
+    assert status == 400
+    error = orjson.loads(body)["error"]
+    assert error["code"] == -32600 and "2030-01-01" in error["message"]
+
+
+def test_content_type_and_accept_checks(server: RunningServer) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    status, _, _ = call(server, client_request_bytes("POST", "/mcp", body, {"Content-Type": "text/plain"}))
+    assert status == 415
+    status, _, _ = call(server, client_request_bytes("POST", "/mcp", body, {"Accept": "application/json"}))
+    assert status == 415  # no Content-Type at all
+    headers = {"Content-Type": "application/json", "Accept": "text/html"}
+    status, _, _ = call(server, client_request_bytes("POST", "/mcp", body, headers))
+    assert status == 406
+    headers = {"Content-Type": "application/json; charset=utf-8"}  # no Accept: anything goes
+    status, _, response = call(server, client_request_bytes("POST", "/mcp", body, headers))
+    assert status == 200 and orjson.loads(response)["result"] == {}
+
+
+def test_sse_only_client_gets_sse(server: RunningServer) -> None:
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    with RawClient(server.port) as client:
+        client.send(
+            client_request_bytes("POST", "/mcp", b'{"jsonrpc":"2.0","id":4,"method":"ping"}', headers)
+        )
+        response = client.read_response()
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.sse_messages() == [{"jsonrpc": "2.0", "id": 4, "result": {}}]
+
+
+def test_origin_and_host_validation(server: RunningServer) -> None:
+    evil = {**MCP_HEADERS, "Origin": "http://evil.example.com"}
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    status, _, _ = call(server, client_request_bytes("POST", "/mcp", body, evil))
+    assert status == 403
+    status, _, _ = call(
+        server, client_request_bytes("POST", "/mcp", body, MCP_HEADERS, host="evil.example.com")
+    )
+    assert status == 421
+    good = {**MCP_HEADERS, "Origin": f"http://localhost:{server.port}"}
+    status, _, _ = call(
+        server, client_request_bytes("POST", "/mcp", body, good, host=f"localhost:{server.port}")
+    )
+    assert status == 200
+
+
+def test_get_and_delete_are_405_with_allow(server: RunningServer) -> None:
+    for method in ("GET", "DELETE", "PUT"):
+        status, headers, _ = call(server, client_request_bytes(method, "/mcp"))
+        assert status == 405
+        assert headers["allow"] == "POST"
+
+
+def test_unknown_path_is_404(server: RunningServer) -> None:
+    status, _, body = call(server, client_request_bytes("POST", "/other", b"{}", MCP_HEADERS))
+    assert status == 404 and b"/mcp" in body
+
+
+# -- HTTP/1.1 connection behaviour ---------------------------------------------------------
+
+
+def test_keep_alive_and_pipelining_keep_order(server: RunningServer) -> None:
+    slow = rpc_bytes("tools/call", {"name": "test_tool_with_logging", "arguments": {}}, request_id=1)
+    fast = rpc_bytes("tools/call", {"name": "echo", "arguments": {"message": "second"}}, request_id=2)
+    with RawClient(server.port) as client:
+        client.send(slow + fast + rpc_bytes("ping", request_id=3))
+        first = client.read_response()
+        second = client.read_response()
+        third = client.read_response()
+    assert first.sse_messages()[-1]["id"] == 1
+    assert second.json()["id"] == 2 and second.json()["result"]["content"][0]["text"] == "second"
+    assert third.json() == {"jsonrpc": "2.0", "id": 3, "result": {}}
+
+
+def test_chunked_request_body(server: RunningServer) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])) + b"0\r\n\r\n"
+    head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    status, _, response = call(server, head + chunked)
+    assert status == 200 and orjson.loads(response)["result"] == {}
+
+
+def test_expect_100_continue(server: RunningServer) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    head = (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with RawClient(server.port) as client:
+        client.send(head)
+        interim = client._read_until(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100")
+        client.send(body)
+        response = client.read_response()
+    assert response.status == 200 and response.json()["result"] == {}
+
+
+def test_connection_close_and_http10(server: RunningServer) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    request = client_request_bytes("POST", "/mcp", body, {**MCP_HEADERS, "Connection": "close"})
+    with RawClient(server.port) as client:
+        client.send(request)
+        assert client.read_response().status == 200
+        assert client.expect_closed()
+    http10 = (
+        b"POST /mcp HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    with RawClient(server.port) as client:
+        client.send(http10)
+        response = client.read_response()
+        assert response.status == 200 and response.json()["result"] == {}
+        assert client.expect_closed()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+        (b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /mcp HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        (b"GET /mcp HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /mcp HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
+        (b"GET /mcp HTTP/1.1\r\nHost: x\r\n folded: 1\r\n\r\n", 400),
+        (b"GET /mcp HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET /mcp HTTP/1.1\nHost: x\n\n", 400),
+        (b"GET /mcp HTTP/1.1\r\n\r\n", 400),
+    ],
+)
+def test_bad_http_gets_status_and_close(server: RunningServer, raw: bytes, status: int) -> None:
+    with RawClient(server.port) as client:
+        client.send(raw)
+        response = client.read_response()
+        assert response.status == status
+        assert response.headers.get("connection") == "close"
+        assert client.expect_closed()
+
+
+def test_body_over_limit_chunked_is_413(server: RunningServer) -> None:
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"a" * 40000
+    with RawClient(server.port) as client:
+        client.send(head + b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2)
+        assert client.read_response().status == 413
+
+
+def test_timeouts(tmp_path: Path) -> None:
+    running = start_server(
+        tmp_path, "--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1"
+    )
+    try:
+        with RawClient(running.port) as client:  # slowloris: a head that never ends
+            client.send(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            response = client.read_response()
+            assert response.status == 408
+            assert time.monotonic() - started < 4
+        with RawClient(running.port) as client:  # a body that never comes
+            client.send(
+                b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"
+            )
+            assert client.read_response().status == 408
+        with RawClient(running.port) as client:  # idle keep-alive connection
+            client.send(rpc_bytes("ping"))
+            assert client.read_response().status == 200
+            assert client.expect_closed(timeout=5)
+    finally:
+        stop_server(running)
+
+
+def test_other_clients_unaffected_by_a_bad_one(server: RunningServer) -> None:
+    with RawClient(server.port) as bad, RawClient(server.port) as good:
+        bad.send(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")  # stalls mid-body
+        good.send(rpc_bytes("ping"))
+        assert good.read_response().json()["result"] == {}
