@@ -11,7 +11,8 @@ import base64
 import binascii
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any, Final
 
 from mcp_fast import jsonrpc
@@ -22,7 +23,8 @@ from mcp_fast.versions import POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.dispatch")
 
-Method = Callable[[JsonObject, Context], Awaitable[Any]]
+# A method returns its result, or a coroutine when it has to wait.
+Method = Callable[[JsonObject, Context], Any]
 
 EMPTY_PARAMS: Final[JsonObject] = {}
 _CURSOR_PREFIX: Final = b"mcp_fast:"
@@ -64,6 +66,20 @@ def decode_cursor(cursor: object, total: int) -> int:
     return offset
 
 
+def _internal_error(message: Message) -> bytes:
+    logger.exception("internal error in %s", message.method)
+    return jsonrpc.encode_error(message.id, RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+
+
+def _encode(message: Message, result: Any) -> bytes:
+    try:
+        return jsonrpc.encode_result(message.id, result)
+    except TypeError:
+        logger.exception("result of %s is not JSON serializable", message.method)
+        error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error: the result could not be encoded")
+        return jsonrpc.encode_error(message.id, error)
+
+
 class Dispatcher:
     """Routes requests and notifications of every 2025-era version to their method."""
 
@@ -90,26 +106,34 @@ class Dispatcher:
 
     # -- entry points --------------------------------------------------------
 
-    async def handle_request(self, message: Message, ctx: Context) -> bytes:
-        """Run one request and return its encoded response (result or error)."""
+    def dispatch(self, message: Message, ctx: Context) -> bytes | Coroutine[Any, Any, bytes]:
+        """Run one request: its encoded response, or a coroutine that produces it.
+
+        Method functions return their result directly when they need not wait
+        (lists, ping, inline tools), so the common request creates no coroutine.
+        """
         method = self.methods.get(message.method)
         if method is None:
             error = RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}")
             return jsonrpc.encode_error(message.id, error)
         try:
-            result = await method(message.params or EMPTY_PARAMS, ctx)
+            result = method(message.params or EMPTY_PARAMS, ctx)
         except RpcError as exc:
             return jsonrpc.encode_error(message.id, exc)
-        except Exception:  # boundary: a bug must not reach the client as text
-            logger.exception("internal error in %s", message.method)
-            error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error")
-            return jsonrpc.encode_error(message.id, error)
+        except Exception:  # noqa: BLE001 - logged with its traceback; boundary: a bug must not reach the client as text
+            return _internal_error(message)
+        if type(result) is CoroutineType:
+            return self._complete(message, result)
+        return _encode(message, result)
+
+    async def _complete(self, message: Message, pending: Coroutine[Any, Any, Any]) -> bytes:
         try:
-            return jsonrpc.encode_result(message.id, result)
-        except TypeError:
-            logger.exception("result of %s is not JSON serializable", message.method)
-            error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error: the result could not be encoded")
-            return jsonrpc.encode_error(message.id, error)
+            result = await pending
+        except RpcError as exc:
+            return jsonrpc.encode_error(message.id, exc)
+        except Exception:  # noqa: BLE001 - logged with its traceback; boundary, as above
+            return _internal_error(message)
+        return _encode(message, result)
 
     def handle_notification(self, message: Message) -> None:
         """Notifications need no answer; unknown ones are ignored (JSON-RPC 2.0 section 4.1)."""
@@ -144,7 +168,7 @@ class Dispatcher:
                 info["websiteUrl"] = server.website_url
         return info
 
-    async def initialize(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def initialize(self, params: JsonObject, ctx: Context) -> JsonObject:
         version = negotiate(params.get("protocolVersion"))
         result: JsonObject = {
             "protocolVersion": version,
@@ -155,10 +179,10 @@ class Dispatcher:
             result["instructions"] = self.server.instructions
         return result
 
-    async def ping(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def ping(self, params: JsonObject, ctx: Context) -> JsonObject:
         return {}
 
-    async def logging_set_level(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def logging_set_level(self, params: JsonObject, ctx: Context) -> JsonObject:
         level = require_str(params, "level")
         if level not in LOG_LEVELS:
             raise RpcError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
@@ -192,44 +216,59 @@ class Dispatcher:
             result["nextCursor"] = encode_cursor(end)
         return result
 
-    async def tools_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def tools_list(self, params: JsonObject, ctx: Context) -> JsonObject:
         return self._page("tools", params, ctx.policy)
 
-    async def resources_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def resources_list(self, params: JsonObject, ctx: Context) -> JsonObject:
         return self._page("resources", params, ctx.policy)
 
-    async def resource_templates_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def resource_templates_list(self, params: JsonObject, ctx: Context) -> JsonObject:
         return self._page("resourceTemplates", params, ctx.policy)
 
-    async def prompts_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def prompts_list(self, params: JsonObject, ctx: Context) -> JsonObject:
         return self._page("prompts", params, ctx.policy)
 
     # -- calls ---------------------------------------------------------------
 
-    async def tools_call(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def tools_call(self, params: JsonObject, ctx: Context) -> Any:
         name = require_str(params, "name")
         arguments = optional_object(params, "arguments")
-        return await self.server.call_tool(name, arguments, ctx)
+        return self.server.call_tool(name, arguments, ctx)
 
-    async def resources_read(self, params: JsonObject, ctx: Context) -> JsonObject:
-        return await self.server.read_resource(require_str(params, "uri"), ctx)
+    def resources_read(self, params: JsonObject, ctx: Context) -> Any:
+        return self.server.read_resource(require_str(params, "uri"), ctx)
 
-    async def resources_subscribe(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def resources_subscribe(self, params: JsonObject, ctx: Context) -> JsonObject:
         # Checks the URI exists; delivery of notifications/resources/updated needs a
         # stream that outlives this request (GET stream, sessions issue).
         self.server.find_resource(require_str(params, "uri"))
         return {}
 
-    async def prompts_get(self, params: JsonObject, ctx: Context) -> JsonObject:
+    def prompts_get(self, params: JsonObject, ctx: Context) -> Any:
         name = require_str(params, "name")
         arguments = optional_object(params, "arguments")
-        return await self.server.get_prompt(name, arguments, ctx)
+        return self.server.get_prompt(name, arguments, ctx)
+
+    def _check_completion_ref(self, ref: JsonObject) -> None:
+        """The referenced prompt or resource must exist (server/utilities/completion, errors)."""
+        registry = self.server.registry
+        kind = ref.get("type")
+        if kind == "ref/prompt":
+            if ref.get("name") not in registry.prompts:
+                raise RpcError(INVALID_PARAMS, f"Invalid params: unknown prompt {ref.get('name')!r}")
+        elif kind == "ref/resource":
+            uri = ref.get("uri")
+            if uri not in registry.templates and uri not in registry.resources:
+                raise RpcError(INVALID_PARAMS, f"Invalid params: unknown resource {uri!r}")
+        else:
+            raise RpcError(INVALID_PARAMS, 'Invalid params: "ref.type" must be ref/prompt or ref/resource')
 
     async def completion_complete(self, params: JsonObject, ctx: Context) -> JsonObject:
         ref = optional_object(params, "ref")
         argument = optional_object(params, "argument")
         if ref is None or argument is None:
             raise RpcError(INVALID_PARAMS, 'Invalid params: "ref" and "argument" are required')
+        self._check_completion_ref(ref)
         handler = self.server.registry.completion
         assert handler is not None
         value: Any = handler(ref, argument, optional_object(params, "context"))

@@ -398,8 +398,12 @@ class MCPServer:
 
     # -- invocation --------------------------------------------------------
 
-    async def call_tool(self, name: str, arguments: Any, ctx: Context) -> dict[str, Any]:
-        """tools/call: validate, run, and shape the CallToolResult."""
+    def call_tool(self, name: str, arguments: Any, ctx: Context) -> Any:
+        """tools/call: validate, run, and shape the CallToolResult.
+
+        Returns the result, or a coroutine producing it when the tool runs as a
+        Task or in a thread; an inline tool costs no coroutine at all.
+        """
         tool = self.registry.tools.get(name)
         if tool is None:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
@@ -415,15 +419,19 @@ class MCPServer:
             raise RpcError(INVALID_PARAMS, message) from None
         if tool.signature.context_param is not None:
             kwargs[tool.signature.context_param] = ctx
+        if tool.mode is not RunMode.INLINE:
+            return self._run_tool(tool, kwargs, ctx)
+        try:
+            value = tool.func(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback; the tool's own failure becomes an isError result
+            return _tool_failed(name, exc)
+        return tool_result(value, tool.output, ctx.policy)
+
+    async def _run_tool(self, tool: Tool, kwargs: dict[str, Any], ctx: Context) -> dict[str, Any]:
         try:
             value = await invoke(tool.func, tool.mode, kwargs)
-        except (ToolError, RpcError) as exc:
-            if isinstance(exc, RpcError):
-                raise
-            return _error_result(str(exc))
-        except Exception as exc:  # a user handler failed: report it as a tool error, log the traceback
-            logger.exception("tool %r raised", name)
-            return _error_result(f"Tool '{name}' failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback; as in call_tool
+            return _tool_failed(tool.name, exc)
         return tool_result(value, tool.output, ctx.policy)
 
     def find_resource(self, uri: str) -> tuple[Resource, dict[str, str]]:
@@ -437,33 +445,52 @@ class MCPServer:
                 return template, match.groupdict()
         raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
 
-    async def read_resource(self, uri: str, ctx: Context) -> dict[str, Any]:
+    def read_resource(self, uri: str, ctx: Context) -> Any:
+        """resources/read: the result, or a coroutine producing it."""
         resource, variables = self.find_resource(uri)
         try:
             kwargs = _validate(resource.signature, variables)
         except pydantic.ValidationError as exc:
-            raise RpcError(
-                INVALID_PARAMS, f"Invalid resource URI {uri}: {describe_validation_error(exc)}"
-            ) from None
+            message = f"Invalid resource URI {uri}: {describe_validation_error(exc)}"
+            raise RpcError(INVALID_PARAMS, message) from None
         if resource.signature.context_param is not None:
             kwargs[resource.signature.context_param] = ctx
+        if resource.mode is not RunMode.INLINE:
+            return self._read_resource(uri, resource, kwargs)
+        return {"contents": resource_contents(uri, resource.mime_type, resource.func(**kwargs))}
+
+    async def _read_resource(self, uri: str, resource: Resource, kwargs: dict[str, Any]) -> dict[str, Any]:
         value = await invoke(resource.func, resource.mode, kwargs)
         return {"contents": resource_contents(uri, resource.mime_type, value)}
 
-    async def get_prompt(self, name: str, arguments: Any, ctx: Context) -> dict[str, Any]:
+    def get_prompt(self, name: str, arguments: Any, ctx: Context) -> Any:
+        """prompts/get: the result, or a coroutine producing it."""
         prompt = self.registry.prompts.get(name)
         if prompt is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         try:
             kwargs = _validate(prompt.signature, arguments or {})
         except pydantic.ValidationError as exc:
-            raise RpcError(
-                INVALID_PARAMS, f"Invalid arguments for prompt '{name}': {describe_validation_error(exc)}"
-            ) from None
+            message = f"Invalid arguments for prompt '{name}': {describe_validation_error(exc)}"
+            raise RpcError(INVALID_PARAMS, message) from None
         if prompt.signature.context_param is not None:
             kwargs[prompt.signature.context_param] = ctx
-        value = await invoke(prompt.func, prompt.mode, kwargs)
-        return prompt_result(value, prompt.description)
+        if prompt.mode is not RunMode.INLINE:
+            return self._get_prompt(prompt, kwargs)
+        return prompt_result(prompt.func(**kwargs), prompt.description)
+
+    async def _get_prompt(self, prompt: Prompt, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return prompt_result(await invoke(prompt.func, prompt.mode, kwargs), prompt.description)
+
+
+def _tool_failed(name: str, exc: Exception) -> dict[str, Any]:
+    """A tool raised: ToolError -> its message; RpcError -> a JSON-RPC error; else logged."""
+    if isinstance(exc, RpcError):
+        raise exc
+    if isinstance(exc, ToolError):
+        return _error_result(str(exc))
+    logger.error("tool %r raised", name, exc_info=exc)
+    return _error_result(f"Tool '{name}' failed: {exc}")
 
 
 def _validate(signature: Signature, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -592,38 +592,63 @@ class H1Connection:
                 raise _reject_transfer_coding(te)
             length = -1
         elif cl is not None:
-            length = _content_length(cl)
+            length = int(cl) if cl.isdigit() and len(cl) < 19 else _content_length(cl)
             if length > self._max_body:
                 # Refuse before buffering any of the body (RFC 9110 section 15.5.14).
                 raise ProtocolError(413, "request body too large")
 
-        # Persistence (RFC 9112 section 9.3).
+        # Persistence (RFC 9112 section 9.3): HTTP/1.1 stays open unless
+        # "close", HTTP/1.0 closes unless "keep-alive".
         conn = headers.get(b"connection")
-        if http10:
-            keep_alive = conn is not None and _has_token(conn, b"keep-alive")
-            version = _V10
+        if conn is None:
+            keep_alive = not http10
         else:
-            keep_alive = conn is None or not _has_token(conn, b"close")
-            version = _V11
+            conn = conn.lower()
+            if conn == b"keep-alive":
+                keep_alive = True
+            elif conn == b"close":
+                keep_alive = False
+            elif http10:
+                keep_alive = _has_token(conn, b"keep-alive")
+            else:
+                keep_alive = not _has_token(conn, b"close")
+        version = _V10 if http10 else _V11
 
         start = end + 4
+        body: Body
         if length == 0:
-            self._pos = start
-            return self._finish(Request(method, target, path, headers, b"", keep_alive, version))
-        if length > 0 and len(src) - start >= length:
+            stop = start
+            body = b""
+        elif length > 0 and len(src) - start >= length:
             # Fast path: the whole body is here.
             stop = start + length
-            self._pos = stop
-            body: Body = src[start:stop] if length < _ZERO_COPY_MIN else memoryview(src)[start:stop]
-            return self._finish(Request(method, target, path, headers, body, keep_alive, version))
+            body = src[start:stop] if length < _ZERO_COPY_MIN else memoryview(src)[start:stop]
+        else:
+            return self._start_body(
+                Request(method, target, path, headers, b"", keep_alive, version), start, length
+            )
+        self._pos = stop
+        req = Request(method, target, path, headers, body, keep_alive, version)
+        if keep_alive:
+            # _finish, inlined for the common case.
+            self._scan = 0
+            self._line_ok = False
+            self._empty_lines = 0
+            return req
+        return self._finish(req)
 
-        req = Request(method, target, path, headers, b"", keep_alive, version)
+    def _start_body(self, req: Request, start: int, length: int) -> Event:
+        """The head is parsed, the body (``length`` bytes, -1 = chunked) is not all here."""
+        headers = req.headers
+
         self._req = req
         self._pos = start
         # RFC 9110 section 10.1.1: "100-continue" is honoured for HTTP/1.1
         # only; other expectations are ignored (the MAY-417 is not used).
         expect = headers.get(b"expect")
-        want_continue = expect is not None and not http10 and _has_token(expect, b"100-continue")
+        want_continue = (
+            expect is not None and req.http_version == _V11 and _has_token(expect, b"100-continue")
+        )
         if length > 0:
             self._state = _BODY
             self._need = length

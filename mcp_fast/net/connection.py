@@ -32,7 +32,8 @@ from mcp_fast.transport.responder import Headers, Responder
 
 logger = logging.getLogger("mcp_fast.net")
 
-App = Callable[[Request, Responder], Coroutine[Any, Any, None]]
+# The application answers a request at once (returns None) or returns a coroutine to run.
+App = Callable[[Request, Responder], Coroutine[Any, Any, None] | None]
 
 _NEVER = float("inf")
 # Bytes of further pipelined requests we hold while one is in flight.
@@ -185,7 +186,8 @@ class HttpConnection(asyncio.Protocol):
         self._keep_alive = request.keep_alive and not self._closing
         self._set_phase(Phase.BUSY)
         try:
-            task = start_eagerly(self._loop, self._app(request, self))
+            pending = self._app(request, self)
+            task = None if pending is None else start_eagerly(self._loop, pending)
         except Exception:  # boundary: an application bug answers 500, never a traceback
             logger.exception("unhandled error while serving %r", request.target)
             self._application_done(failed=True)

@@ -11,6 +11,7 @@ A POST carries one JSON-RPC message (a batch only under 2025-03-26):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ SSE_HEADERS: Final[Headers] = [
 ]
 TEXT_HEADERS: Final[Headers] = [(b"content-type", b"text/plain; charset=utf-8")]
 ALLOW_POST: Final[Headers] = [(b"allow", b"POST")]
+_VERDICT_CACHE_SIZE: Final = 64
 
 
 @dataclass
@@ -102,32 +104,52 @@ class PostChannel:
 
 
 class StreamableHTTP:
-    """Serves one MCP endpoint path; everything else is 404."""
+    """Serves one MCP endpoint path; everything else is 404.
+
+    Called once per request; returns None when the request was answered at
+    once (the common case), or a coroutine that finishes answering it.
+    """
 
     def __init__(self, server: MCPServer, settings: StreamableSettings | None = None) -> None:
         self.server = server
         self.settings = settings or StreamableSettings()
         self.dispatcher = Dispatcher(server, page_size=self.settings.page_size)
+        # Header values repeat from request to request, so the verdicts on them
+        # are remembered (bounded: a client sending new values each time only
+        # costs the check itself).
+        self._accept_verdicts: dict[bytes, tuple[bool, bool]] = {}
+        self._policy_of_header: dict[bytes, VersionPolicy] = {}
 
-    async def __call__(self, request: Request, responder: Responder) -> None:
+    def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         if request.path != self.settings.path:
             _plain(responder, 404, "Not found: the MCP endpoint is " + self.settings.path.decode())
-            return
+            return None
         problem = self.settings.host_policy.check(request.headers)
         if problem is not None:
             _plain(responder, problem[0], problem[1])
-            return
+            return None
         if request.method == b"POST":
-            await self.post(request, responder)
-        else:
-            # GET streams and DELETE need sessions (2025 session management).
-            _plain(responder, 405, "Method not allowed: this endpoint takes POST", ALLOW_POST)
+            return self.post(request, responder)
+        # GET streams and DELETE need sessions (2025 session management).
+        _plain(responder, 405, "Method not allowed: this endpoint takes POST", ALLOW_POST)
+        return None
+
+    def _accepts(self, accept: bytes) -> tuple[bool, bool]:
+        verdict = self._accept_verdicts.get(accept)
+        if verdict is None:
+            verdict = _accepts(accept)
+            if len(self._accept_verdicts) < _VERDICT_CACHE_SIZE:
+                self._accept_verdicts[accept] = verdict
+        return verdict
 
     def _policy(self, request: Request, responder: Responder) -> VersionPolicy | None:
         """The version in force for a request (2025-06-18 "Protocol Version Header")."""
         header = request.headers.get(b"mcp-protocol-version")
         if header is None:
             return POLICIES[VERSION_WHEN_HEADER_ABSENT]
+        policy = self._policy_of_header.get(header)
+        if policy is not None:
+            return policy
         policy = POLICIES.get(header.decode("latin-1").strip())
         if policy is None:
             supported = ", ".join(SUPPORTED_VERSIONS)
@@ -136,42 +158,47 @@ class StreamableHTTP:
                 f"Unsupported MCP-Protocol-Version {header.decode('latin-1')!r}; supported: {supported}",
             )
             _rpc_error(responder, 400, error)
+        elif len(self._policy_of_header) < _VERDICT_CACHE_SIZE:
+            self._policy_of_header[header] = policy
         return policy
 
-    async def post(self, request: Request, responder: Responder) -> None:
+    def post(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         headers = request.headers
         if not _is_json_content_type(headers.get(b"content-type")):
             _plain(responder, 415, "Unsupported media type: the body must be application/json")
-            return
-        json_ok, sse_ok = _accepts(headers.get(b"accept", b"*/*"))
+            return None
+        json_ok, sse_ok = self._accepts(headers.get(b"accept", b"*/*"))
         if not (json_ok or sse_ok):
             _plain(responder, 406, "Not acceptable: accept application/json or text/event-stream")
-            return
+            return None
         policy = self._policy(request, responder)
         if policy is None:
-            return
+            return None
         try:
             body = jsonrpc.decode(request.body)
         except RpcError as exc:
             _rpc_error(responder, 400, exc)
-            return
+            return None
         channel = PostChannel(responder, json_ok, sse_ok)
         if type(body) is list:
-            await self.post_batch(body, policy, channel)
-            return
+            return self.post_batch(body, policy, channel)
         try:
             message = jsonrpc.parse_message(body)
         except jsonrpc.InvalidMessage as exc:
             _rpc_error(responder, 400, exc, exc.request_id)
-            return
+            return None
         if message.kind is Kind.REQUEST:
             ctx = Context(self.server, message.id, _meta(message.params), policy, channel)
-            channel.finish(await self.dispatcher.handle_request(message, ctx))
-            return
+            outcome = self.dispatcher.dispatch(message, ctx)
+            if isinstance(outcome, bytes):
+                channel.finish(outcome)
+                return None
+            return _finish(channel, outcome)
         if message.kind is Kind.NOTIFICATION:
             self.dispatcher.handle_notification(message)
         # A response to a server-to-client request is routed once sessions exist.
         responder.respond(202, [], b"")
+        return None
 
     async def post_batch(self, batch: list[Any], policy: VersionPolicy, channel: PostChannel) -> None:
         """JSON-RPC 2.0 section 6, allowed only by 2025-03-26."""
@@ -194,7 +221,8 @@ class StreamableHTTP:
                 continue
             if message.kind is Kind.REQUEST:
                 ctx = Context(self.server, message.id, _meta(message.params), policy, channel)
-                responses.append(await self.dispatcher.handle_request(message, ctx))
+                outcome = self.dispatcher.dispatch(message, ctx)
+                responses.append(outcome if isinstance(outcome, bytes) else await outcome)
             elif message.kind is Kind.NOTIFICATION:
                 self.dispatcher.handle_notification(message)
         if not responses:
@@ -205,6 +233,10 @@ class StreamableHTTP:
             channel.finish(responses[-1])
         else:
             responder.respond(200, JSON_HEADERS, b"[" + b",".join(responses) + b"]")
+
+
+async def _finish(channel: PostChannel, outcome: Awaitable[bytes]) -> None:
+    channel.finish(await outcome)
 
 
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:
