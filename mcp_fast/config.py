@@ -107,7 +107,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     for option in OPTIONS:
         raw = environ.get(option.env)
-        default = option.type(raw) if raw is not None else option.default
+        try:
+            default = option.type(raw) if raw is not None else option.default
+        except ValueError:
+            parser.error(f"{option.env}={raw!r} is not a valid value ({option.help})")
         parser.add_argument(
             option.flag,
             dest=option.name,
@@ -120,9 +123,5 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
-    parser = build_parser(env)
-    try:
-        namespace = parser.parse_args(argv)
-    except ValueError as exc:  # a bad MCP_FAST_* value
-        parser.error(str(exc))
+    namespace = build_parser(env).parse_args(argv)
     return Config(**vars(namespace))

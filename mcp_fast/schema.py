@@ -20,6 +20,7 @@ from dataclasses import dataclass, is_dataclass
 from typing import Any, Union, get_args, get_origin
 
 import pydantic
+import typing_extensions
 from pydantic import BaseModel, ConfigDict
 from pydantic.plugin._schema_validator import PluggableSchemaValidator
 from pydantic_core import SchemaValidator
@@ -188,7 +189,7 @@ def _is_object_type(annotation: Any) -> bool:
     if isinstance(annotation, type):
         if issubclass(annotation, BaseModel) or is_dataclass(annotation):
             return True
-        if typing.is_typeddict(annotation):
+        if typing_extensions.is_typeddict(annotation):
             return True
     origin = get_origin(annotation)
     return origin is dict
