@@ -1,0 +1,108 @@
+"""Peer: the raw ceiling — a bare uvloop ``asyncio.Protocol`` with no framework at all.
+
+For each HTTP/1.1 request it finds the end of the head, reads ``Content-Length`` bytes of body,
+``orjson``-parses the body and answers a ``tools/call`` result built from the request's ``id`` and
+``params.arguments.message`` (echoed, so the harness's correctness check is honest, not just
+"hello" baked in). Keep-alive; pipelined requests in one read are answered in order.
+
+It does the least work any correct-looking server could do: no header validation, no routing, no
+JSON-RPC envelope checks. Whatever mcp_fast loses against it is the price of doing the job right
+(plus whatever we waste).
+
+    .bench-venv/bin/python bench/peers/raw_ceiling.py --port 8002
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import orjson
+import uvloop
+
+_HEAD_END = b"\r\n\r\n"
+_CL = b"content-length:"
+_RESPONSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+_BAD = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def _content_length(head: bytes) -> int:
+    lower = head.lower()
+    i = lower.find(_CL)
+    if i < 0:
+        return 0
+    j = lower.find(b"\r\n", i)
+    return int(lower[i + len(_CL) : j if j >= 0 else len(lower)])
+
+
+class RawProtocol(asyncio.Protocol):
+    __slots__ = ("buf", "transport")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is not an asyncio.Transport subclass; it has the same methods.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        transport = self.transport
+        if transport is None:
+            return
+        out: list[bytes] = []
+        while True:
+            end = buf.find(_HEAD_END)
+            if end < 0:
+                break
+            try:
+                length = _content_length(bytes(buf[:end]))
+            except ValueError:
+                transport.write(_BAD)
+                transport.close()
+                return
+            start = end + 4
+            if len(buf) < start + length:
+                break
+            try:
+                req = orjson.loads(memoryview(buf)[start : start + length])
+                message = req["params"]["arguments"]["message"]
+                body = orjson.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": req["id"],
+                        "result": {"content": [{"type": "text", "text": message}], "isError": False},
+                    }
+                )
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                transport.write(_BAD)
+                transport.close()
+                return
+            del buf[: start + length]
+            out.append(_RESPONSE_HEAD + str(len(body)).encode() + b"\r\n\r\n" + body)
+        if out:
+            transport.writelines(out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(RawProtocol, host, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvloop.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
