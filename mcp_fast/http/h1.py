@@ -401,6 +401,17 @@ class H1Connection:
         state = self._state
         try:
             if state == _IDLE:
+                if not self._buf:
+                    # Fast path, inlined: a whole head in the received chunk
+                    # (or nothing pending at all).
+                    src = self._src
+                    pos = self._pos
+                    if pos == len(src):
+                        return CONNECTION_CLOSED if self._eof else NEED_DATA
+                    if _IS_TCHAR[src[pos]]:
+                        end = src.find(b"\r\n\r\n", pos + self._scan, pos + self._max_head)
+                        if end >= 0:
+                            return self._parse_head(src, pos, end)
                 return self._next_head()
             if state == _BODY:
                 return self._next_body()

@@ -67,6 +67,11 @@ class HttpConnection(asyncio.Protocol):
         self._app = app
         self._limits = limits
         self._timeouts = timeouts
+        self._timeout_of = {
+            Phase.IDLE: timeouts.keep_alive,
+            Phase.HEAD: timeouts.header,
+            Phase.BODY: timeouts.body,
+        }
         self._connections = connections
         self._core = h1.H1Connection(limits)
         self._loop = asyncio.get_event_loop()
@@ -134,13 +139,8 @@ class HttpConnection(asyncio.Protocol):
         self.phase = phase
         if phase is Phase.BUSY:
             self.deadline = _NEVER
-            return
-        timeout = {
-            Phase.IDLE: self._timeouts.keep_alive,
-            Phase.HEAD: self._timeouts.header,
-            Phase.BODY: self._timeouts.body,
-        }[phase]
-        self.deadline = self._loop.time() + timeout
+        else:
+            self.deadline = self._loop.time() + self._timeout_of[phase]
 
     def _process(self) -> None:
         """Pull and start requests until one is in flight or more bytes are needed."""

@@ -53,13 +53,14 @@ class HostPolicy:
             host_set = LOOPBACK_NAMES
         return cls(host_set, origin_set or LOOPBACK_NAMES)
 
-    def check(self, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    def check(self, host: bytes | None, origin: bytes | None) -> tuple[int, str] | None:
         """None when the request may proceed, else (status, reason)."""
-        if self.allowed_hosts:
-            host = headers.get(b"host")
-            if host is not None and _host_name(host.decode("latin-1")) not in self.allowed_hosts:
-                return 421, "Misdirected request: this server does not serve that Host"
-        origin = headers.get(b"origin")
+        if (
+            self.allowed_hosts
+            and host is not None
+            and _host_name(host.decode("latin-1")) not in self.allowed_hosts
+        ):
+            return 421, "Misdirected request: this server does not serve that Host"
         if origin is not None and "*" not in self.allowed_origins:
             text = origin.decode("latin-1").strip().lower().rstrip("/")
             if text not in self.allowed_origins and _origin_host(text) not in self.allowed_origins:

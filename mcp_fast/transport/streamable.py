@@ -35,7 +35,7 @@ SSE_HEADERS: Final[Headers] = [
 ]
 TEXT_HEADERS: Final[Headers] = [(b"content-type", b"text/plain; charset=utf-8")]
 ALLOW_POST: Final[Headers] = [(b"allow", b"POST")]
-_VERDICT_CACHE_SIZE: Final = 64
+_VERDICT_CACHE_SIZE: Final = 256
 
 
 @dataclass
@@ -45,8 +45,8 @@ class StreamableSettings:
     host_policy: HostPolicy = field(default_factory=HostPolicy.loopback)
 
 
-def _plain(responder: Responder, status: int, reason: str, extra: Headers = ()) -> None:  # type: ignore[assignment]
-    responder.respond(status, [*TEXT_HEADERS, *extra], reason.encode() + b"\n")
+def _plain(responder: Responder, status: int, reason: str) -> None:
+    responder.respond(status, TEXT_HEADERS, reason.encode() + b"\n")
 
 
 def _rpc_error(responder: Responder, status: int, error: RpcError, request_id: Any = None) -> None:
@@ -103,6 +103,32 @@ class PostChannel:
         self.responder.end_stream()
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An HTTP-level refusal, decided from the request's method and headers alone."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PostVerdict:
+    """A POST whose headers passed: the version in force and what the client accepts."""
+
+    policy: VersionPolicy
+    json_ok: bool
+    sse_ok: bool
+
+
+Verdict = Rejection | PostVerdict
+HeaderKey = tuple[bytes, bytes | None, bytes | None, bytes | None, bytes | None, bytes | None]
+
+
+def _plain_rejection(status: int, reason: str, extra: Headers | None = None) -> Rejection:
+    return Rejection(status, [*TEXT_HEADERS, *(extra or [])], reason.encode() + b"\n")
+
+
 class StreamableHTTP:
     """Serves one MCP endpoint path; everything else is 404.
 
@@ -114,72 +140,79 @@ class StreamableHTTP:
         self.server = server
         self.settings = settings or StreamableSettings()
         self.dispatcher = Dispatcher(server, page_size=self.settings.page_size)
-        # Header values repeat from request to request, so the verdicts on them
-        # are remembered (bounded: a client sending new values each time only
-        # costs the check itself).
-        self._accept_verdicts: dict[bytes, tuple[bool, bool]] = {}
-        self._policy_of_header: dict[bytes, VersionPolicy] = {}
+        # A client sends the same header values on every request, so the verdict
+        # on them is computed once and remembered (bounded: a client that varies
+        # them only pays for the checks themselves).
+        self._verdicts: dict[HeaderKey, Verdict] = {}
 
     def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         if request.path != self.settings.path:
             _plain(responder, 404, "Not found: the MCP endpoint is " + self.settings.path.decode())
             return None
-        problem = self.settings.host_policy.check(request.headers)
-        if problem is not None:
-            _plain(responder, problem[0], problem[1])
-            return None
-        if request.method == b"POST":
-            return self.post(request, responder)
-        # GET streams and DELETE need sessions (2025 session management).
-        _plain(responder, 405, "Method not allowed: this endpoint takes POST", ALLOW_POST)
-        return None
-
-    def _accepts(self, accept: bytes) -> tuple[bool, bool]:
-        verdict = self._accept_verdicts.get(accept)
+        headers = request.headers
+        key: HeaderKey = (
+            request.method,
+            headers.get(b"host"),
+            headers.get(b"origin"),
+            headers.get(b"content-type"),
+            headers.get(b"accept"),
+            headers.get(b"mcp-protocol-version"),
+        )
+        verdict = self._verdicts.get(key)
         if verdict is None:
-            verdict = _accepts(accept)
-            if len(self._accept_verdicts) < _VERDICT_CACHE_SIZE:
-                self._accept_verdicts[accept] = verdict
-        return verdict
+            verdict = self.judge(*key)
+            if len(self._verdicts) < _VERDICT_CACHE_SIZE:
+                self._verdicts[key] = verdict
+        if type(verdict) is Rejection:
+            responder.respond(verdict.status, verdict.headers, verdict.body)
+            return None
+        assert type(verdict) is PostVerdict
+        return self.post(request, responder, verdict)
 
-    def _policy(self, request: Request, responder: Responder) -> VersionPolicy | None:
-        """The version in force for a request (2025-06-18 "Protocol Version Header")."""
-        header = request.headers.get(b"mcp-protocol-version")
-        if header is None:
-            return POLICIES[VERSION_WHEN_HEADER_ABSENT]
-        policy = self._policy_of_header.get(header)
-        if policy is not None:
-            return policy
-        policy = POLICIES.get(header.decode("latin-1").strip())
+    def judge(
+        self,
+        method: bytes,
+        host: bytes | None,
+        origin: bytes | None,
+        content_type: bytes | None,
+        accept: bytes | None,
+        version: bytes | None,
+    ) -> Verdict:
+        """Every header rule of Streamable HTTP, in the order the spec implies."""
+        problem = self.settings.host_policy.check(host, origin)
+        if problem is not None:
+            return _plain_rejection(*problem)
+        if method != b"POST":
+            # GET streams and DELETE need sessions (2025 session management).
+            return _plain_rejection(405, "Method not allowed: this endpoint takes POST", ALLOW_POST)
+        if not _is_json_content_type(content_type):
+            return _plain_rejection(415, "Unsupported media type: the body must be application/json")
+        json_ok, sse_ok = _accepts(accept if accept is not None else b"*/*")
+        if not (json_ok or sse_ok):
+            return _plain_rejection(406, "Not acceptable: accept application/json or text/event-stream")
+        # 2025-06-18 "Protocol Version Header": absent means 2025-03-26.
+        if version is None:
+            return PostVerdict(POLICIES[VERSION_WHEN_HEADER_ABSENT], json_ok, sse_ok)
+        text = version.decode("latin-1").strip()
+        policy = POLICIES.get(text)
         if policy is None:
             supported = ", ".join(SUPPORTED_VERSIONS)
             error = RpcError(
-                INVALID_REQUEST,
-                f"Unsupported MCP-Protocol-Version {header.decode('latin-1')!r}; supported: {supported}",
+                INVALID_REQUEST, f"Unsupported MCP-Protocol-Version {text!r}; supported: {supported}"
             )
-            _rpc_error(responder, 400, error)
-        elif len(self._policy_of_header) < _VERDICT_CACHE_SIZE:
-            self._policy_of_header[header] = policy
-        return policy
+            return Rejection(400, JSON_HEADERS, jsonrpc.encode_error(None, error))
+        return PostVerdict(policy, json_ok, sse_ok)
 
-    def post(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
-        headers = request.headers
-        if not _is_json_content_type(headers.get(b"content-type")):
-            _plain(responder, 415, "Unsupported media type: the body must be application/json")
-            return None
-        json_ok, sse_ok = self._accepts(headers.get(b"accept", b"*/*"))
-        if not (json_ok or sse_ok):
-            _plain(responder, 406, "Not acceptable: accept application/json or text/event-stream")
-            return None
-        policy = self._policy(request, responder)
-        if policy is None:
-            return None
+    def post(
+        self, request: Request, responder: Responder, verdict: PostVerdict
+    ) -> Coroutine[Any, Any, None] | None:
         try:
             body = jsonrpc.decode(request.body)
         except RpcError as exc:
             _rpc_error(responder, 400, exc)
             return None
-        channel = PostChannel(responder, json_ok, sse_ok)
+        policy = verdict.policy
+        channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
         if type(body) is list:
             return self.post_batch(body, policy, channel)
         try:
