@@ -361,7 +361,7 @@ class H1Connection:
 
     @property
     def has_partial_head(self) -> bool:
-        """Some bytes of a next request head are buffered."""
+        """Bytes of a next request head are buffered but not yet returned as a request."""
         return self._state == _IDLE and (bool(self._buf) or self._pos < len(self._src))
 
     @property
@@ -401,17 +401,6 @@ class H1Connection:
         state = self._state
         try:
             if state == _IDLE:
-                if not self._buf:
-                    # Fast path, inlined: a whole head in the received chunk
-                    # (or nothing pending at all).
-                    src = self._src
-                    pos = self._pos
-                    if pos == len(src):
-                        return CONNECTION_CLOSED if self._eof else NEED_DATA
-                    if _IS_TCHAR[src[pos]]:
-                        end = src.find(b"\r\n\r\n", pos + self._scan, pos + self._max_head)
-                        if end >= 0:
-                            return self._parse_head(src, pos, end)
                 return self._next_head()
             if state == _BODY:
                 return self._next_body()
@@ -498,6 +487,13 @@ class H1Connection:
             if data.find(b"\r\n", start, start + limit) < 0:
                 raise ProtocolError(414, "request-target too long")
             self._line_ok = True
+        # A bare LF ends no line here (RFC 9112 section 2.2 lets a server refuse
+        # it): refuse it now, as a client using it will never send CRLFCRLF.
+        lf = data.find(b"\n", start + self._scan)
+        while lf >= 0:
+            if lf == start or data[lf - 1] != 0x0D:
+                raise ProtocolError(400, "bare LF in the request head; lines must end with CRLF")
+            lf = data.find(b"\n", lf + 1)
         if avail >= self._max_head:
             # The head cannot end within the limit any more (RFC 6585 section 5).
             raise ProtocolError(431, "request header section too large")
@@ -525,8 +521,7 @@ class H1Connection:
                 # The head is complete: continue from an immutable copy.
                 self._src = src = bytes(buf)
                 buf.clear()
-                pos = 0
-                return self._parse_head(src, pos, end)
+                return self._parse_head(src, 0, end)
         src = self._src
         pos = self._pos
         if pos == len(src):
@@ -650,13 +645,11 @@ class H1Connection:
 
     def _start_body(self, req: Request, start: int, length: int) -> Event:
         """The head is parsed, the body (``length`` bytes, -1 = chunked) is not all here."""
-        headers = req.headers
-
         self._req = req
         self._pos = start
         # RFC 9110 section 10.1.1: "100-continue" is honoured for HTTP/1.1
         # only; other expectations are ignored (the MAY-417 is not used).
-        expect = headers.get(b"expect")
+        expect = req.headers.get(b"expect")
         want_continue = (
             expect is not None and req.http_version == _V11 and _has_token(expect, b"100-continue")
         )
