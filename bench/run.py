@@ -94,6 +94,9 @@ SERVERS: dict[str, ServerSpec] = {
                 str(port),
                 "--log-level",
                 "warning",
+                # The headline workload is stateless tools/call (as the SDK peer's
+                # stateless JSON mode): no initialize, no Mcp-Session-Id.
+                "--stateless",
             ],
         ),
         ServerSpec(

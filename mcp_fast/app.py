@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from mcp_fast.config import Config
 from mcp_fast.http.h1 import H1Limits
@@ -13,6 +14,7 @@ from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 
 logger = logging.getLogger("mcp_fast")
@@ -40,6 +42,28 @@ def load_app(spec: str | None) -> MCPServer:
     return target
 
 
+def build_sessions(config: Config) -> SessionStore | None:
+    mode = config.effective_session_mode
+    if mode == "none":
+        return None
+    if mode == "memory":
+        return MemorySessions(ttl_seconds=config.session_ttl)
+    settings = JwtSettings(
+        secrets=tuple(config.session_secret),
+        algorithm=config.session_algorithm,
+        private_key_file=Path(config.session_private_key) if config.session_private_key else None,
+        public_key_files=tuple(Path(path) for path in config.session_public_keys),
+        ttl_seconds=config.session_ttl,
+    )
+    sessions = JwtSessions(settings)
+    if sessions.generated_secret:
+        logger.warning(
+            "no --session-secret given: sessions are signed with a random per-process secret, "
+            "so only this process can serve them; set MCP_FAST_SESSION_SECRET for a fleet"
+        )
+    return sessions
+
+
 def build_http_server(server: MCPServer, config: Config) -> HttpServer:
     transport = StreamableHTTP(
         server,
@@ -47,6 +71,8 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             path=config.path.encode(),
             page_size=config.page_size,
             host_policy=HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins),
+            sessions=build_sessions(config),
+            keepalive_interval=config.sse_keepalive,
         ),
     )
     settings = NetSettings(
@@ -88,7 +114,11 @@ def run(config: Config) -> int:
         logger.error("%s", exc)
         return 2
     install_event_loop()
-    http = build_http_server(server, config)
+    try:
+        http = build_http_server(server, config)
+    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm
+        logger.error("cannot set up sessions: %s", exc)
+        return 2
     ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
     try:
         asyncio.run(serve_forever(http, ready))

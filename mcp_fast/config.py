@@ -16,6 +16,22 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _session_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in ("jwt", "memory", "none"):
+        raise ValueError("session mode must be jwt, memory or none")
+    return mode
+
+
 def _size(value: str) -> int:
     """Bytes, with an optional K/M/G suffix (powers of 1024)."""
     text = value.strip().upper().removesuffix("B").removesuffix("I")
@@ -67,6 +83,26 @@ OPTIONS: tuple[Option, ...] = (
         "comma-separated Host names accepted; default loopback names when bound to loopback, else any",
     ),
     Option("page_size", int, 100, "items per page of tools/resources/prompts lists"),
+    Option(
+        "session_mode",
+        _session_mode,
+        "jwt",
+        "jwt (signed stateless tokens: any instance serves any session), memory (in-process table), "
+        "or none (issue no session)",
+    ),
+    Option("stateless", _bool, False, "issue no session at all (same as --session-mode none)"),
+    Option(
+        "session_secret",
+        _csv,
+        [],
+        "comma-separated HS256 secrets: the first signs, all verify (rotation); "
+        "default: a random one per process (sessions then work with one process only)",
+    ),
+    Option("session_algorithm", str, "HS256", "HS256, or RS256/ES256 with --session-private-key"),
+    Option("session_private_key", str, "", "PEM file that signs session tokens (RS256/ES256)"),
+    Option("session_public_keys", _csv, [], "comma-separated PEM files that verify session tokens"),
+    Option("session_ttl", float, 86400.0, "seconds a session token stays valid"),
+    Option("sse_keepalive", float, 15.0, "seconds between keep-alive comments on an idle SSE stream"),
 )
 
 
@@ -89,6 +125,18 @@ class Config:
     allowed_origins: list[str]
     allowed_hosts: list[str]
     page_size: int
+    session_mode: str
+    stateless: bool
+    session_secret: list[str]
+    session_algorithm: str
+    session_private_key: str
+    session_public_keys: list[str]
+    session_ttl: float
+    sse_keepalive: float
+
+    @property
+    def effective_session_mode(self) -> str:
+        return "none" if self.stateless else self.session_mode
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -111,6 +159,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             default = option.type(raw) if raw is not None else option.default
         except ValueError:
             parser.error(f"{option.env}={raw!r} is not a valid value ({option.help})")
+        if option.type is _bool:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="store_true",
+                default=default,
+                help=f"{option.help} [{option.env}]",
+            )
+            continue
         parser.add_argument(
             option.flag,
             dest=option.name,

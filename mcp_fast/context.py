@@ -8,9 +8,12 @@ when the first notification is sent.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import secrets
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from mcp_fast.jsonrpc import RequestId, RpcError
+from mcp_fast.jsonrpc import RequestId, RpcError, encode_request
 from mcp_fast.versions import VersionPolicy
 
 if TYPE_CHECKING:
@@ -38,24 +41,91 @@ CAPABILITY_OF_METHOD: Final[dict[str, str]] = {
 }
 
 
+class SessionState:
+    """What this process remembers of one session (bounded by the transport).
+
+    Sessions themselves are stateless tokens; this holds only what must live
+    where the connection is: the log level chosen with logging/setLevel, the
+    requests in flight (for cancellation), resource subscriptions and the GET stream.
+    """
+
+    __slots__ = ("get_stream", "inflight", "log_level", "subscriptions")
+
+    def __init__(self) -> None:
+        self.log_level = 0  # debug: everything, until logging/setLevel says otherwise
+        self.inflight: dict[RequestId, Context] = {}
+        self.subscriptions: set[str] = set()
+        self.get_stream: Any = None
+
+
 class Outbound(Protocol):
-    """Where a request's notifications go (the transport implements it)."""
+    """Where a request's messages to the client go (the transport implements it)."""
 
     async def notify(self, method: str, params: dict[str, Any] | None) -> None: ...
+
+    async def send_request(self, message: bytes) -> None:
+        """Send a server-to-client request; raise RpcError when this channel can't carry one."""
+
+
+class ServerRequests:
+    """Server-to-client requests waiting for the client's answer (one table per process).
+
+    Ids are unique in the process, so the client's response (a separate POST)
+    finds its waiter by id alone.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    def open(self) -> tuple[str, asyncio.Future[dict[str, Any]]]:
+        request_id = f"srv-{self._prefix}-{next(self._counter)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        return request_id, future
+
+    def close(self, request_id: str) -> None:
+        self._pending.pop(request_id, None)
+
+    def resolve(self, request_id: object, message: dict[str, Any]) -> bool:
+        """Hand the client's response to its waiter; False when nobody waits for it."""
+        future = self._pending.get(request_id) if isinstance(request_id, str) else None
+        if future is None or future.done():
+            return False
+        error = message.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            text = error.get("message")
+            future.set_exception(
+                RpcError(
+                    code if type(code) is int else -32603, str(text) if text else "error from the client"
+                )
+            )
+        else:
+            result = message.get("result")
+            future.set_result(result if isinstance(result, dict) else {})
+        return True
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 class Context:
     """What a handler knows about the request it serves, and how it talks back."""
 
     __slots__ = (
-        "_min_log_level",
         "_outbound",
+        "_server_requests",
+        "cancelled",
         "client_capabilities",
         "client_info",
         "meta",
         "policy",
         "request_id",
         "server",
+        "session",
+        "task",
     )
 
     def __init__(
@@ -68,7 +138,8 @@ class Context:
         *,
         client_capabilities: dict[str, Any] | None = None,
         client_info: dict[str, Any] | None = None,
-        min_log_level: int = 0,
+        server_requests: ServerRequests | None = None,
+        session: SessionState | None = None,
     ) -> None:
         self.server = server
         self.request_id = request_id
@@ -77,7 +148,10 @@ class Context:
         self.client_capabilities = client_capabilities
         self.client_info = client_info
         self._outbound = outbound
-        self._min_log_level = min_log_level
+        self._server_requests = server_requests
+        self.session = session
+        self.task: asyncio.Task[Any] | None = None  # the handler's Task, for cancellation
+        self.cancelled = False
 
     @property
     def protocol_version(self) -> str:
@@ -114,7 +188,7 @@ class Context:
         rank = LOG_LEVELS.get(level)
         if rank is None:
             raise ValueError(f"unknown log level {level!r}")
-        if rank < self._min_log_level:
+        if self.session is not None and rank < self.session.log_level:
             return
         params: dict[str, Any] = {"level": level, "data": data}
         if logger is not None:
@@ -133,12 +207,87 @@ class Context:
     async def error(self, data: Any, logger: str | None = None) -> None:
         await self.log("error", data, logger)
 
+    # -- server-to-client requests ---------------------------------------------------
+
+    async def request(
+        self, method: str, params: dict[str, Any] | None, timeout: float = 300.0
+    ) -> dict[str, Any]:
+        """Send a request to the client on this request's stream and wait for its answer.
+
+        Raises RpcError when the client lacks the capability, answers with an
+        error, or does not answer within ``timeout`` seconds.
+        """
+        self.require_client_capability(method)
+        if self._server_requests is None:
+            raise RpcError(-32603, f"{method} is not available on this transport")
+        request_id, answer = self._server_requests.open()
+        try:
+            await self._outbound.send_request(encode_request(request_id, method, params))
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            raise RpcError(-32603, f"The client did not answer {method} within {timeout:g} s") from None
+        finally:
+            self._server_requests.close(request_id)
+
+    async def sample(
+        self,
+        messages: str | list[dict[str, Any]],
+        *,
+        max_tokens: int = 1000,
+        system_prompt: str | None = None,
+        temperature: float | None = None,
+        model_preferences: dict[str, Any] | None = None,
+        timeout: float = 300.0,
+    ) -> dict[str, Any]:
+        """``sampling/createMessage``: ask the client's LLM; returns the CreateMessageResult."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": {"type": "text", "text": messages}}]
+        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
+        if system_prompt is not None:
+            params["systemPrompt"] = system_prompt
+        if temperature is not None:
+            params["temperature"] = temperature
+        if model_preferences is not None:
+            params["modelPreferences"] = model_preferences
+        return await self.request("sampling/createMessage", params, timeout)
+
+    async def elicit(
+        self, message: str, requested_schema: dict[str, Any], *, timeout: float = 600.0
+    ) -> dict[str, Any]:
+        """``elicitation/create`` in form mode; returns ``{"action": ..., "content": ...}``."""
+        params = {"mode": "form", "message": message, "requestedSchema": requested_schema}
+        if self.policy.version < "2025-11-25":
+            del params["mode"]  # the mode field arrived with URL elicitation (2025-11-25)
+        return await self.request("elicitation/create", params, timeout)
+
+    async def elicit_url(
+        self, message: str, url: str, elicitation_id: str, *, timeout: float = 600.0
+    ) -> dict[str, Any]:
+        """``elicitation/create`` in URL mode (2025-11-25): send the user to ``url``."""
+        params = {"mode": "url", "message": message, "url": url, "elicitationId": elicitation_id}
+        return await self.request("elicitation/create", params, timeout)
+
+    async def list_roots(self, *, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """``roots/list``: the client's roots."""
+        result = await self.request("roots/list", None, timeout)
+        roots = result.get("roots")
+        return roots if isinstance(roots, list) else []
+
+    def cancel(self) -> None:
+        """``notifications/cancelled`` for this request: stop the handler, send no answer."""
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
+
     def require_client_capability(self, method: str) -> None:
-        """Raise a clear error when the client did not declare what ``method`` needs."""
+        """Raise a clear error when the client did not declare what ``method`` needs.
+
+        Without a session the capabilities are unknown, and the request is tried.
+        """
         capability = CAPABILITY_OF_METHOD.get(method)
-        if capability is None:
+        if capability is None or self.client_capabilities is None:
             return
-        if not self.client_capabilities or capability not in self.client_capabilities:
+        if capability not in self.client_capabilities:
             raise RpcError(
                 -32600,
                 f"The client did not declare the '{capability}' capability needed for {method}",

@@ -96,7 +96,7 @@ class Dispatcher:
             "resources/templates/list": self.resource_templates_list,
             "resources/read": self.resources_read,
             "resources/subscribe": self.resources_subscribe,
-            "resources/unsubscribe": self.resources_subscribe,
+            "resources/unsubscribe": self.resources_unsubscribe,
             "prompts/list": self.prompts_list,
             "prompts/get": self.prompts_get,
             "logging/setLevel": self.logging_set_level,
@@ -184,8 +184,11 @@ class Dispatcher:
 
     def logging_set_level(self, params: JsonObject, ctx: Context) -> JsonObject:
         level = require_str(params, "level")
-        if level not in LOG_LEVELS:
+        rank = LOG_LEVELS.get(level)
+        if rank is None:
             raise RpcError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
+        if ctx.session is not None:
+            ctx.session.log_level = rank
         return {}
 
     # -- lists ---------------------------------------------------------------
@@ -239,9 +242,17 @@ class Dispatcher:
         return self.server.read_resource(require_str(params, "uri"), ctx)
 
     def resources_subscribe(self, params: JsonObject, ctx: Context) -> JsonObject:
-        # Checks the URI exists; delivery of notifications/resources/updated needs a
-        # stream that outlives this request (GET stream, sessions issue).
-        self.server.find_resource(require_str(params, "uri"))
+        """Updates go to the session's GET stream (notifications/resources/updated)."""
+        uri = require_str(params, "uri")
+        self.server.find_resource(uri)
+        if ctx.session is not None:
+            ctx.session.subscriptions.add(uri)
+        return {}
+
+    def resources_unsubscribe(self, params: JsonObject, ctx: Context) -> JsonObject:
+        uri = require_str(params, "uri")
+        if ctx.session is not None:
+            ctx.session.subscriptions.discard(uri)
         return {}
 
     def prompts_get(self, params: JsonObject, ctx: Context) -> Any:

@@ -119,9 +119,7 @@ def inspect_signature(
             else pydantic.Field(default=default)
         )
         fields[name] = (annotation, field_info)
-    model = pydantic.create_model(
-        model_name, __config__=ConfigDict(strict=strict), **fields
-    )
+    model = pydantic.create_model(model_name, __config__=ConfigDict(strict=strict), **fields)
     schema = model.model_json_schema()
     schema.pop("title", None)
     schema.setdefault("properties", {})

@@ -55,13 +55,22 @@ def _run_mode(func: Callable[..., Any], inline: bool) -> RunMode:
     return RunMode.INLINE if inline else RunMode.THREAD
 
 
-async def invoke(func: Callable[..., Any], mode: RunMode, kwargs: dict[str, Any]) -> Any:
-    """Run a user handler as its RunMode says and return what it returned."""
+async def invoke(
+    func: Callable[..., Any], mode: RunMode, kwargs: dict[str, Any], ctx: Context | None = None
+) -> Any:
+    """Run a user handler as its RunMode says and return what it returned.
+
+    A Task handler is registered on its Context so notifications/cancelled can
+    cancel it; a thread cannot be stopped, its result is dropped instead.
+    """
     if mode is RunMode.INLINE:
         return func(**kwargs)
     loop = asyncio.get_running_loop()
     if mode is RunMode.TASK:
-        return await loop.create_task(func(**kwargs))
+        task = loop.create_task(func(**kwargs))
+        if ctx is not None:
+            ctx.task = task
+        return await task
     return await loop.run_in_executor(None, functools.partial(func, **kwargs))
 
 
@@ -429,7 +438,7 @@ class MCPServer:
 
     async def _run_tool(self, tool: Tool, kwargs: dict[str, Any], ctx: Context) -> dict[str, Any]:
         try:
-            value = await invoke(tool.func, tool.mode, kwargs)
+            value = await invoke(tool.func, tool.mode, kwargs, ctx)
         except Exception as exc:  # noqa: BLE001 - logged with its traceback; as in call_tool
             return _tool_failed(tool.name, exc)
         return tool_result(value, tool.output, ctx.policy)

@@ -14,7 +14,7 @@ from httpclient import MCP_HEADERS, RawClient, client_request_bytes, rpc_bytes
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("http"), "--max-body-size", "64K")
+    running = start_server(tmp_path_factory.mktemp("http"), "--max-body-size", "64K", "--stateless")
     try:
         yield running
     finally:
@@ -194,7 +194,7 @@ def test_batch_only_under_2025_03_26(server: RunningServer) -> None:
 
 
 def test_pagination_with_cursors(tmp_path: Path) -> None:
-    running = start_server(tmp_path, "--page-size", "3")
+    running = start_server(tmp_path, "--page-size", "3", "--stateless")
     try:
         names: list[str] = []
         cursor = None
@@ -371,7 +371,7 @@ def test_body_over_limit_chunked_is_413(server: RunningServer) -> None:
 
 def test_timeouts(tmp_path: Path) -> None:
     running = start_server(
-        tmp_path, "--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1"
+        tmp_path, "--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1", "--stateless"
     )
     try:
         with RawClient(running.port) as client:  # slowloris: a head that never ends

@@ -404,11 +404,6 @@ def test_countdown_progress_and_logs_interleave(shared_demo_server: RunningServe
     assert logs == ["step 1", "step 2", "step 3", "step 4"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="server bug: logging/setLevel is accepted but not honored (no per-session log level yet)",
-)
 def test_set_logging_level_filters_lower_levels(shared_demo_server: RunningServer) -> None:
     """server/utilities/logging "Message Flow": after `logging/setLevel (error)` the server
     "only sends error level and above"; schema.ts SetLevelRequest: the server should send all logs

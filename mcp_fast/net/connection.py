@@ -85,6 +85,7 @@ class HttpConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._processing = False
         self._lost = False
+        self._disconnected: asyncio.Future[None] | None = None  # made when a stream waits on it
         self._closing = False  # server shutdown: finish the current request, then close
         self.phase = Phase.IDLE
         self.deadline = _NEVER
@@ -115,6 +116,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._connections.discard(self)
+        if self._disconnected is not None and not self._disconnected.done():
+            self._disconnected.set_result(None)
         if self._flow is not None:
             self._flow.on_connection_lost()
         # A disconnect is not a cancellation (MCP 2025 transports): a running
@@ -309,6 +312,13 @@ class HttpConnection(asyncio.Protocol):
     async def drain(self) -> None:
         if self._flow is not None:
             await self._flow.drain()
+
+    async def wait_disconnected(self) -> None:
+        if self._lost:
+            return
+        if self._disconnected is None:
+            self._disconnected = self._loop.create_future()
+        await asyncio.shield(self._disconnected)
 
     def end_stream(self) -> None:
         if not self._streaming:

@@ -30,3 +30,9 @@ class Responder(Protocol):
     @property
     def disconnected(self) -> bool:
         """The peer went away: further output is dropped."""
+
+    async def wait_disconnected(self) -> None:
+        """Return once the peer is gone (a long-lived stream waits on this)."""
+
+    def abort(self) -> None:
+        """Drop the connection now (a stream whose reader stopped reading)."""

@@ -1,22 +1,26 @@
-"""Streamable HTTP (MCP 2025-03-26, 2025-06-18, 2025-11-25), the POST side.
+"""Streamable HTTP (MCP 2025-03-26, 2025-06-18, 2025-11-25): POST, GET and DELETE.
 
 Spec: docs/specification/<version>/basic/transports.mdx, "Streamable HTTP".
 A POST carries one JSON-RPC message (a batch only under 2025-03-26):
 - notifications and responses -> 202 Accepted, no body;
 - requests -> ``application/json``, or ``text/event-stream`` once the handler
-  sends a notification (progress, log message) before its result and the client
-  accepts SSE. The switch happens lazily, on the first notification, so the
-  common case costs one JSON write.
+  sends a notification or a server-to-client request before its result and the
+  client accepts SSE. The switch happens lazily, on the first such message, so
+  the common case costs one JSON write.
+GET opens the session's server-to-client stream; DELETE ends the session.
+Sessions are signed tokens (``sessions.py``), so any process serves any session.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mcp_fast import jsonrpc
-from mcp_fast.context import Context
+from mcp_fast.context import Context, ServerRequests, SessionState
 from mcp_fast.dispatch import Dispatcher
 from mcp_fast.http import sse
 from mcp_fast.http.events import Request
@@ -24,7 +28,16 @@ from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.responder import Headers, Responder
-from mcp_fast.versions import POLICIES, SUPPORTED_VERSIONS, VERSION_WHEN_HEADER_ABSENT, VersionPolicy
+from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore, _BoundedMap
+from mcp_fast.versions import (
+    POLICIES,
+    SUPPORTED_VERSIONS,
+    VERSION_WHEN_HEADER_ABSENT,
+    VersionPolicy,
+    negotiate,
+)
+
+logger = logging.getLogger("mcp_fast.transport")
 
 JSON_HEADERS: Final[Headers] = [(b"content-type", b"application/json")]
 SSE_HEADERS: Final[Headers] = [
@@ -35,6 +48,10 @@ SSE_HEADERS: Final[Headers] = [
 ]
 TEXT_HEADERS: Final[Headers] = [(b"content-type", b"text/plain; charset=utf-8")]
 ALLOW_POST: Final[Headers] = [(b"allow", b"POST")]
+ALLOW_ALL: Final[Headers] = [(b"allow", b"GET, POST, DELETE")]
+# Streamable HTTP "Session Management": the TypeScript and Python SDKs answer a
+# request for an unknown session with this code; there is no spec'd one.
+SESSION_NOT_FOUND: Final = -32001
 _VERDICT_CACHE_SIZE: Final = 256
 
 
@@ -43,6 +60,11 @@ class StreamableSettings:
     path: bytes = b"/mcp"
     page_size: int = 100
     host_policy: HostPolicy = field(default_factory=HostPolicy.loopback)
+    # None: stateless, no Mcp-Session-Id is issued and GET/DELETE are 405.
+    sessions: SessionStore | None = None
+    # SSE comment sent on an idle GET stream so proxies don't cut it.
+    keepalive_interval: float = 15.0
+    max_session_states: int = 100_000
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -71,19 +93,40 @@ def _is_json_content_type(value: bytes | None) -> bool:
 
 
 class PostChannel:
-    """The answer to one POST: JSON by default, upgraded to SSE by the first notification."""
+    """The answer to one POST: JSON by default, upgraded to SSE by the first message
+    the handler sends before its result."""
 
-    __slots__ = ("json_ok", "responder", "sse_ok", "streaming")
+    __slots__ = ("extra_headers", "json_ok", "responder", "sse_ok", "streaming")
 
     def __init__(self, responder: Responder, json_ok: bool, sse_ok: bool) -> None:
         self.responder = responder
         self.json_ok = json_ok
         self.sse_ok = sse_ok
         self.streaming = False
+        self.extra_headers: Headers | None = None  # e.g. Mcp-Session-Id on initialize
 
     def _start(self) -> None:
         self.streaming = True
-        self.responder.start_stream(200, SSE_HEADERS)
+        headers = SSE_HEADERS if self.extra_headers is None else [*SSE_HEADERS, *self.extra_headers]
+        self.responder.start_stream(200, headers)
+
+    async def send_request(self, message: bytes) -> None:
+        if not self.sse_ok:
+            raise RpcError(
+                jsonrpc.INTERNAL_ERROR,
+                "The client does not accept text/event-stream, so it cannot receive requests from the server",
+            )
+        if not self.streaming:
+            self._start()
+        self.responder.send_stream(sse.encode_message(message))
+        await self.responder.drain()
+
+    def abandon(self) -> None:
+        """The request was cancelled: end the exchange without a JSON-RPC response."""
+        if self.streaming:
+            self.responder.end_stream()
+        else:
+            self.responder.respond(202, [], b"")
 
     async def notify(self, method: str, params: dict[str, Any] | None) -> None:
         if not self.sse_ok:
@@ -95,7 +138,8 @@ class PostChannel:
 
     def finish(self, response: bytes) -> None:
         if not self.streaming and self.json_ok:
-            self.responder.respond(200, JSON_HEADERS, response)
+            headers = JSON_HEADERS if self.extra_headers is None else [*JSON_HEADERS, *self.extra_headers]
+            self.responder.respond(200, headers, response)
             return
         if not self.streaming:
             self._start()
@@ -113,20 +157,37 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
-class PostVerdict:
-    """A POST whose headers passed: the version in force and what the client accepts."""
+class Accepted:
+    """Headers that passed: the version the client says it speaks and what it accepts."""
 
+    method: bytes
     policy: VersionPolicy
     json_ok: bool
     sse_ok: bool
 
 
-Verdict = Rejection | PostVerdict
+Verdict = Rejection | Accepted
 HeaderKey = tuple[bytes, bytes | None, bytes | None, bytes | None, bytes | None, bytes | None]
 
 
 def _plain_rejection(status: int, reason: str, extra: Headers | None = None) -> Rejection:
     return Rejection(status, [*TEXT_HEADERS, *(extra or [])], reason.encode() + b"\n")
+
+
+def _rpc_rejection(status: int, code: int, message: str, request_id: Any = None) -> Rejection:
+    return Rejection(status, JSON_HEADERS, jsonrpc.encode_error(request_id, RpcError(code, message)))
+
+
+class GetStream:
+    """A session's server-to-client SSE stream (GET), for messages not tied to a request."""
+
+    __slots__ = ("responder",)
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+
+    def send(self, message: bytes) -> None:
+        self.responder.send_stream(sse.encode_message(message))
 
 
 class StreamableHTTP:
@@ -139,11 +200,18 @@ class StreamableHTTP:
     def __init__(self, server: MCPServer, settings: StreamableSettings | None = None) -> None:
         self.server = server
         self.settings = settings or StreamableSettings()
+        self.sessions = self.settings.sessions
         self.dispatcher = Dispatcher(server, page_size=self.settings.page_size)
+        self.server_requests = ServerRequests()
+        # Per-process state of sessions (log level, in-flight requests, GET stream).
+        self._states: _BoundedMap = _BoundedMap(self.settings.max_session_states)
         # A client sends the same header values on every request, so the verdict
         # on them is computed once and remembered (bounded: a client that varies
         # them only pays for the checks themselves).
         self._verdicts: dict[HeaderKey, Verdict] = {}
+        server.on_list_changed(self._broadcast_list_changed)
+
+    # -- routing -------------------------------------------------------------------
 
     def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         if request.path != self.settings.path:
@@ -166,8 +234,13 @@ class StreamableHTTP:
         if type(verdict) is Rejection:
             responder.respond(verdict.status, verdict.headers, verdict.body)
             return None
-        assert type(verdict) is PostVerdict
-        return self.post(request, responder, verdict)
+        assert type(verdict) is Accepted
+        if verdict.method == b"POST":
+            return self.post(request, responder, verdict)
+        if verdict.method == b"GET":
+            return self.get(request, responder)
+        self.delete(request, responder)
+        return None
 
     def judge(
         self,
@@ -182,58 +255,193 @@ class StreamableHTTP:
         problem = self.settings.host_policy.check(host, origin)
         if problem is not None:
             return _plain_rejection(*problem)
-        if method != b"POST":
-            # GET streams and DELETE need sessions (2025 session management).
+        stateful = self.sessions is not None
+        if method == b"POST":
+            if not _is_json_content_type(content_type):
+                return _plain_rejection(415, "Unsupported media type: the body must be application/json")
+        elif method in (b"GET", b"DELETE") and stateful:
+            pass
+        elif stateful:
+            return _plain_rejection(
+                405, "Method not allowed: this endpoint takes GET, POST and DELETE", ALLOW_ALL
+            )
+        else:
+            # Without sessions there is no stream to GET and nothing to DELETE.
             return _plain_rejection(405, "Method not allowed: this endpoint takes POST", ALLOW_POST)
-        if not _is_json_content_type(content_type):
-            return _plain_rejection(415, "Unsupported media type: the body must be application/json")
         json_ok, sse_ok = _accepts(accept if accept is not None else b"*/*")
-        if not (json_ok or sse_ok):
+        if method == b"GET" and not sse_ok:
+            return _plain_rejection(406, "Not acceptable: a GET stream is text/event-stream")
+        if method == b"POST" and not (json_ok or sse_ok):
             return _plain_rejection(406, "Not acceptable: accept application/json or text/event-stream")
         # 2025-06-18 "Protocol Version Header": absent means 2025-03-26.
         if version is None:
-            return PostVerdict(POLICIES[VERSION_WHEN_HEADER_ABSENT], json_ok, sse_ok)
+            return Accepted(method, POLICIES[VERSION_WHEN_HEADER_ABSENT], json_ok, sse_ok)
         text = version.decode("latin-1").strip()
         policy = POLICIES.get(text)
         if policy is None:
             supported = ", ".join(SUPPORTED_VERSIONS)
-            error = RpcError(
-                INVALID_REQUEST, f"Unsupported MCP-Protocol-Version {text!r}; supported: {supported}"
+            reason = f"Unsupported MCP-Protocol-Version {text!r}; supported: {supported}"
+            return _rpc_rejection(400, INVALID_REQUEST, reason)
+        return Accepted(method, policy, json_ok, sse_ok)
+
+    # -- sessions ------------------------------------------------------------------
+
+    def _session(self, request: Request, responder: Responder, request_id: Any = None) -> Session | None:
+        """The request's session; None after answering 400/404 (the request ends there)."""
+        assert self.sessions is not None
+        token = request.headers.get(b"mcp-session-id")
+        if token is None:
+            rejection = _rpc_rejection(
+                400, INVALID_REQUEST, "Bad request: the Mcp-Session-Id header is required", request_id
             )
-            return Rejection(400, JSON_HEADERS, jsonrpc.encode_error(None, error))
-        return PostVerdict(policy, json_ok, sse_ok)
+            responder.respond(rejection.status, rejection.headers, rejection.body)
+            return None
+        try:
+            return self.sessions.resolve(token.decode("latin-1"))
+        except SessionNotFound as exc:
+            # 404 tells the client to start a new session with initialize.
+            rejection = _rpc_rejection(404, SESSION_NOT_FOUND, f"Session not found: {exc}", request_id)
+            responder.respond(rejection.status, rejection.headers, rejection.body)
+            return None
+
+    def state_of(self, session: Session) -> SessionState:
+        state: SessionState | None = self._states.get(session.id)
+        if state is None:
+            state = SessionState()
+            self._states.put(session.id, state)
+        return state
+
+    def _context(
+        self,
+        message: jsonrpc.Message,
+        policy: VersionPolicy,
+        channel: PostChannel,
+        session: Session | None,
+    ) -> Context:
+        if session is None:
+            return Context(
+                self.server, message.id, _meta(message.params), policy, channel,
+                server_requests=self.server_requests,
+            )  # fmt: skip
+        return Context(
+            self.server,
+            message.id,
+            _meta(message.params),
+            policy,
+            channel,
+            client_capabilities=session.client_capabilities,
+            client_info=session.client_info,
+            server_requests=self.server_requests,
+            session=self.state_of(session),
+        )
+
+    # -- POST ------------------------------------------------------------------------
 
     def post(
-        self, request: Request, responder: Responder, verdict: PostVerdict
+        self, request: Request, responder: Responder, verdict: Accepted
     ) -> Coroutine[Any, Any, None] | None:
         try:
             body = jsonrpc.decode(request.body)
         except RpcError as exc:
             _rpc_error(responder, 400, exc)
             return None
-        policy = verdict.policy
         channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
+        session: Session | None = None
+        policy = verdict.policy
         if type(body) is list:
-            return self.post_batch(body, policy, channel)
+            if self.sessions is not None:
+                session = self._session(request, responder)
+                if session is None:
+                    return None
+                policy = POLICIES[session.protocol_version]
+            return self.post_batch(body, policy, channel, session)
         try:
             message = jsonrpc.parse_message(body)
         except jsonrpc.InvalidMessage as exc:
             _rpc_error(responder, 400, exc, exc.request_id)
             return None
+        if message.kind is Kind.REQUEST and message.method == "initialize":
+            return self.initialize(message, policy, channel)
+        if self.sessions is not None:
+            session = self._session(request, responder, message.id)
+            if session is None:
+                return None
+            # Within a session the negotiated version rules, whatever the header
+            # says (a client may send any supported version there).
+            policy = POLICIES[session.protocol_version]
         if message.kind is Kind.REQUEST:
-            ctx = Context(self.server, message.id, _meta(message.params), policy, channel)
+            ctx = self._context(message, policy, channel, session)
+            if ctx.session is not None:
+                ctx.session.inflight[message.id] = ctx  # type: ignore[index]
+                return self._run_tracked(message, ctx, channel)
             outcome = self.dispatcher.dispatch(message, ctx)
             if isinstance(outcome, bytes):
                 channel.finish(outcome)
                 return None
-            return _finish(channel, outcome)
+            return _finish(channel, outcome, ctx)
         if message.kind is Kind.NOTIFICATION:
-            self.dispatcher.handle_notification(message)
-        # A response to a server-to-client request is routed once sessions exist.
+            self.notification(message, session)
+        elif not self.server_requests.resolve(message.id, message.raw):
+            logger.debug("a response to an unknown server request %r was ignored", message.id)
         responder.respond(202, [], b"")
         return None
 
-    async def post_batch(self, batch: list[Any], policy: VersionPolicy, channel: PostChannel) -> None:
+    def _run_tracked(
+        self, message: jsonrpc.Message, ctx: Context, channel: PostChannel
+    ) -> Coroutine[Any, Any, None] | None:
+        """Dispatch a request that notifications/cancelled may cancel."""
+        assert ctx.session is not None
+        inflight = ctx.session.inflight
+        try:
+            outcome = self.dispatcher.dispatch(message, ctx)
+        except BaseException:
+            inflight.pop(message.id, None)  # type: ignore[arg-type]
+            raise
+        if isinstance(outcome, bytes):
+            inflight.pop(message.id, None)  # type: ignore[arg-type]
+            channel.finish(outcome)
+            return None
+        return _finish(channel, outcome, ctx)
+
+    def initialize(
+        self, message: jsonrpc.Message, policy: VersionPolicy, channel: PostChannel
+    ) -> Coroutine[Any, Any, None] | None:
+        """initialize: negotiate, and start a session (lifecycle; transports "Session Management")."""
+        params = message.params or {}
+        ctx = Context(self.server, message.id, None, policy, channel)
+        outcome = self.dispatcher.dispatch(message, ctx)
+        assert isinstance(outcome, bytes)  # initialize never waits
+        if self.sessions is not None and b'"result"' in outcome:
+            capabilities = params.get("capabilities")
+            client_info = params.get("clientInfo")
+            session = self.sessions.create(
+                negotiate(params.get("protocolVersion")),
+                capabilities if isinstance(capabilities, dict) else {},
+                client_info if isinstance(client_info, dict) else {},
+            )
+            channel.extra_headers = [(b"mcp-session-id", session.token.encode())]
+        channel.finish(outcome)
+        return None
+
+    def notification(self, message: jsonrpc.Message, session: Session | None) -> None:
+        if message.method == "notifications/cancelled":
+            self.cancel(message, session)
+        else:
+            self.dispatcher.handle_notification(message)
+
+    def cancel(self, message: jsonrpc.Message, session: Session | None) -> None:
+        """notifications/cancelled (basic/utilities/cancellation): stop the request, answer nothing."""
+        params = message.params or {}
+        request_id = params.get("requestId")
+        if session is None or not isinstance(request_id, (str, int)):
+            return
+        ctx = self.state_of(session).inflight.get(request_id)
+        if ctx is not None:
+            ctx.cancel()
+
+    async def post_batch(
+        self, batch: list[Any], policy: VersionPolicy, channel: PostChannel, session: Session | None
+    ) -> None:
         """JSON-RPC 2.0 section 6, allowed only by 2025-03-26."""
         responder = channel.responder
         if not policy.batches:
@@ -253,11 +461,17 @@ class StreamableHTTP:
                 responses.append(jsonrpc.encode_error(exc.request_id, exc))
                 continue
             if message.kind is Kind.REQUEST:
-                ctx = Context(self.server, message.id, _meta(message.params), policy, channel)
+                if message.method == "initialize":
+                    error = RpcError(INVALID_REQUEST, "initialize must not be part of a batch")
+                    responses.append(jsonrpc.encode_error(message.id, error))
+                    continue
+                ctx = self._context(message, policy, channel, session)
                 outcome = self.dispatcher.dispatch(message, ctx)
                 responses.append(outcome if isinstance(outcome, bytes) else await outcome)
             elif message.kind is Kind.NOTIFICATION:
-                self.dispatcher.handle_notification(message)
+                self.notification(message, session)
+            else:
+                self.server_requests.resolve(message.id, message.raw)
         if not responses:
             responder.respond(202, [], b"")
         elif channel.streaming:
@@ -267,9 +481,84 @@ class StreamableHTTP:
         else:
             responder.respond(200, JSON_HEADERS, b"[" + b",".join(responses) + b"]")
 
+    # -- GET and DELETE ----------------------------------------------------------------
 
-async def _finish(channel: PostChannel, outcome: Awaitable[bytes]) -> None:
-    channel.finish(await outcome)
+    async def get(self, request: Request, responder: Responder) -> None:
+        """The session's server-to-client stream: at most one per session (409 for a second)."""
+        session = self._session(request, responder)
+        if session is None:
+            return
+        state = self.state_of(session)
+        if state.get_stream is not None and not state.get_stream.responder.disconnected:
+            _plain(responder, 409, "Conflict: this session already has an open GET stream")
+            return
+        stream = GetStream(responder)
+        state.get_stream = stream
+        responder.start_stream(200, SSE_HEADERS)
+        try:
+            await self._keep_alive(responder)
+        finally:
+            if state.get_stream is stream:
+                state.get_stream = None
+            responder.end_stream()
+
+    async def _keep_alive(self, responder: Responder) -> None:
+        """Hold the stream open, with a comment now and then so proxies don't cut it."""
+        interval = self.settings.keepalive_interval
+        while not responder.disconnected:
+            try:
+                await asyncio.wait_for(responder.wait_disconnected(), interval)
+            except TimeoutError:
+                responder.send_stream(sse.KEEPALIVE_COMMENT)
+
+    def delete(self, request: Request, responder: Responder) -> None:
+        """End the session (transports, "Session Management"): later requests get 404."""
+        session = self._session(request, responder)
+        if session is None:
+            return
+        assert self.sessions is not None
+        self.sessions.end(session)
+        state: SessionState | None = self._states.pop(session.id, None)
+        if state is not None:
+            for ctx in list(state.inflight.values()):
+                ctx.cancel()
+            if state.get_stream is not None:
+                state.get_stream.responder.abort()
+        responder.respond(200, [], b"")
+
+    # -- notifications not tied to a request ------------------------------------------
+
+    def _open_streams(self) -> list[tuple[SessionState, GetStream]]:
+        return [(state, state.get_stream) for state in self._states.values() if state.get_stream is not None]
+
+    def _broadcast_list_changed(self, kind: str) -> None:
+        message = jsonrpc.encode_notification(f"notifications/{kind}/list_changed", None)
+        for _, stream in self._open_streams():
+            stream.send(message)
+
+    def notify_resource_updated(self, uri: str) -> None:
+        """notifications/resources/updated to every session subscribed to ``uri`` in this process."""
+        message = jsonrpc.encode_notification("notifications/resources/updated", {"uri": uri})
+        for state, stream in self._open_streams():
+            if uri in state.subscriptions:
+                stream.send(message)
+
+
+async def _finish(channel: PostChannel, outcome: Awaitable[bytes], ctx: Context | None = None) -> None:
+    try:
+        response = await outcome
+    except asyncio.CancelledError:
+        if ctx is None or not ctx.cancelled:
+            raise  # the server is shutting down: not the client's cancellation
+        channel.abandon()
+        return
+    finally:
+        if ctx is not None and ctx.session is not None:
+            ctx.session.inflight.pop(ctx.request_id, None)  # type: ignore[arg-type]
+    if ctx is not None and ctx.cancelled:
+        channel.abandon()
+        return
+    channel.finish(response)
 
 
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:

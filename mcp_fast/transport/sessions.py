@@ -1,0 +1,210 @@
+"""Sessions for the 2025 protocol versions: stateless signed tokens, or an in-process table.
+
+The core idea: ``initialize`` answers with an ``Mcp-Session-Id`` that is a
+signed JWT carrying everything a later request needs (negotiated version,
+client capabilities, client info, issue and expiry time). Any process holding
+the secret serves the session; nothing about it is stored server-side, so a
+fleet needs no sticky sessions. What little state a session has beyond that
+(ended sessions, the chosen log level) is kept per process, bounded.
+
+Spec: basic/transports.mdx "Session Management": a request without the id
+(other than initialize) -> 400; an unknown or ended session -> 404, after
+which the client starts a new one with initialize.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import jwt
+
+_SESSION_ID_BYTES: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str  # a random id: keys per-session state, event ids and the denylist
+    token: str  # what the client sends as Mcp-Session-Id
+    protocol_version: str
+    client_capabilities: dict[str, Any]
+    client_info: dict[str, Any]
+    expires_at: float
+
+
+class SessionNotFound(Exception):
+    """The Mcp-Session-Id is unknown, expired, tampered with or ended: HTTP 404."""
+
+
+class SessionStore(Protocol):
+    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session: ...
+
+    def resolve(self, token: str) -> Session: ...
+
+    def end(self, session: Session) -> None: ...
+
+
+class _BoundedMap(OrderedDict[str, Any]):
+    """An LRU map: the oldest entry goes when a new one would pass ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """HS256 with shared secrets (the first signs; all verify, for rotation), or
+    RS256/ES256 with a private key file (signing) and public key files (verifying)."""
+
+    secrets: tuple[str, ...] = ()
+    algorithm: str = "HS256"
+    private_key_file: Path | None = None
+    public_key_files: tuple[Path, ...] = ()
+    ttl_seconds: float = 24 * 3600.0
+    verified_cache_size: int = 10_000
+    denylist_size: int = 100_000
+
+
+class JwtSessions:
+    """Stateless sessions: the token is the session."""
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self.settings = settings
+        self.algorithm = settings.algorithm
+        if settings.private_key_file is not None:
+            self._signing_key: Any = settings.private_key_file.read_text()
+            self._verifying_keys: list[Any] = [path.read_text() for path in settings.public_key_files]
+            if not self._verifying_keys:
+                raise ValueError(
+                    "an asymmetric session key needs at least one public key file to verify with"
+                )
+        else:
+            if self.algorithm != "HS256":
+                raise ValueError(f"{self.algorithm} needs a private key file")
+            keys = list(settings.secrets) or [secrets.token_urlsafe(32)]
+            self._signing_key = keys[0]
+            self._verifying_keys = keys
+        # Verifying a token costs tens of microseconds; a verified one is remembered.
+        self._verified: _BoundedMap = _BoundedMap(settings.verified_cache_size)
+        # Ended sessions until their token would have expired anyway (sid -> expiry).
+        self._ended: _BoundedMap = _BoundedMap(settings.denylist_size)
+
+    @property
+    def generated_secret(self) -> bool:
+        return not self.settings.secrets and self.settings.private_key_file is None
+
+    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+        now = time.time()
+        expires_at = int(now + self.settings.ttl_seconds)
+        session_id = secrets.token_urlsafe(_SESSION_ID_BYTES)
+        claims = {
+            "sid": session_id,
+            "v": version,
+            "cap": capabilities,
+            "ci": client_info,
+            "iat": int(now),
+            "exp": expires_at,
+        }
+        token = jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
+        session = Session(session_id, token, version, capabilities, client_info, expires_at)
+        self._verified.put(token, session)
+        return session
+
+    def resolve(self, token: str) -> Session:
+        now = time.time()
+        session: Session | None = self._verified.get(token)
+        if session is None:
+            session = self._verify(token)
+            self._verified.put(token, session)
+        if session.expires_at <= now:
+            self._verified.pop(token, None)
+            raise SessionNotFound("the session has expired")
+        if session.id in self._ended:
+            raise SessionNotFound("the session has ended")
+        return session
+
+    def _verify(self, token: str) -> Session:
+        for key in self._verifying_keys:
+            try:
+                # algorithms= pins the algorithm: "alg: none" and HS/RS confusion fail here.
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[self.algorithm],
+                    options={"require": ["sid", "v", "iat", "exp"]},
+                )
+            except jwt.InvalidSignatureError:
+                continue  # maybe signed with another (rotated) key
+            except jwt.PyJWTError as exc:
+                raise SessionNotFound("the session id is not valid") from exc
+            return _session_from_claims(token, claims)
+        raise SessionNotFound("the session id is not valid")
+
+    def end(self, session: Session) -> None:
+        self._ended.put(session.id, session.expires_at)
+        self._verified.pop(session.token, None)
+        self._forget_expired_endings()
+
+    def _forget_expired_endings(self) -> None:
+        now = time.time()
+        while self._ended:
+            session_id, expires_at = next(iter(self._ended.items()))
+            if expires_at > now:
+                break
+            self._ended.pop(session_id)
+
+
+def _session_from_claims(token: str, claims: dict[str, Any]) -> Session:
+    capabilities = claims.get("cap")
+    client_info = claims.get("ci")
+    version = claims.get("v")
+    session_id = claims.get("sid")
+    if not (isinstance(version, str) and isinstance(session_id, str)):
+        raise SessionNotFound("the session id is not valid")
+    return Session(
+        session_id,
+        token,
+        version,
+        capabilities if isinstance(capabilities, dict) else {},
+        client_info if isinstance(client_info, dict) else {},
+        float(claims["exp"]),
+    )
+
+
+class MemorySessions:
+    """Stateful sessions in an in-process table (one process, or sticky routing)."""
+
+    def __init__(self, ttl_seconds: float = 24 * 3600.0, max_sessions: int = 100_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._sessions: _BoundedMap = _BoundedMap(max_sessions)
+
+    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+        session_id = secrets.token_urlsafe(_SESSION_ID_BYTES)
+        session = Session(
+            session_id, session_id, version, capabilities, client_info, time.time() + self.ttl_seconds
+        )
+        self._sessions.put(session_id, session)
+        return session
+
+    def resolve(self, token: str) -> Session:
+        session: Session | None = self._sessions.get(token)
+        if session is None:
+            raise SessionNotFound("unknown session")
+        if session.expires_at <= time.time():
+            self._sessions.pop(token, None)
+            raise SessionNotFound("the session has expired")
+        return session
+
+    def end(self, session: Session) -> None:
+        self._sessions.pop(session.token, None)
