@@ -66,6 +66,9 @@ class Outbound(Protocol):
     async def send_request(self, message: bytes) -> None:
         """Send a server-to-client request; raise RpcError when this channel can't carry one."""
 
+    async def close_stream(self) -> None:
+        """End the HTTP response early; the client resumes with GET + Last-Event-ID."""
+
 
 class ServerRequests:
     """Server-to-client requests waiting for the client's answer (one table per process).
@@ -272,6 +275,11 @@ class Context:
         result = await self.request("roots/list", None, timeout)
         roots = result.get("roots")
         return roots if isinstance(roots, list) else []
+
+    async def close_sse_stream(self) -> None:
+        """Close this request's SSE stream now and finish on the client's resumed GET
+        (2025-11-25 "polling"); does nothing where the stream is not resumable."""
+        await self._outbound.close_stream()
 
     def cancel(self) -> None:
         """``notifications/cancelled`` for this request: stop the handler, send no answer."""

@@ -252,6 +252,14 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str:
     return f"Elicitation completed: action={result.get('action')}, content={result.get('content')}"
 
 
+@server.tool()
+async def test_reconnection(ctx: Context) -> str:
+    """A tool that triggers SSE stream closure to test client reconnection behavior."""
+    await ctx.close_sse_stream()
+    await asyncio.sleep(0.1)
+    return "Reconnection test completed successfully"
+
+
 JSON_SCHEMA_2020_12: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",

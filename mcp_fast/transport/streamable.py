@@ -26,6 +26,7 @@ from mcp_fast.http import sse
 from mcp_fast.http.events import Request
 from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
 from mcp_fast.server import MCPServer
+from mcp_fast.transport.event_store import EventStore, MemoryEventStore, Replay, priming_id
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.responder import Headers, Responder
 from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore, _BoundedMap
@@ -65,6 +66,9 @@ class StreamableSettings:
     # SSE comment sent on an idle GET stream so proxies don't cut it.
     keepalive_interval: float = 15.0
     max_session_states: int = 100_000
+    event_store: EventStore = field(default_factory=MemoryEventStore)
+    # The SSE retry field: how long a client waits before it reconnects.
+    retry_ms: int = 1000
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -92,23 +96,78 @@ def _is_json_content_type(value: bytes | None) -> bool:
     return media_type == b"application/json"
 
 
+@dataclass(slots=True)
+class Resumable:
+    """What a session's SSE stream needs to be resumable: the store, its key there
+    (given when the stream starts), and whether to send the 2025-11-25 priming event."""
+
+    store: EventStore
+    session_id: str
+    priming: bool
+    retry_ms: int
+    live: dict[str, PostChannel]  # streams in progress, for a GET that resumes one
+    stream: str = ""
+
+
 class PostChannel:
     """The answer to one POST: JSON by default, upgraded to SSE by the first message
-    the handler sends before its result."""
+    the handler sends before its result.
 
-    __slots__ = ("extra_headers", "json_ok", "responder", "sse_ok", "streaming")
+    In a session the SSE events carry ids and are kept in the event store, so the
+    client can resume the stream with GET + Last-Event-ID; the server may also
+    close the stream early (2025-11-25) and deliver the rest on that GET.
+    """
 
-    def __init__(self, responder: Responder, json_ok: bool, sse_ok: bool) -> None:
-        self.responder = responder
+    __slots__ = ("_done", "extra_headers", "json_ok", "responder", "resumable", "sse_ok", "streaming")
+
+    def __init__(
+        self, responder: Responder, json_ok: bool, sse_ok: bool, resumable: Resumable | None = None
+    ) -> None:
+        self.responder: Responder | None = responder
         self.json_ok = json_ok
         self.sse_ok = sse_ok
         self.streaming = False
         self.extra_headers: Headers | None = None  # e.g. Mcp-Session-Id on initialize
+        self.resumable = resumable
+        self._done: asyncio.Future[None] | None = None  # set when a resumed GET waits for the end
 
     def _start(self) -> None:
         self.streaming = True
+        assert self.responder is not None
         headers = SSE_HEADERS if self.extra_headers is None else [*SSE_HEADERS, *self.extra_headers]
         self.responder.start_stream(200, headers)
+        resumable = self.resumable
+        if resumable is None:
+            return
+        resumable.stream = resumable.store.open_stream(resumable.session_id)
+        resumable.live[resumable.stream] = self
+        if resumable.priming:
+            # 2025-11-25: an event with an id and empty data first, so the client
+            # can resume even before the first real event, and how soon to retry.
+            event = sse.encode_event(b"", event_id=priming_id(resumable.stream), retry_ms=resumable.retry_ms)
+            self.responder.send_stream(event)
+
+    def _emit(self, message: bytes) -> None:
+        """One message on the stream: stored when resumable, written when a client is attached."""
+        resumable = self.resumable
+        if resumable is not None:
+            event = sse.encode_event(message, event_id=resumable.store.append(resumable.stream, message))
+        else:
+            event = sse.encode_message(message)
+        if self.responder is not None:
+            self.responder.send_stream(event)
+
+    async def _send(self, message: bytes) -> None:
+        if not self.streaming:
+            self._start()
+        self._emit(message)
+        if self.responder is not None:
+            await self.responder.drain()
+
+    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
+        if not self.sse_ok:
+            return  # a JSON-only client has no channel for notifications on a POST
+        await self._send(jsonrpc.encode_notification(method, params))
 
     async def send_request(self, message: bytes) -> None:
         if not self.sse_ok:
@@ -116,35 +175,60 @@ class PostChannel:
                 jsonrpc.INTERNAL_ERROR,
                 "The client does not accept text/event-stream, so it cannot receive requests from the server",
             )
+        await self._send(message)
+
+    async def close_stream(self) -> None:
+        """End the HTTP response now and keep the stream going in the store (polling).
+
+        Only a resumable stream can be closed early; elsewhere this does nothing.
+        """
+        if self.resumable is None or not self.sse_ok or self.responder is None:
+            return
+        # Without an event id the client could not resume, so always start with one.
+        self.resumable.priming = True
         if not self.streaming:
             self._start()
-        self.responder.send_stream(sse.encode_message(message))
-        await self.responder.drain()
+        self.responder.end_stream()
+        self.responder = None
+
+    def attach(self, responder: Responder) -> asyncio.Future[None]:
+        """A GET with Last-Event-ID continues this stream; the future completes at its end."""
+        if self.responder is not None:
+            self.responder.end_stream()  # the old connection gives way to the new one
+        self.responder = responder
+        self._done = asyncio.get_running_loop().create_future()
+        return self._done
 
     def abandon(self) -> None:
         """The request was cancelled: end the exchange without a JSON-RPC response."""
+        self._complete()
+        if self.responder is None:
+            return
         if self.streaming:
             self.responder.end_stream()
         else:
             self.responder.respond(202, [], b"")
 
-    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
-        if not self.sse_ok:
-            return  # a JSON-only client has no channel for notifications on a POST
-        if not self.streaming:
-            self._start()
-        self.responder.send_stream(sse.encode_message(jsonrpc.encode_notification(method, params)))
-        await self.responder.drain()
-
     def finish(self, response: bytes) -> None:
         if not self.streaming and self.json_ok:
+            assert self.responder is not None
             headers = JSON_HEADERS if self.extra_headers is None else [*JSON_HEADERS, *self.extra_headers]
             self.responder.respond(200, headers, response)
             return
         if not self.streaming:
             self._start()
-        self.responder.send_stream(sse.encode_message(response))
-        self.responder.end_stream()
+        self._emit(response)
+        self._complete()
+        if self.responder is not None:
+            self.responder.end_stream()
+
+    def _complete(self) -> None:
+        resumable = self.resumable
+        if resumable is not None and resumable.stream:
+            resumable.store.complete(resumable.stream)
+            resumable.live.pop(resumable.stream, None)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +263,23 @@ def _rpc_rejection(status: int, code: int, message: str, request_id: Any = None)
 
 
 class GetStream:
-    """A session's server-to-client SSE stream (GET), for messages not tied to a request."""
+    """A session's server-to-client SSE stream (GET), for messages not tied to a request.
 
-    __slots__ = ("responder",)
+    Its events are stored too, so a client that reconnects with Last-Event-ID
+    gets the notifications it missed.
+    """
 
-    def __init__(self, responder: Responder) -> None:
+    __slots__ = ("responder", "session_id", "store", "stream")
+
+    def __init__(self, responder: Responder, store: EventStore, session_id: str) -> None:
         self.responder = responder
+        self.store = store
+        self.session_id = session_id
+        self.stream = ""
 
     def send(self, message: bytes) -> None:
-        self.responder.send_stream(sse.encode_message(message))
+        event_id = self.store.append(self.stream, message)
+        self.responder.send_stream(sse.encode_event(message, event_id=event_id))
 
 
 class StreamableHTTP:
@@ -209,6 +301,8 @@ class StreamableHTTP:
         # on them is computed once and remembered (bounded: a client that varies
         # them only pays for the checks themselves).
         self._verdicts: dict[HeaderKey, Verdict] = {}
+        # Resumable POST streams still in progress, by stream key.
+        self._live: dict[str, PostChannel] = {}
         server.on_list_changed(self._broadcast_list_changed)
 
     # -- routing -------------------------------------------------------------------
@@ -304,6 +398,11 @@ class StreamableHTTP:
             responder.respond(rejection.status, rejection.headers, rejection.body)
             return None
 
+    def _resumable(self, session: Session, policy: VersionPolicy) -> Resumable:
+        return Resumable(
+            self.settings.event_store, session.id, policy.sse_priming, self.settings.retry_ms, self._live
+        )
+
     def state_of(self, session: Session) -> SessionState:
         state: SessionState | None = self._states.get(session.id)
         if state is None:
@@ -369,6 +468,7 @@ class StreamableHTTP:
             # Within a session the negotiated version rules, whatever the header
             # says (a client may send any supported version there).
             policy = POLICIES[session.protocol_version]
+            channel.resumable = self._resumable(session, policy)
         if message.kind is Kind.REQUEST:
             ctx = self._context(message, policy, channel, session)
             if ctx.session is not None:
@@ -444,6 +544,7 @@ class StreamableHTTP:
     ) -> None:
         """JSON-RPC 2.0 section 6, allowed only by 2025-03-26."""
         responder = channel.responder
+        assert responder is not None
         if not policy.batches:
             error = RpcError(
                 INVALID_REQUEST, f"Batches are not supported in protocol version {policy.version}"
@@ -484,23 +585,59 @@ class StreamableHTTP:
     # -- GET and DELETE ----------------------------------------------------------------
 
     async def get(self, request: Request, responder: Responder) -> None:
-        """The session's server-to-client stream: at most one per session (409 for a second)."""
+        """The session's server-to-client stream (one per session: 409 for a second), or,
+        with Last-Event-ID, the resumption of an earlier stream of the session."""
         session = self._session(request, responder)
         if session is None:
             return
+        last_event_id = request.headers.get(b"last-event-id")
+        replay: Replay | None = None
+        if last_event_id is not None:
+            replay = self.settings.event_store.replay(session.id, last_event_id.decode("latin-1"))
+            if replay is not None and (replay.complete or replay.stream in self._live):
+                await self._resume(replay, responder)  # a POST's stream
+                return
         state = self.state_of(session)
         if state.get_stream is not None and not state.get_stream.responder.disconnected:
             _plain(responder, 409, "Conflict: this session already has an open GET stream")
             return
-        stream = GetStream(responder)
+        stream = GetStream(responder, self.settings.event_store, session.id)
         state.get_stream = stream
         responder.start_stream(200, SSE_HEADERS)
+        if replay is not None:
+            stream.stream = replay.stream  # the standalone stream continues where it was
+            for event_id, message in replay.events:
+                responder.send_stream(sse.encode_event(message, event_id=event_id))
+        else:
+            stream.stream = self.settings.event_store.open_stream(session.id)
+            if POLICIES[session.protocol_version].sse_priming:
+                event = sse.encode_event(
+                    b"", event_id=priming_id(stream.stream), retry_ms=self.settings.retry_ms
+                )
+                responder.send_stream(event)
         try:
             await self._keep_alive(responder)
         finally:
             if state.get_stream is stream:
                 state.get_stream = None
             responder.end_stream()
+
+    async def _resume(self, replay: Replay, responder: Responder) -> None:
+        """Send what the client missed on a POST's stream, then the rest of it as it comes."""
+        responder.start_stream(200, SSE_HEADERS)
+        for event_id, message in replay.events:
+            responder.send_stream(sse.encode_event(message, event_id=event_id))
+        channel = None if replay.complete else self._live.get(replay.stream)
+        if channel is not None:
+            done = channel.attach(responder)
+            disconnected = asyncio.ensure_future(responder.wait_disconnected())
+            try:
+                await asyncio.wait((done, disconnected), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                disconnected.cancel()
+                if channel.responder is responder:
+                    channel.responder = None
+        responder.end_stream()
 
     async def _keep_alive(self, responder: Responder) -> None:
         """Hold the stream open, with a comment now and then so proxies don't cut it."""
