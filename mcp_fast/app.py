@@ -86,7 +86,11 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             max_body_bytes=config.max_body_size,
         ),
         timeouts=Timeouts(
-            header=config.header_timeout, body=config.body_timeout, keep_alive=config.keepalive_timeout
+            header=config.header_timeout,
+            body=config.body_timeout,
+            keep_alive=config.keepalive_timeout,
+            write=config.write_timeout,
+            max_stream_buffer=config.max_stream_buffer,
         ),
         shutdown_timeout=config.shutdown_timeout,
     )

@@ -103,6 +103,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("session_public_keys", _csv, [], "comma-separated PEM files that verify session tokens"),
     Option("session_ttl", float, 86400.0, "seconds a session token stays valid"),
     Option("sse_keepalive", float, 15.0, "seconds between keep-alive comments on an idle SSE stream"),
+    Option("write_timeout", float, 30.0, "seconds a stream may wait for a client that stopped reading"),
+    Option(
+        "max_stream_buffer",
+        _size,
+        1 << 20,
+        "bytes of a stream waiting for a slow client before it is dropped",
+    ),
 )
 
 
@@ -133,6 +140,8 @@ class Config:
     session_public_keys: list[str]
     session_ttl: float
     sse_keepalive: float
+    write_timeout: float
+    max_stream_buffer: int
 
     @property
     def effective_session_mode(self) -> str:

@@ -94,6 +94,19 @@ async def countdown(ctx: Context, steps: Annotated[int, Field(ge=1, le=50)] = 3)
     return "liftoff"
 
 
+@server.tool()
+async def emit_notifications(
+    ctx: Context,
+    count: Annotated[int, Field(ge=0, le=1_000_000)] = 10,
+    size: Annotated[int, Field(ge=0, le=65536)] = 100,
+) -> str:
+    """Send ``count`` log notifications of ``size`` characters as fast as the client reads them."""
+    payload = "x" * size
+    for index in range(count):
+        await ctx.log("info", {"index": index, "payload": payload})
+    return f"sent {count} notifications"
+
+
 # -- conformance fixtures (tools) -------------------------------------------------
 
 

@@ -45,6 +45,9 @@ class Timeouts:
     header: float = 10.0  # from the first byte of a request head to its end (slowloris)
     body: float = 30.0  # from the end of the head to the end of the body
     keep_alive: float = 75.0  # idle between requests (above nginx's default upstream 60 s)
+    write: float = 30.0  # a stream whose reader takes nothing this long is dropped
+    # Bytes a stream may have waiting for a slow reader before it is dropped.
+    max_stream_buffer: int = 1 << 20
 
 
 class Phase(enum.Enum):
@@ -95,7 +98,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport quacks like asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
-        self._flow = FlowControl(self._transport)
+        self._flow = FlowControl(self._transport, self._timeouts.write)
         self._connections.add(self)
         self._set_phase(Phase.IDLE)
 
@@ -254,10 +257,14 @@ class HttpConnection(asyncio.Protocol):
             self._transport.close()
 
     def abort(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Drop the connection now. The application's Task is cancelled only at
+        server shutdown; for a stream it sees ``disconnected`` and ends itself."""
         if self._transport is not None:
             self._transport.abort()
+
+    def cancel_application(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
     # -- Responder ---------------------------------------------------------------
 
@@ -302,12 +309,17 @@ class HttpConnection(asyncio.Protocol):
         )
 
     def send_stream(self, data: bytes) -> None:
-        if not self._streaming or self._lost or self._transport is None or not data:
+        transport = self._transport
+        if not self._streaming or self._lost or transport is None or not data:
             return
         if self._chunked:
-            self._transport.writelines(h1.encode_chunk(data))
+            transport.writelines(h1.encode_chunk(data))
         else:
-            self._transport.write(data)
+            transport.write(data)
+        if transport.get_write_buffer_size() > self._timeouts.max_stream_buffer:
+            # The reader fell too far behind: drop it rather than buffer without bound.
+            logger.info("dropping a stream whose client stopped reading")
+            self.abort()
 
     async def drain(self) -> None:
         if self._flow is not None:

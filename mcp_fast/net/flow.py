@@ -8,8 +8,11 @@ place that pauses the transport would resume it behind this object's back.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from enum import Flag, auto
+
+logger = logging.getLogger("mcp_fast.net")
 
 
 class ReadPause(Flag):
@@ -21,10 +24,11 @@ class ReadPause(Flag):
 
 
 class FlowControl:
-    __slots__ = ("_closed", "_drain_waiters", "_reasons", "_transport", "_write_paused")
+    __slots__ = ("_closed", "_drain_waiters", "_reasons", "_transport", "_write_paused", "_write_timeout")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, write_timeout: float = 30.0) -> None:
         self._transport = transport
+        self._write_timeout = write_timeout
         self._reasons = ReadPause.NONE
         self._write_paused = False
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
@@ -61,12 +65,32 @@ class FlowControl:
         self._wake_writers()
 
     async def drain(self) -> None:
-        """Wait until the peer took enough of what we wrote (returns at once if it did)."""
+        """Wait until the peer took enough of what we wrote (returns at once if it did).
+
+        A peer that takes nothing for ``write_timeout`` seconds is disconnected,
+        so a client that stopped reading cannot hold a producer (and its
+        buffered output) forever.
+        """
         if not self._write_paused or self._closed:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._drain_waiters.append(waiter)
-        await waiter
+        give_up = loop.call_later(self._write_timeout, self._give_up)
+        try:
+            await waiter
+        finally:
+            give_up.cancel()
+
+    def _give_up(self) -> None:
+        logger.info("dropping a connection whose client read nothing for %.3g s", self._write_timeout)
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection; waiting writers go on and their output is dropped."""
+        if not self._closed:
+            self._transport.abort()
+        self.on_connection_lost()
 
     def on_connection_lost(self) -> None:
         """Writers waiting for a gone peer go on (their output is dropped)."""

@@ -76,6 +76,7 @@ class HttpServer:
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
+            connection.cancel_application()
             connection.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()

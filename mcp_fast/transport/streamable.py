@@ -391,7 +391,12 @@ class StreamableHTTP:
             responder.respond(rejection.status, rejection.headers, rejection.body)
             return None
         try:
-            return self.sessions.resolve(token.decode("latin-1"))
+            session = self.sessions.resolve(token.decode("latin-1"))
+            if session.protocol_version not in POLICIES:
+                # Signed by a process that speaks a version this one does not
+                # (a rolling upgrade): the client negotiates again.
+                raise SessionNotFound(f"protocol version {session.protocol_version!r} is not supported here")
+            return session
         except SessionNotFound as exc:
             # 404 tells the client to start a new session with initialize.
             rejection = _rpc_rejection(404, SESSION_NOT_FOUND, f"Session not found: {exc}", request_id)
