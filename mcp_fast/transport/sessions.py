@@ -22,8 +22,27 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import jwt
+import orjson
 
 _SESSION_ID_BYTES: Final = 16
+# The token travels in a header on every request; nginx's default header buffer is 8 KiB.
+_MAX_CAPABILITIES_JSON: Final = 2048
+_CLIENT_INFO_KEYS: Final = ("name", "version", "title")
+
+
+def compact_claims(
+    capabilities: dict[str, Any], client_info: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keep a session token small whatever the client declared.
+
+    clientInfo keeps its name, version and title (not icons, which may be data:
+    URIs). Capabilities stay whole unless their JSON passes 2 KiB; then only the
+    declared capability names remain ("sampling": {}), which is what checks need.
+    """
+    info = {key: client_info[key] for key in _CLIENT_INFO_KEYS if isinstance(client_info.get(key), str)}
+    if len(orjson.dumps(capabilities)) > _MAX_CAPABILITIES_JSON:
+        capabilities = {key: {} for key in capabilities if key != "experimental"}
+    return capabilities, info
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +124,7 @@ class JwtSessions:
         return not self.settings.secrets and self.settings.private_key_file is None
 
     def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+        capabilities, client_info = compact_claims(capabilities, client_info)
         now = time.time()
         expires_at = int(now + self.settings.ttl_seconds)
         session_id = secrets.token_urlsafe(_SESSION_ID_BYTES)
