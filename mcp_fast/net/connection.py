@@ -60,6 +60,31 @@ class Phase(enum.Enum):
 class HttpConnection(asyncio.Protocol):
     """asyncio Protocol for one client connection, and the Responder of its current request."""
 
+    # Slots: thousands of idle streams each hold one of these.
+    __slots__ = (
+        "_answered",
+        "_app",
+        "_chunked",
+        "_closing",
+        "_connections",
+        "_core",
+        "_current",
+        "_disconnected",
+        "_flow",
+        "_keep_alive",
+        "_limits",
+        "_loop",
+        "_lost",
+        "_processing",
+        "_streaming",
+        "_task",
+        "_timeout_of",
+        "_timeouts",
+        "_transport",
+        "deadline",
+        "phase",
+    )
+
     def __init__(
         self,
         app: App,
@@ -253,7 +278,13 @@ class HttpConnection(asyncio.Protocol):
         """Server shutdown: idle connections close now, busy ones after their answer."""
         self._closing = True
         self._keep_alive = False
-        if self._current is None and self._transport is not None:
+        if self._transport is None:
+            return
+        if self._current is None:
+            self._transport.close()
+        elif self._streaming and self._current.method == b"GET":
+            # A GET stream never ends by itself: end it (clients reconnect elsewhere).
+            self.end_stream()
             self._transport.close()
 
     def abort(self) -> None:
@@ -330,7 +361,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._disconnected is None:
             self._disconnected = self._loop.create_future()
-        await asyncio.shield(self._disconnected)
+        await self._disconnected
 
     def end_stream(self) -> None:
         if not self._streaming:

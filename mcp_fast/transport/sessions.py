@@ -28,6 +28,7 @@ _SESSION_ID_BYTES: Final = 16
 # The token travels in a header on every request; nginx's default header buffer is 8 KiB.
 _MAX_CAPABILITIES_JSON: Final = 2048
 _CLIENT_INFO_KEYS: Final = ("name", "version", "title")
+_MAX_INFO_STRING: Final = 256
 
 
 def compact_claims(
@@ -39,7 +40,11 @@ def compact_claims(
     URIs). Capabilities stay whole unless their JSON passes 2 KiB; then only the
     declared capability names remain ("sampling": {}), which is what checks need.
     """
-    info = {key: client_info[key] for key in _CLIENT_INFO_KEYS if isinstance(client_info.get(key), str)}
+    info = {
+        key: client_info[key][:_MAX_INFO_STRING]
+        for key in _CLIENT_INFO_KEYS
+        if isinstance(client_info.get(key), str)
+    }
     if len(orjson.dumps(capabilities)) > _MAX_CAPABILITIES_JSON:
         capabilities = {key: {} for key in capabilities if key != "experimental"}
     return capabilities, info

@@ -303,6 +303,7 @@ class StreamableHTTP:
         self._verdicts: dict[HeaderKey, Verdict] = {}
         # Resumable POST streams still in progress, by stream key.
         self._live: dict[str, PostChannel] = {}
+        self._ticker: asyncio.Task[None] | None = None
         server.on_list_changed(self._broadcast_list_changed)
 
     # -- routing -------------------------------------------------------------------
@@ -621,7 +622,8 @@ class StreamableHTTP:
                 )
                 responder.send_stream(event)
         try:
-            await self._keep_alive(responder)
+            self._ensure_keepalive_ticker()
+            await responder.wait_disconnected()
         finally:
             if state.get_stream is stream:
                 state.get_stream = None
@@ -644,14 +646,21 @@ class StreamableHTTP:
                     channel.responder = None
         responder.end_stream()
 
-    async def _keep_alive(self, responder: Responder) -> None:
-        """Hold the stream open, with a comment now and then so proxies don't cut it."""
-        interval = self.settings.keepalive_interval
-        while not responder.disconnected:
-            try:
-                await asyncio.wait_for(responder.wait_disconnected(), interval)
-            except TimeoutError:
-                responder.send_stream(sse.KEEPALIVE_COMMENT)
+    def _ensure_keepalive_ticker(self) -> None:
+        """One timer for all GET streams (not one per stream: an idle stream should cost
+        little more than its socket)."""
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._keepalive_ticker())
+
+    async def _keepalive_ticker(self) -> None:
+        """A comment on every open GET stream now and then, so proxies don't cut them."""
+        while True:
+            await asyncio.sleep(self.settings.keepalive_interval)
+            streams = self._open_streams()
+            if not streams:
+                return
+            for _, stream in streams:
+                stream.responder.send_stream(sse.KEEPALIVE_COMMENT)
 
     def delete(self, request: Request, responder: Responder) -> None:
         """End the session (transports, "Session Management"): later requests get 404."""
