@@ -49,9 +49,10 @@ class SessionState:
     requests in flight (for cancellation), resource subscriptions and the GET stream.
     """
 
-    __slots__ = ("get_stream", "inflight", "log_level", "subscriptions")
+    __slots__ = ("get_stream", "inflight", "log_level", "session_id", "subscriptions")
 
-    def __init__(self) -> None:
+    def __init__(self, session_id: str = "") -> None:
+        self.session_id = session_id
         self.log_level = 0  # debug: everything, until logging/setLevel says otherwise
         self.inflight: dict[RequestId, Context] = {}
         self.subscriptions: set[str] = set()
@@ -68,6 +69,9 @@ class Outbound(Protocol):
 
     async def close_stream(self) -> None:
         """End the HTTP response early; the client resumes with GET + Last-Event-ID."""
+
+    def detached(self) -> Outbound:
+        """Where messages of work that outlives this request go (a task): the session's GET stream."""
 
 
 class ServerRequests:
@@ -280,6 +284,25 @@ class Context:
         """Close this request's SSE stream now and finish on the client's resumed GET
         (2025-11-25 "polling"); does nothing where the stream is not resumable."""
         await self._outbound.close_stream()
+
+    @property
+    def owner(self) -> str:
+        """Who owns what this request creates (tasks): its session, or "" without one."""
+        return self.session.session_id if self.session is not None else ""
+
+    def detached_copy(self) -> Context:
+        """A Context for work that goes on after this request was answered (a task)."""
+        return Context(
+            self.server,
+            self.request_id,
+            self.meta,
+            self.policy,
+            self._outbound.detached(),
+            client_capabilities=self.client_capabilities,
+            client_info=self.client_info,
+            server_requests=self._server_requests,
+            session=self.session,
+        )
 
     def cancel(self) -> None:
         """``notifications/cancelled`` for this request: stop the handler, send no answer."""

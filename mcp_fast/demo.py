@@ -107,6 +107,23 @@ async def emit_notifications(
     return f"sent {count} notifications"
 
 
+@server.tool(task_support="optional")
+async def slow_report(ctx: Context, seconds: Annotated[float, Field(ge=0, le=60)] = 0.2) -> str:
+    """Work for a while, with progress; clients of 2025-11-25 may run it as a task and poll."""
+    steps = 4
+    for step in range(steps):
+        await ctx.report_progress(step, steps)
+        await asyncio.sleep(seconds / steps)
+    return f"report ready after {seconds:g} s"
+
+
+@server.tool(task_support="required")
+async def batch_job(items: Annotated[int, Field(ge=1, le=1000)] = 3) -> dict[str, int]:
+    """A job that must run as a task (tasks/get to poll, tasks/result to collect)."""
+    await asyncio.sleep(0.05)
+    return {"processed": items}
+
+
 # -- conformance fixtures (tools) -------------------------------------------------
 
 

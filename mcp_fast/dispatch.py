@@ -19,6 +19,7 @@ from mcp_fast import jsonrpc
 from mcp_fast.context import LOG_LEVELS, Context
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
 from mcp_fast.server import MCPServer
+from mcp_fast.tasks import TaskStore
 from mcp_fast.versions import POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.dispatch")
@@ -100,7 +101,12 @@ class Dispatcher:
             "prompts/list": self.prompts_list,
             "prompts/get": self.prompts_get,
             "logging/setLevel": self.logging_set_level,
+            "tasks/get": self.tasks_get,
+            "tasks/result": self.tasks_result,
+            "tasks/list": self.tasks_list,
+            "tasks/cancel": self.tasks_cancel,
         }
+        self.tasks = TaskStore()
         if server.registry.completion is not None:
             self.methods["completion/complete"] = self.completion_complete
 
@@ -143,9 +149,13 @@ class Dispatcher:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def capabilities(self) -> JsonObject:
+    def capabilities(self, policy: VersionPolicy | None = None) -> JsonObject:
         registry = self.server.registry
         capabilities: JsonObject = {"logging": {}}
+        if (policy is None or policy.tasks) and any(
+            tool.task_support in ("optional", "required") for tool in registry.tools.values()
+        ):
+            capabilities["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
         if registry.tools:
             capabilities["tools"] = {"listChanged": True}
         if registry.resources or registry.templates:
@@ -172,7 +182,7 @@ class Dispatcher:
         version = negotiate(params.get("protocolVersion"))
         result: JsonObject = {
             "protocolVersion": version,
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities(POLICIES[version]),
             "serverInfo": self.server_info(POLICIES[version]),
         }
         if self.server.instructions:
@@ -236,7 +246,50 @@ class Dispatcher:
     def tools_call(self, params: JsonObject, ctx: Context) -> Any:
         name = require_str(params, "name")
         arguments = optional_object(params, "arguments")
+        if ctx.policy.tasks:
+            task = optional_object(params, "task")
+            tool = self.server.registry.tools.get(name)
+            support = tool.task_support if tool is not None else None
+            if task is not None and tool is not None:
+                # tasks.mdx "Tool-Level Negotiation": no support -> -32601.
+                if support not in ("optional", "required"):
+                    raise RpcError(METHOD_NOT_FOUND, f"Tool '{name}' cannot be called as a task")
+                return self._start_task(name, arguments, task, ctx)
+            if support == "required":
+                raise RpcError(METHOD_NOT_FOUND, f"Tool '{name}' must be called as a task")
         return self.server.call_tool(name, arguments, ctx)
+
+    def _start_task(
+        self, name: str, arguments: JsonObject | None, task: JsonObject, ctx: Context
+    ) -> JsonObject:
+        """Answer at once with a CreateTaskResult; the tool runs on with a detached Context."""
+        detached = ctx.detached_copy()
+
+        async def work() -> dict[str, Any]:
+            outcome = self.server.call_tool(name, arguments, detached)
+            result: dict[str, Any] = await outcome if isinstance(outcome, Coroutine) else outcome
+            return result
+
+        created = self.tasks.start(ctx.owner, task.get("ttl"), work())
+        return {"task": created.to_json()}
+
+    def tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self.tasks.get(ctx.owner, params.get("taskId")).to_json()
+
+    async def tasks_result(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return await self.tasks.outcome(ctx.owner, params.get("taskId"))
+
+    def tasks_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+        tasks = [task.to_json() for task in self.tasks.list(ctx.owner)]
+        start = decode_cursor(params.get("cursor"), len(tasks))
+        end = start + self.page_size
+        result: JsonObject = {"tasks": tasks[start:end]}
+        if end < len(tasks):
+            result["nextCursor"] = encode_cursor(end)
+        return result
+
+    def tasks_cancel(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self.tasks.cancel(ctx.owner, params.get("taskId")).to_json()
 
     def resources_read(self, params: JsonObject, ctx: Context) -> Any:
         return self.server.read_resource(require_str(params, "uri"), ctx)

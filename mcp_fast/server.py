@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import pydantic
@@ -41,6 +41,8 @@ from mcp_fast.versions import VersionPolicy
 logger = logging.getLogger("mcp_fast.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Tasks (2025-11-25): may a client call the tool as a task, or must it?
+TaskSupport = Literal["forbidden", "optional", "required"]
 
 
 class RunMode(enum.Enum):
@@ -90,6 +92,7 @@ class Tool:
     annotations: dict[str, Any] | None
     icons: list[dict[str, Any]] | None
     meta: dict[str, Any] | None
+    task_support: TaskSupport | None = None
 
     def definition(self, policy: VersionPolicy) -> dict[str, Any]:
         """The tools/list entry, shaped for the version in force."""
@@ -106,6 +109,8 @@ class Tool:
             entry["annotations"] = self.annotations
         if policy.icons and self.icons:
             entry["icons"] = self.icons
+        if policy.tasks and self.task_support is not None:
+            entry["execution"] = {"taskSupport": self.task_support}
         if self.meta:
             entry["_meta"] = self.meta
         return entry
@@ -244,6 +249,7 @@ class MCPServer:
         input_schema: dict[str, Any] | None = None,
         inline: bool = False,
         meta: dict[str, Any] | None = None,
+        task_support: TaskSupport | None = None,
     ) -> Callable[[F], F]:
         """Register a tool. Its input schema comes from the type hints, its
         description from the docstring (``Args:`` lines describe parameters).
@@ -253,6 +259,8 @@ class MCPServer:
         outputSchema/structuredContent for a typed return value. ``input_schema``
         replaces the schema derived from type hints: arguments are then passed as
         keyword arguments without validation (for schemas type hints can't say).
+        ``task_support`` ("optional" or "required") lets clients of 2025-11-25 call
+        the tool as a task and poll for its result (experimental in the spec).
         """
 
         def register(func: F) -> F:
@@ -267,6 +275,7 @@ class MCPServer:
                 input_schema=input_schema,
                 inline=inline,
                 meta=meta,
+                task_support=task_support,
             )
             return func
 
@@ -285,6 +294,7 @@ class MCPServer:
         input_schema: dict[str, Any] | None = None,
         inline: bool = False,
         meta: dict[str, Any] | None = None,
+        task_support: TaskSupport | None = None,
     ) -> Tool:
         tool_name = name or func.__name__
         if input_schema is not None:
@@ -303,6 +313,7 @@ class MCPServer:
             annotations=dict(annotations) if annotations else None,
             icons=icons,
             meta=meta,
+            task_support=task_support,
         )
         self.registry.tools[tool_name] = tool
         self._changed("tools")

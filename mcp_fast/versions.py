@@ -29,13 +29,15 @@ class VersionPolicy:
     input_errors_as_tool_errors: bool
     # SSE streams start with a priming event (id, empty data) and carry `retry` (2025-11-25).
     sse_priming: bool
+    # Task-augmented tools/call, tasks/get|result|list|cancel (2025-11-25, experimental).
+    tasks: bool
 
 
 _POLICIES: Final[tuple[VersionPolicy, ...]] = (
-    VersionPolicy("2024-11-05", False, False, False, False, False, False, False, False),
-    VersionPolicy("2025-03-26", True, True, False, False, False, False, False, False),
-    VersionPolicy("2025-06-18", True, False, True, True, True, False, False, False),
-    VersionPolicy("2025-11-25", True, False, True, True, True, True, True, True),
+    VersionPolicy("2024-11-05", False, False, False, False, False, False, False, False, False),
+    VersionPolicy("2025-03-26", True, True, False, False, False, False, False, False, False),
+    VersionPolicy("2025-06-18", True, False, True, True, True, False, False, False, False),
+    VersionPolicy("2025-11-25", True, False, True, True, True, True, True, True, True),
 )
 
 POLICIES: Final[dict[str, VersionPolicy]] = {p.version: p for p in _POLICIES}

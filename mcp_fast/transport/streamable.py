@@ -26,6 +26,7 @@ from mcp_fast.http import sse
 from mcp_fast.http.events import Request
 from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
 from mcp_fast.server import MCPServer
+from mcp_fast.tasks import Task
 from mcp_fast.transport.event_store import EventStore, MemoryEventStore, Replay, priming_id
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.responder import Headers, Responder
@@ -118,7 +119,16 @@ class PostChannel:
     close the stream early (2025-11-25) and deliver the rest on that GET.
     """
 
-    __slots__ = ("_done", "extra_headers", "json_ok", "responder", "resumable", "sse_ok", "streaming")
+    __slots__ = (
+        "_done",
+        "extra_headers",
+        "json_ok",
+        "responder",
+        "resumable",
+        "session_state",
+        "sse_ok",
+        "streaming",
+    )
 
     def __init__(
         self, responder: Responder, json_ok: bool, sse_ok: bool, resumable: Resumable | None = None
@@ -130,6 +140,10 @@ class PostChannel:
         self.extra_headers: Headers | None = None  # e.g. Mcp-Session-Id on initialize
         self.resumable = resumable
         self._done: asyncio.Future[None] | None = None  # set when a resumed GET waits for the end
+        self.session_state: SessionState | None = None
+
+    def detached(self) -> SessionOutbound:
+        return SessionOutbound(self.session_state)
 
     def _start(self) -> None:
         self.streaming = True
@@ -231,6 +245,39 @@ class PostChannel:
             self._done.set_result(None)
 
 
+class SessionOutbound:
+    """Messages of work that outlives its request (a task) go to the session's GET stream."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: SessionState | None) -> None:
+        self.state = state
+
+    def _stream(self) -> GetStream | None:
+        stream = self.state.get_stream if self.state is not None else None
+        return stream if stream is not None and not stream.responder.disconnected else None
+
+    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
+        stream = self._stream()
+        if stream is not None:
+            stream.send(jsonrpc.encode_notification(method, params))
+
+    async def send_request(self, message: bytes) -> None:
+        stream = self._stream()
+        if stream is None:
+            raise RpcError(
+                jsonrpc.INTERNAL_ERROR,
+                "The client has no open GET stream to receive requests from the server",
+            )
+        stream.send(message)
+
+    async def close_stream(self) -> None:
+        return None
+
+    def detached(self) -> SessionOutbound:
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """An HTTP-level refusal, decided from the request's method and headers alone."""
@@ -305,6 +352,7 @@ class StreamableHTTP:
         self._live: dict[str, PostChannel] = {}
         self._ticker: asyncio.Task[None] | None = None
         server.on_list_changed(self._broadcast_list_changed)
+        self.dispatcher.tasks.on_status.append(self._announce_task_status)
 
     # -- routing -------------------------------------------------------------------
 
@@ -412,7 +460,7 @@ class StreamableHTTP:
     def state_of(self, session: Session) -> SessionState:
         state: SessionState | None = self._states.get(session.id)
         if state is None:
-            state = SessionState()
+            state = SessionState(session.id)
             self._states.put(session.id, state)
         return state
 
@@ -475,6 +523,7 @@ class StreamableHTTP:
             # says (a client may send any supported version there).
             policy = POLICIES[session.protocol_version]
             channel.resumable = self._resumable(session, policy)
+            channel.session_state = self.state_of(session)
         if message.kind is Kind.REQUEST:
             ctx = self._context(message, policy, channel, session)
             if ctx.session is not None:
@@ -686,6 +735,12 @@ class StreamableHTTP:
         message = jsonrpc.encode_notification(f"notifications/{kind}/list_changed", None)
         for _, stream in self._open_streams():
             stream.send(message)
+
+    def _announce_task_status(self, task: Task) -> None:
+        """notifications/tasks/status on the owning session's GET stream (optional in the spec)."""
+        state: SessionState | None = self._states.get(task.owner) if task.owner else None
+        if state is not None and state.get_stream is not None:
+            state.get_stream.send(jsonrpc.encode_notification("notifications/tasks/status", task.to_json()))
 
     def notify_resource_updated(self, uri: str) -> None:
         """notifications/resources/updated to every session subscribed to ``uri`` in this process."""

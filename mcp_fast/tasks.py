@@ -1,0 +1,147 @@
+"""Tasks (MCP 2025-11-25, experimental): task-augmented ``tools/call`` with polling.
+
+Spec: docs/specification/2025-11-25/basic/utilities/tasks.mdx. A ``tools/call``
+whose params carry ``task`` answers at once with a CreateTaskResult; the tool
+runs in the background; the client polls ``tasks/get`` and fetches the outcome
+with ``tasks/result`` (which waits for a terminal status). Tasks live in this
+process, bounded in number and by their ttl, and belong to the session (or, in
+stateless mode, to nobody in particular) that created them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from mcp_fast.jsonrpc import INVALID_PARAMS, RpcError
+from mcp_fast.transport.sessions import _BoundedMap
+
+WORKING: Final = "working"
+INPUT_REQUIRED: Final = "input_required"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+TERMINAL: Final = frozenset({COMPLETED, FAILED, CANCELLED})
+RELATED_TASK: Final = "io.modelcontextprotocol/related-task"
+
+DEFAULT_TTL_MS: Final = 3_600_000
+MAX_TTL_MS: Final = 24 * 3_600_000
+POLL_INTERVAL_MS: Final = 1000
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Task:
+    task_id: str
+    owner: str  # session id, or "" without sessions
+    ttl_ms: int
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    status: str = WORKING
+    status_message: str | None = None
+    result: dict[str, Any] | None = None  # the underlying request's result
+    error: RpcError | None = None  # or its JSON-RPC error
+    runner: asyncio.Task[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_json(self) -> dict[str, Any]:
+        task: dict[str, Any] = {
+            "taskId": self.task_id,
+            "status": self.status,
+            "createdAt": _iso(self.created_at),
+            "lastUpdatedAt": _iso(self.updated_at),
+            "ttl": self.ttl_ms,
+            "pollInterval": POLL_INTERVAL_MS,
+        }
+        if self.status_message is not None:
+            task["statusMessage"] = self.status_message
+        return task
+
+    @property
+    def expired(self) -> bool:
+        return time.time() > self.created_at + self.ttl_ms / 1000
+
+
+class TaskStore:
+    """The tasks of this process; a status change is announced through ``on_status``."""
+
+    def __init__(self, max_tasks: int = 10_000) -> None:
+        self._tasks: _BoundedMap = _BoundedMap(max_tasks)
+        self.on_status: list[Any] = []  # callables (task) -> None
+
+    def start(self, owner: str, requested_ttl: object, work: Coroutine[Any, Any, dict[str, Any]]) -> Task:
+        ttl = requested_ttl if type(requested_ttl) is int and requested_ttl > 0 else DEFAULT_TTL_MS
+        task = Task(secrets.token_urlsafe(12), owner, min(ttl, MAX_TTL_MS))
+        self._tasks.put(task.task_id, task)
+        task.runner = asyncio.get_running_loop().create_task(self._run(task, work))
+        return task
+
+    async def _run(self, task: Task, work: Coroutine[Any, Any, dict[str, Any]]) -> None:
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            self._finish(task, CANCELLED, "The task was cancelled by request.")
+            return
+        except RpcError as exc:
+            task.error = exc
+            self._finish(task, FAILED, exc.message)
+            return
+        task.result = result
+        failed = result.get("isError") is True
+        self._finish(task, FAILED if failed else COMPLETED, None)
+
+    def _finish(self, task: Task, status: str, message: str | None) -> None:
+        if task.status in TERMINAL:
+            return  # a cancelled task stays cancelled (spec: Task Cancellation 3)
+        self.set_status(task, status, message)
+        task.done.set()
+
+    def set_status(self, task: Task, status: str, message: str | None = None) -> None:
+        task.status = status
+        task.status_message = message
+        task.updated_at = time.time()
+        for listener in self.on_status:
+            listener(task)
+
+    def get(self, owner: str, task_id: object) -> Task:
+        task: Task | None = self._tasks.get(task_id) if isinstance(task_id, str) else None
+        if task is None or task.owner != owner:
+            raise RpcError(INVALID_PARAMS, "Failed to retrieve task: Task not found")
+        if task.expired:
+            self._tasks.pop(task.task_id, None)
+            raise RpcError(INVALID_PARAMS, "Failed to retrieve task: Task has expired")
+        return task
+
+    def list(self, owner: str) -> list[Task]:
+        return [task for task in self._tasks.values() if task.owner == owner and not task.expired]
+
+    def cancel(self, owner: str, task_id: object) -> Task:
+        task = self.get(owner, task_id)
+        if task.status in TERMINAL:
+            raise RpcError(INVALID_PARAMS, f"Cannot cancel task: already in terminal status '{task.status}'")
+        self._finish(task, CANCELLED, "The task was cancelled by request.")
+        if task.runner is not None:
+            task.runner.cancel()
+        return task
+
+    async def outcome(self, owner: str, task_id: object) -> dict[str, Any]:
+        """tasks/result: wait for a terminal status, then what the request itself would have answered."""
+        task = self.get(owner, task_id)
+        await task.done.wait()
+        if task.error is not None:
+            raise task.error
+        if task.status == CANCELLED and task.result is None:
+            raise RpcError(INVALID_PARAMS, "The task was cancelled before it produced a result")
+        result = dict(task.result or {})
+        meta = dict(result.get("_meta") or {})
+        meta[RELATED_TASK] = {"taskId": task.task_id}
+        result["_meta"] = meta
+        return result

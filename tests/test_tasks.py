@@ -1,0 +1,128 @@
+"""Tasks (2025-11-25, experimental): task-augmented tools/call, polling, results, cancellation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from conftest import RunningServer, start_server, stop_server
+from httpclient import MCP_HEADERS, RawClient, client_request_bytes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("tasks"), "--session-secret", "tasks-test")
+    try:
+        yield running
+    finally:
+        stop_server(running)
+    assert "Traceback" not in running.log(), running.log()
+
+
+class Session:
+    def __init__(self, server: RunningServer, version: str = "2025-11-25") -> None:
+        self.server = server
+        self.version = version
+        init = self.post("initialize", {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}, session=False)
+        self.session_id = init[1]["mcp-session-id"]
+        self.capabilities = init[0]["result"]["capabilities"]
+
+    def post(self, method: str, params: dict[str, Any] | None = None, session: bool = True) -> tuple[Any, dict[str, str]]:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+        if params is not None:
+            message["params"] = params
+        headers = {**MCP_HEADERS, "MCP-Protocol-Version": self.version}
+        if session:
+            headers["Mcp-Session-Id"] = self.session_id
+        with RawClient(self.server.port) as client:
+            client.send(client_request_bytes("POST", "/mcp", orjson.dumps(message), headers))
+            response = client.read_response()
+        body = response.sse_messages()[-1] if response.headers.get("content-type") == "text/event-stream" else response.json()
+        return body, response.headers
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self.post(method, params)[0]
+
+
+def test_capability_and_task_support_are_advertised(server: RunningServer) -> None:
+    session = Session(server)
+    assert session.capabilities["tasks"] == {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+    tools = {tool["name"]: tool for tool in session.call("tools/list")["result"]["tools"]}
+    assert tools["slow_report"]["execution"] == {"taskSupport": "optional"}
+    assert tools["batch_job"]["execution"] == {"taskSupport": "required"}
+    assert "execution" not in tools["echo"]
+    older = Session(server, "2025-06-18")
+    assert "tasks" not in older.capabilities
+    assert all("execution" not in tool for tool in older.call("tools/list")["result"]["tools"])
+
+
+def test_task_lifecycle_get_and_result(server: RunningServer) -> None:
+    session = Session(server)
+    started = time.monotonic()
+    created = session.call("tools/call", {"name": "slow_report", "arguments": {"seconds": 0.4}, "task": {"ttl": 60000}})
+    assert time.monotonic() - started < 0.35, "CreateTaskResult must come before the work is done"
+    task = created["result"]["task"]
+    assert task["status"] == "working" and task["ttl"] == 60000
+    assert task["createdAt"].endswith("Z") and "lastUpdatedAt" in task and task["pollInterval"] > 0
+    polled = session.call("tasks/get", {"taskId": task["taskId"]})["result"]
+    assert polled["taskId"] == task["taskId"] and polled["status"] in ("working", "completed")
+    result = session.call("tasks/result", {"taskId": task["taskId"]})["result"]  # waits for the end
+    assert result["content"] == [{"type": "text", "text": "report ready after 0.4 s"}]
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}
+    assert session.call("tasks/get", {"taskId": task["taskId"]})["result"]["status"] == "completed"
+    listed = session.call("tasks/list")["result"]["tasks"]
+    assert task["taskId"] in [item["taskId"] for item in listed]
+
+
+def test_task_negotiation_errors(server: RunningServer) -> None:
+    session = Session(server)
+    error = session.call("tools/call", {"name": "batch_job", "arguments": {}})["error"]
+    assert error["code"] == -32601 and "task" in error["message"]
+    error = session.call("tools/call", {"name": "echo", "arguments": {"message": "x"}, "task": {}})["error"]
+    assert error["code"] == -32601
+    created = session.call("tools/call", {"name": "batch_job", "arguments": {"items": 5}, "task": {}})["result"]["task"]
+    result = session.call("tasks/result", {"taskId": created["taskId"]})["result"]
+    assert result["structuredContent"] == {"processed": 5}
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+        error = session.call(method, {"taskId": "no-such-task"})["error"]
+        assert error["code"] == -32602 and "not found" in error["message"]
+
+
+def test_tasks_belong_to_their_session(server: RunningServer) -> None:
+    owner, other = Session(server), Session(server)
+    created = owner.call("tools/call", {"name": "batch_job", "arguments": {}, "task": {}})["result"]["task"]
+    assert other.call("tasks/get", {"taskId": created["taskId"]})["error"]["code"] == -32602
+    assert created["taskId"] not in [t["taskId"] for t in other.call("tasks/list")["result"]["tasks"]]
+
+
+def test_cancel_running_and_terminal_tasks(server: RunningServer) -> None:
+    session = Session(server)
+    created = session.call("tools/call", {"name": "slow_report", "arguments": {"seconds": 5}, "task": {}})["result"]["task"]
+    cancelled = session.call("tasks/cancel", {"taskId": created["taskId"]})["result"]
+    assert cancelled["status"] == "cancelled"
+    assert session.call("tasks/get", {"taskId": created["taskId"]})["result"]["status"] == "cancelled"
+    error = session.call("tasks/cancel", {"taskId": created["taskId"]})["error"]
+    assert error["code"] == -32602 and "terminal" in error["message"]
+    error = session.call("tasks/result", {"taskId": created["taskId"]})["error"]
+    assert error["code"] == -32602
+
+
+def test_status_notifications_reach_the_get_stream(server: RunningServer) -> None:
+    session = Session(server)
+    stream = RawClient(server.port)
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": session.session_id, "MCP-Protocol-Version": "2025-11-25"}
+    stream.send(client_request_bytes("GET", "/mcp", b"", headers))
+    head = stream._read_until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    created = session.call("tools/call", {"name": "batch_job", "arguments": {}, "task": {}})["result"]["task"]
+    session.call("tasks/result", {"taskId": created["taskId"]})
+    deadline = time.monotonic() + 5
+    seen = b""
+    while b"notifications/tasks/status" not in seen and time.monotonic() < deadline:
+        seen += stream.sock.recv(65536)
+    stream.close()
+    assert b"notifications/tasks/status" in seen and created["taskId"].encode() in seen
+    assert b'"status":"completed"' in seen
