@@ -342,10 +342,21 @@ def template_data(id: str) -> dict[str, Any]:
     return {"id": id, "templateTest": True, "data": f"Data for ID: {id}"}
 
 
+_watched = {"version": 0}
+
+
 @server.resource("test://watched-resource", mime_type="text/plain", inline=True)
 def watched_resource() -> str:
     """A resource clients may subscribe to."""
-    return "Watched resource content"
+    return f"Watched resource content (version {_watched['version']})"
+
+
+@server.tool(inline=True)
+def update_watched_resource() -> str:
+    """Change test://watched-resource; subscribers get notifications/resources/updated."""
+    _watched["version"] += 1
+    server.notify_resource_updated("test://watched-resource")
+    return f"test://watched-resource is now at version {_watched['version']}"
 
 
 # -- conformance fixtures (prompts) -----------------------------------------------

@@ -234,6 +234,7 @@ class MCPServer:
         self.website_url = website_url
         self.registry = Registry()
         self._changed_listeners: list[Callable[[str], None]] = []
+        self._resource_listeners: list[Callable[[str], None]] = []
 
     # -- registration ------------------------------------------------------
 
@@ -406,6 +407,15 @@ class MCPServer:
             return func
 
         return register
+
+    def notify_resource_updated(self, uri: str) -> None:
+        """Tell subscribed clients that ``uri`` changed (notifications/resources/updated
+        on the GET stream of every session that subscribed to it in this process)."""
+        for listener in self._resource_listeners:
+            listener(uri)
+
+    def on_resource_updated(self, listener: Callable[[str], None]) -> None:
+        self._resource_listeners.append(listener)
 
     def on_list_changed(self, listener: Callable[[str], None]) -> None:
         """Called with "tools", "resources" or "prompts" whenever the registry changes."""

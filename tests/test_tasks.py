@@ -126,3 +126,31 @@ def test_status_notifications_reach_the_get_stream(server: RunningServer) -> Non
     stream.close()
     assert b"notifications/tasks/status" in seen and created["taskId"].encode() in seen
     assert b'"status":"completed"' in seen
+
+
+def test_resource_subscription_updates_reach_the_get_stream(server: RunningServer) -> None:
+    session, bystander = Session(server), Session(server)
+    assert session.call("resources/subscribe", {"uri": "test://watched-resource"})["result"] == {}
+    streams = []
+    for who in (session, bystander):
+        stream = RawClient(server.port)
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": who.session_id, "MCP-Protocol-Version": "2025-11-25"}
+        stream.send(client_request_bytes("GET", "/mcp", b"", headers))
+        assert stream._read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+        streams.append(stream)
+    session.call("tools/call", {"name": "update_watched_resource", "arguments": {}})
+    seen = b""
+    deadline = time.monotonic() + 5
+    while b"notifications/resources/updated" not in seen and time.monotonic() < deadline:
+        seen += streams[0].sock.recv(65536)
+    assert b'"uri":"test://watched-resource"' in seen
+    streams[1].sock.settimeout(0.5)
+    other = b""
+    try:
+        other = streams[1].sock.recv(65536)
+    except TimeoutError:
+        pass
+    assert b"notifications/resources/updated" not in other  # not subscribed
+    assert session.call("resources/unsubscribe", {"uri": "test://watched-resource"})["result"] == {}
+    for stream in streams:
+        stream.close()

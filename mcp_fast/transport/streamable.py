@@ -352,6 +352,7 @@ class StreamableHTTP:
         self._live: dict[str, PostChannel] = {}
         self._ticker: asyncio.Task[None] | None = None
         server.on_list_changed(self._broadcast_list_changed)
+        server.on_resource_updated(self.notify_resource_updated)
         self.dispatcher.tasks.on_status.append(self._announce_task_status)
 
     # -- routing -------------------------------------------------------------------
