@@ -1,4 +1,4 @@
-"""Tasks (2025-11-25, experimental): task-augmented tools/call, polling, results, cancellation."""
+"""Tasks (2025-11-25, experimental), resource subscriptions and resumable streams over real sockets."""
 
 from __future__ import annotations
 
@@ -154,3 +154,42 @@ def test_resource_subscription_updates_reach_the_get_stream(server: RunningServe
     assert session.call("resources/unsubscribe", {"uri": "test://watched-resource"})["result"] == {}
     for stream in streams:
         stream.close()
+
+
+def test_server_closed_stream_resumes_with_last_event_id(server: RunningServer) -> None:
+    """2025-11-25 polling: the server ends the POST's stream early; GET + Last-Event-ID gets the rest."""
+    session = Session(server)
+    message = {"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "test_reconnection", "arguments": {}}}
+    headers = {**MCP_HEADERS, "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session.session_id}
+    with RawClient(server.port) as client:
+        client.send(client_request_bytes("POST", "/mcp", orjson.dumps(message), headers))
+        response = client.read_response()  # the stream ends without the result
+    assert response.headers["content-type"] == "text/event-stream"
+    text = response.body.decode()
+    assert "retry:" in text and "id:" in text
+    assert '"id":41' not in text
+    last_id = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("id:")][-1]
+    get_headers = {
+        "Accept": "text/event-stream",
+        "Mcp-Session-Id": session.session_id,
+        "MCP-Protocol-Version": "2025-11-25",
+        "Last-Event-ID": last_id,
+    }
+    with RawClient(server.port) as client:
+        client.send(client_request_bytes("GET", "/mcp", b"", get_headers))
+        resumed = client.read_response()  # ends after the result
+    results = [m for m in resumed.sse_messages() if m.get("id") == 41]
+    assert results and results[0]["result"]["content"][0]["text"] == "Reconnection test completed successfully"
+    # Another session cannot resume this stream.
+    other = Session(server)
+    get_headers["Mcp-Session-Id"] = other.session_id
+    with RawClient(server.port) as client:
+        client.send(client_request_bytes("GET", "/mcp", b"", get_headers))
+        head = client._read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")  # a fresh standalone stream, nothing replayed
+        client.sock.settimeout(0.5)
+        try:
+            leaked = client.sock.recv(65536)
+        except TimeoutError:
+            leaked = b""
+        assert b'"id":41' not in leaked
