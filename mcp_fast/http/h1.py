@@ -28,7 +28,7 @@ Speed notes (this is the hot path):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
@@ -809,6 +809,7 @@ _STATUS_LINES: Final[dict[int, bytes]] = {
 }
 
 _CONTENT_LENGTH: Final = b"Content-Length: %d\r\n"
+_CONTENT_LENGTH_LAST: Final = b"Content-Length: %d\r\n\r\n"
 _CONNECTION_CLOSE: Final = b"Connection: close\r\n"
 _CONNECTION_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
 _TRANSFER_CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
@@ -879,9 +880,13 @@ def response_head(
     return head
 
 
+_HEAD_PREFIXES: dict[tuple[int, tuple[tuple[bytes, bytes], ...], bool, bool], bytes] = {}
+_HEAD_PREFIXES_MAX: Final = 64
+
+
 def encode_response(
     status: int,
-    headers: list[tuple[bytes, bytes]],
+    headers: Sequence[tuple[bytes, bytes]],
     body: bytes,
     *,
     keep_alive: bool,
@@ -891,7 +896,21 @@ def encode_response(
 
     1xx, 204 and 304 responses carry no body and no Content-Length (RFC 9110
     sections 8.6 and 15.3.5); ``body`` must be empty for them.
+
+    Header sets given as tuples (constants, in practice) have their encoded
+    head remembered, so the common answer costs one concatenation.
     """
+    if type(headers) is tuple and status != 204 and status != 304 and status >= 200:
+        key = (status, headers, keep_alive, http10)
+        prefix = _HEAD_PREFIXES.get(key)
+        if prefix is None:
+            # The head without its final CRLF; Content-Length goes last.
+            prefix = response_head(
+                status, headers, content_length=None, keep_alive=keep_alive, http10=http10
+            )[:-2]
+            if len(_HEAD_PREFIXES) < _HEAD_PREFIXES_MAX:
+                _HEAD_PREFIXES[key] = prefix
+        return [prefix + _CONTENT_LENGTH_LAST % len(body), body]
     if status == 204 or status == 304 or status < 200:
         if body:
             raise ValueError("this status has no content: " + str(status))

@@ -6,9 +6,11 @@ transport cannot tell the HTTP versions apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-Headers = list[tuple[bytes, bytes]]
+# Constant header sets are tuples: the HTTP/1.1 writer remembers their encoding.
+Headers = Sequence[tuple[bytes, bytes]]
 
 
 class Responder(Protocol):

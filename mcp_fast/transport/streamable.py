@@ -41,16 +41,17 @@ from mcp_fast.versions import (
 
 logger = logging.getLogger("mcp_fast.transport")
 
-JSON_HEADERS: Final[Headers] = [(b"content-type", b"application/json")]
-SSE_HEADERS: Final[Headers] = [
+JSON_HEADERS: Final[Headers] = ((b"content-type", b"application/json"),)
+SSE_HEADERS: Final[Headers] = (
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
     # nginx buffers proxied responses unless told not to; SSE must flow at once.
     (b"x-accel-buffering", b"no"),
-]
-TEXT_HEADERS: Final[Headers] = [(b"content-type", b"text/plain; charset=utf-8")]
-ALLOW_POST: Final[Headers] = [(b"allow", b"POST")]
-ALLOW_ALL: Final[Headers] = [(b"allow", b"GET, POST, DELETE")]
+)
+TEXT_HEADERS: Final[Headers] = ((b"content-type", b"text/plain; charset=utf-8"),)
+ALLOW_POST: Final[Headers] = ((b"allow", b"POST"),)
+ALLOW_ALL: Final[Headers] = ((b"allow", b"GET, POST, DELETE"),)
+NO_HEADERS: Final[Headers] = ()
 # Streamable HTTP "Session Management": the TypeScript and Python SDKs answer a
 # request for an unknown session with this code; there is no spec'd one.
 SESSION_NOT_FOUND: Final = -32001
@@ -221,7 +222,7 @@ class PostChannel:
         if self.streaming:
             self.responder.end_stream()
         else:
-            self.responder.respond(202, [], b"")
+            self.responder.respond(202, NO_HEADERS, b"")
 
     def finish(self, response: bytes) -> None:
         if not self.streaming and self.json_ok:
@@ -302,7 +303,7 @@ HeaderKey = tuple[bytes, bytes | None, bytes | None, bytes | None, bytes | None,
 
 
 def _plain_rejection(status: int, reason: str, extra: Headers | None = None) -> Rejection:
-    return Rejection(status, [*TEXT_HEADERS, *(extra or [])], reason.encode() + b"\n")
+    return Rejection(status, (*TEXT_HEADERS, *(extra or ())), reason.encode() + b"\n")
 
 
 def _rpc_rejection(status: int, code: int, message: str, request_id: Any = None) -> Rejection:
@@ -539,7 +540,7 @@ class StreamableHTTP:
             self.notification(message, session)
         elif not self.server_requests.resolve(message.id, message.raw):
             logger.debug("a response to an unknown server request %r was ignored", message.id)
-        responder.respond(202, [], b"")
+        responder.respond(202, NO_HEADERS, b"")
         return None
 
     def _run_tracked(
@@ -630,7 +631,7 @@ class StreamableHTTP:
             else:
                 self.server_requests.resolve(message.id, message.raw)
         if not responses:
-            responder.respond(202, [], b"")
+            responder.respond(202, NO_HEADERS, b"")
         elif channel.streaming:
             for response in responses[:-1]:
                 responder.send_stream(sse.encode_message(response))
@@ -725,7 +726,7 @@ class StreamableHTTP:
                 ctx.cancel()
             if state.get_stream is not None:
                 state.get_stream.responder.abort()
-        responder.respond(200, [], b"")
+        responder.respond(200, NO_HEADERS, b"")
 
     # -- notifications not tied to a request ------------------------------------------
 
