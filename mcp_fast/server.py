@@ -441,7 +441,7 @@ class MCPServer:
             arguments = {}
         validator = tool.signature.validator
         try:
-            kwargs = dict(arguments) if validator is None else validator.validate_python(arguments).__dict__
+            kwargs = dict(arguments) if validator is None else validator.validate_python(arguments)
         except pydantic.ValidationError as exc:
             message = f"Invalid arguments for tool '{name}': {describe_validation_error(exc)}"
             if ctx.policy.input_errors_as_tool_errors:
@@ -526,7 +526,7 @@ def _tool_failed(name: str, exc: Exception) -> dict[str, Any]:
 def _validate(signature: Signature, arguments: dict[str, Any]) -> dict[str, Any]:
     if signature.validator is None:
         return dict(arguments)
-    kwargs: dict[str, Any] = signature.validator.validate_python(arguments).__dict__
+    kwargs: dict[str, Any] = signature.validator.validate_python(arguments)
     return kwargs
 
 
