@@ -375,3 +375,21 @@ def test_client_timeout_sends_cancelled_and_the_session_goes_on(jwt_a: RunningSe
     assert len(cancels) == 1, [e.rpc_method for e in recorder.exchanges]
     assert cancels[0].status == 202
     assert cancels[0].request_headers.get("mcp-session-id") == recorder.session_id()
+
+
+# -- resumption ---------------------------------------------------------------------------------------
+
+
+def test_client_resumes_a_stream_the_server_closed(jwt_a: RunningServer) -> None:
+    """test_reconnection ends its POST's SSE stream after the priming event; the official client
+    reconnects with GET + Last-Event-ID and gets the result there (2025-11-25 resumability)."""
+    recorder = Recorder()
+
+    async def body(client: Client) -> types.CallToolResult:
+        return await client.call_tool("test_reconnection", {})
+
+    result = run_client(jwt_a, body, recorder=recorder)
+    assert only_text(result) == "Reconnection test completed successfully"
+    resumes = [e for e in recorder.exchanges if e.method == "GET" and "last-event-id" in e.request_headers]
+    assert resumes, recorder.exchanges
+    assert all(e.status == 200 for e in resumes)
