@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -146,10 +147,8 @@ def test_resource_subscription_updates_reach_the_get_stream(server: RunningServe
     assert b'"uri":"test://watched-resource"' in seen
     streams[1].sock.settimeout(0.5)
     other = b""
-    try:
+    with contextlib.suppress(TimeoutError):
         other = streams[1].sock.recv(65536)
-    except TimeoutError:
-        pass
     assert b"notifications/resources/updated" not in other  # not subscribed
     assert session.call("resources/unsubscribe", {"uri": "test://watched-resource"})["result"] == {}
     for stream in streams:
