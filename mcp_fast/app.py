@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
+import os
+import secrets
+import signal
 import sys
+import time
 from pathlib import Path
 
 from mcp_fast.config import Config
@@ -117,12 +122,20 @@ def run(config: Config) -> int:
     except AppLoadError as exc:
         logger.error("%s", exc)
         return 2
+    if config.workers > 1:
+        return run_workers(server, config)
+    return serve_one(server, config, reuse_port=False)
+
+
+def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
+    """One process, one event loop (a worker, or the whole server)."""
     install_event_loop()
     try:
         http = build_http_server(server, config)
     except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm
         logger.error("cannot set up sessions: %s", exc)
         return 2
+    http.settings.reuse_port = reuse_port
     ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
     try:
         asyncio.run(serve_forever(http, ready))
@@ -130,3 +143,58 @@ def run(config: Config) -> int:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
     return 0
+
+
+def run_workers(server: MCPServer, config: Config) -> int:
+    """Pre-fork ``--workers`` processes that share the port (SO_REUSEPORT: the kernel spreads
+    connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on."""
+    if (
+        config.effective_session_mode == "jwt"
+        and not config.session_secret
+        and not config.session_private_key
+    ):
+        # One secret for all workers, so each serves the sessions of the others.
+        config.session_secret = [secrets.token_urlsafe(32)]
+    elif config.effective_session_mode == "memory":
+        logger.warning("--session-mode memory with several workers: a session works only on its own worker")
+    stopping = False
+    children: set[int] = set()
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os._exit(serve_one(server, config, reuse_port=True))
+        children.add(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(config.workers):
+        spawn()
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        exit_code = os.waitstatus_to_exitcode(code)
+        if stopping:
+            continue
+        if exit_code in (1, 2):  # cannot listen, bad configuration: restarting won't help
+            logger.error("worker %d exited with %d; stopping", pid, exit_code)
+            status = exit_code
+            stop(signal.SIGTERM, None)
+            continue
+        logger.error("worker %d exited with %d; starting a new one", pid, exit_code)
+        time.sleep(0.5)
+        spawn()
+    return status

@@ -70,6 +70,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("keepalive_timeout", float, 75.0, "seconds an idle keep-alive connection stays open"),
     Option("shutdown_timeout", float, 10.0, "seconds to let requests finish on SIGTERM"),
     Option("backlog", int, 2048, "listen backlog"),
+    Option("workers", int, 1, "processes serving the port (pre-forked, SO_REUSEPORT); one core each"),
     Option(
         "allowed_origins",
         _csv,
@@ -129,6 +130,7 @@ class Config:
     keepalive_timeout: float
     shutdown_timeout: float
     backlog: int
+    workers: int
     allowed_origins: list[str]
     allowed_hosts: list[str]
     page_size: int
