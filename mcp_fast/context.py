@@ -127,6 +127,8 @@ class Context:
         "cancelled",
         "client_capabilities",
         "client_info",
+        "error_code",
+        "log_level",
         "meta",
         "policy",
         "request_id",
@@ -147,6 +149,7 @@ class Context:
         client_info: dict[str, Any] | None = None,
         server_requests: ServerRequests | None = None,
         session: SessionState | None = None,
+        log_level: int | None = None,
     ) -> None:
         self.server = server
         self.request_id = request_id
@@ -157,6 +160,8 @@ class Context:
         self._outbound = outbound
         self._server_requests = server_requests
         self.session = session
+        self.log_level = log_level  # 2026-07-28: the request's own _meta logLevel
+        self.error_code: int | None = None  # set when the request was answered with an error
         self.task: asyncio.Task[Any] | None = None  # the handler's Task, for cancellation
         self.cancelled = False
 
@@ -195,7 +200,11 @@ class Context:
         rank = LOG_LEVELS.get(level)
         if rank is None:
             raise ValueError(f"unknown log level {level!r}")
-        if self.session is not None and rank < self.session.log_level:
+        if self.policy.per_request_log_level:
+            # 2026-07-28: log notifications only for a request that asked, at its level.
+            if self.log_level is None or rank < self.log_level:
+                return
+        elif self.session is not None and rank < self.session.log_level:
             return
         params: dict[str, Any] = {"level": level, "data": data}
         if logger is not None:
@@ -319,7 +328,9 @@ class Context:
         if capability is None or self.client_capabilities is None:
             return
         if capability not in self.client_capabilities:
+            code = self.policy.missing_capability
             raise RpcError(
-                -32600,
+                code,
                 f"The client did not declare the '{capability}' capability needed for {method}",
+                {"requiredCapabilities": {capability: {}}} if code == -32021 else None,
             )

@@ -20,7 +20,7 @@ from mcp_fast.context import LOG_LEVELS, Context
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
 from mcp_fast.server import MCPServer
 from mcp_fast.tasks import TaskStore
-from mcp_fast.versions import POLICIES, VersionPolicy, negotiate
+from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.dispatch")
 
@@ -28,6 +28,17 @@ logger = logging.getLogger("mcp_fast.dispatch")
 Method = Callable[[JsonObject, Context], Any]
 
 EMPTY_PARAMS: Final[JsonObject] = {}
+SERVER_INFO_KEY: Final = "io.modelcontextprotocol/serverInfo"
+CACHEABLE_METHODS: Final = frozenset(
+    {
+        "server/discover",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+    }
+)
 _CURSOR_PREFIX: Final = b"mcp_fast:"
 
 
@@ -67,9 +78,15 @@ def decode_cursor(cursor: object, total: int) -> int:
     return offset
 
 
-def _internal_error(message: Message) -> bytes:
+def _error(message: Message, ctx: Context, error: RpcError) -> bytes:
+    """The encoded error; its code stays on the Context (2026-07-28 maps it to an HTTP status)."""
+    ctx.error_code = error.code
+    return jsonrpc.encode_error(message.id, error)
+
+
+def _internal_error(message: Message, ctx: Context) -> bytes:
     logger.exception("internal error in %s", message.method)
-    return jsonrpc.encode_error(message.id, RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+    return _error(message, ctx, RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
 
 
 def _encode(message: Message, result: Any) -> bytes:
@@ -105,10 +122,17 @@ class Dispatcher:
             "tasks/result": self.tasks_result,
             "tasks/list": self.tasks_list,
             "tasks/cancel": self.tasks_cancel,
+            "server/discover": self.server_discover,
         }
         self.tasks = TaskStore()
+        self._server_info_2026 = self.server_info(POLICIES["2026-07-28"])
         if server.registry.completion is not None:
             self.methods["completion/complete"] = self.completion_complete
+        # The method table of each protocol version (2026-07-28 drops ping, initialize, ...).
+        self._tables: dict[str, dict[str, Method]] = {
+            version: {name: impl for name, impl in self.methods.items() if name in policy.methods}
+            for version, policy in POLICIES.items()
+        }
 
     # -- entry points --------------------------------------------------------
 
@@ -118,28 +142,61 @@ class Dispatcher:
         Method functions return their result directly when they need not wait
         (lists, ping, inline tools), so the common request creates no coroutine.
         """
-        method = self.methods.get(message.method)
+        method = self._tables[ctx.policy.version].get(message.method)
         if method is None:
-            error = RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}")
-            return jsonrpc.encode_error(message.id, error)
+            return _error(message, ctx, RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}"))
         try:
             result = method(message.params or EMPTY_PARAMS, ctx)
         except RpcError as exc:
-            return jsonrpc.encode_error(message.id, exc)
+            return _error(message, ctx, exc)
         except Exception:  # noqa: BLE001 - logged with its traceback; boundary: a bug must not reach the client as text
-            return _internal_error(message)
+            return _internal_error(message, ctx)
         if type(result) is CoroutineType:
-            return self._complete(message, result)
+            return self._complete(message, result, ctx)
+        if ctx.policy.result_type:
+            result = self.finalize(message.method, result)
         return _encode(message, result)
 
-    async def _complete(self, message: Message, pending: Coroutine[Any, Any, Any]) -> bytes:
+    async def _complete(self, message: Message, pending: Coroutine[Any, Any, Any], ctx: Context) -> bytes:
         try:
             result = await pending
         except RpcError as exc:
-            return jsonrpc.encode_error(message.id, exc)
+            return _error(message, ctx, exc)
         except Exception:  # noqa: BLE001 - logged with its traceback; boundary, as above
-            return _internal_error(message)
+            return _internal_error(message, ctx)
+        if ctx.policy.result_type:
+            result = self.finalize(message.method, result)
         return _encode(message, result)
+
+    def finalize(self, method: str, result: Any) -> Any:
+        """2026-07-28 result fields: resultType, cache hints, _meta serverInfo.
+
+        A copy: list results are shared by every request, user results are theirs.
+        """
+        if type(result) is not dict:
+            return result
+        result = dict(result)
+        result.setdefault("resultType", "complete")
+        if method in CACHEABLE_METHODS and result["resultType"] == "complete":
+            # server/utilities/caching: ttlMs 0 = "may be stale at once"; the lists are the
+            # same for every caller, so public; what a resource holds may not be.
+            result.setdefault("ttlMs", 0)
+            result.setdefault("cacheScope", "private" if method == "resources/read" else "public")
+        meta = result.get("_meta")
+        meta = dict(meta) if type(meta) is dict else {}
+        meta[SERVER_INFO_KEY] = self._server_info_2026
+        result["_meta"] = meta
+        return result
+
+    def server_discover(self, params: JsonObject, ctx: Context) -> JsonObject:
+        """server/discover (2026-07-28): what initialize used to say, without a session."""
+        result: JsonObject = {
+            "supportedVersions": list(ADVERTISED_VERSIONS),
+            "capabilities": self.capabilities(ctx.policy),
+        }
+        if self.server.instructions:
+            result["instructions"] = self.server.instructions
+        return result
 
     def handle_notification(self, message: Message) -> None:
         """Notifications need no answer; unknown ones are ignored (JSON-RPC 2.0 section 4.1)."""

@@ -147,10 +147,12 @@ def encode_result(request_id: RequestId | None, result: Any) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, default=_default)
 
 
-def encode_error(request_id: RequestId | None, error: RpcError) -> bytes:
-    return orjson.dumps(
-        {"jsonrpc": "2.0", "id": request_id, "error": error.to_error_object()}, default=_default
-    )
+def encode_error(request_id: RequestId | None, error: RpcError, *, omit_null_id: bool = False) -> bytes:
+    """An error response; ``omit_null_id``: leave ``id`` out when unknown (2026-07-28 has no null id)."""
+    message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "error": error.to_error_object()}
+    if request_id is None and omit_null_id:
+        del message["id"]
+    return orjson.dumps(message, default=_default)
 
 
 def encode_notification(method: str, params: JsonObject | None) -> bytes:

@@ -464,7 +464,7 @@ class MCPServer:
             return _tool_failed(tool.name, exc)
         return tool_result(value, tool.output, ctx.policy)
 
-    def find_resource(self, uri: str) -> tuple[Resource, dict[str, str]]:
+    def find_resource(self, uri: str, not_found: int = RESOURCE_NOT_FOUND) -> tuple[Resource, dict[str, str]]:
         resource = self.registry.resources.get(uri)
         if resource is not None:
             return resource, {}
@@ -473,11 +473,11 @@ class MCPServer:
             match = template.pattern.fullmatch(uri)
             if match is not None:
                 return template, match.groupdict()
-        raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+        raise RpcError(not_found, f"Resource not found: {uri}", {"uri": uri})
 
     def read_resource(self, uri: str, ctx: Context) -> Any:
         """resources/read: the result, or a coroutine producing it."""
-        resource, variables = self.find_resource(uri)
+        resource, variables = self.find_resource(uri, ctx.policy.resource_not_found)
         try:
             kwargs = _validate(resource.signature, variables)
         except pydantic.ValidationError as exc:

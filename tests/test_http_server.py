@@ -221,7 +221,10 @@ def test_unsupported_protocol_version_is_400_with_jsonrpc_body(server: RunningSe
     status, _, body = call(server, rpc_bytes("ping", **{"MCP-Protocol-Version": "2030-01-01"}))
     assert status == 400
     error = orjson.loads(body)["error"]
-    assert error["code"] == -32600 and "2030-01-01" in error["message"]
+    # UnsupportedProtocolVersionError (named in 2026-07-28, also the clearest answer for 2025 clients).
+    assert error["code"] == -32022
+    assert error["data"]["requested"] == "2030-01-01"
+    assert "2025-11-25" in error["data"]["supported"]
 
 
 def test_content_type_and_accept_checks(server: RunningServer) -> None:

@@ -142,19 +142,29 @@ def test_initialize_older_version_is_echoed_and_policy_applies(
     run_client(shared_demo_server, body)
 
 
-def test_auto_mode_falls_back_to_initialize(shared_demo_server: RunningServer) -> None:
-    """SDK default `mode="auto"` probes `server/discover` (2026-07-28) first; the server does not
-    speak that version, so the SDK must fall back to the initialize handshake and work normally."""
+def test_auto_mode_adopts_the_sessionless_protocol(shared_demo_server: RunningServer) -> None:
+    """SDK default `mode="auto"` probes `server/discover` (2026-07-28) first; the server answers
+    it, so the client speaks 2026-07-28 (no initialize, no session) and everything works."""
 
-    async def body(client: Client) -> str:
-        assert client.session.initialize_result is not None
-        assert client.session.discover_result is None
-        assert client.protocol_version == LATEST
+    async def body(client: Client) -> tuple[str, int, str]:
+        assert client.session.discover_result is not None
+        assert client.session.initialize_result is None
+        assert client.protocol_version == "2026-07-28"
         assert client.server_info is not None
         assert client.server_info.name == "mcp-fast-demo"
-        return only_text(await client.call_tool("echo", {"message": "after fallback"}))
+        tools = await client.list_tools()
+        added = await client.call_tool("add", {"a": 2, "b": 40})
+        text = only_text(await client.call_tool("echo", {"message": "sessionless"}))
+        resource = await client.read_resource("test://static-text")
+        return text, added.structured_content["sum"] if added.structured_content else -1, str(
+            resource.contents[0].text if hasattr(resource.contents[0], "text") else ""
+        ) + f"|{len(tools.tools)}"
 
-    assert run_client(shared_demo_server, body, mode="auto") == "after fallback"
+    text, total, rest = run_client(shared_demo_server, body, mode="auto")
+    assert text == "sessionless"
+    assert total == 42
+    content, count = rest.split("|")
+    assert content == "This is the content of the static text resource." and int(count) > 10
 
 
 def test_ping(shared_demo_server: RunningServer) -> None:

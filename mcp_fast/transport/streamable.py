@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mcp_fast import jsonrpc
 from mcp_fast.context import Context, ServerRequests, SessionState
 from mcp_fast.dispatch import Dispatcher
+from mcp_fast.envelope import check_headers, check_version, is_modern, read_envelope, unsupported_version
 from mcp_fast.http import sse
 from mcp_fast.http.events import Request
 from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
@@ -32,6 +33,7 @@ from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.responder import Headers, Responder
 from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore, _BoundedMap
 from mcp_fast.versions import (
+    MODERN_ERROR_STATUS,
     POLICIES,
     SUPPORTED_VERSIONS,
     VERSION_WHEN_HEADER_ABSENT,
@@ -122,6 +124,7 @@ class PostChannel:
 
     __slots__ = (
         "_done",
+        "error_status",
         "extra_headers",
         "json_ok",
         "responder",
@@ -142,6 +145,8 @@ class PostChannel:
         self.resumable = resumable
         self._done: asyncio.Future[None] | None = None  # set when a resumed GET waits for the end
         self.session_state: SessionState | None = None
+        # 2026-07-28: a JSON error answer carries an HTTP status by its code.
+        self.error_status: Mapping[int, int] | None = None
 
     def detached(self) -> SessionOutbound:
         return SessionOutbound(self.session_state)
@@ -224,11 +229,14 @@ class PostChannel:
         else:
             self.responder.respond(202, NO_HEADERS, b"")
 
-    def finish(self, response: bytes) -> None:
+    def finish(self, response: bytes, error_code: int | None = None) -> None:
         if not self.streaming and self.json_ok:
             assert self.responder is not None
             headers = JSON_HEADERS if self.extra_headers is None else [*JSON_HEADERS, *self.extra_headers]
-            self.responder.respond(200, headers, response)
+            status = 200
+            if self.error_status is not None and error_code is not None:
+                status = self.error_status.get(error_code, 200)
+            self.responder.respond(status, headers, response)
             return
         if not self.streaming:
             self._start()
@@ -290,12 +298,17 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """Headers that passed: the version the client says it speaks and what it accepts."""
+    """Headers that passed: the version the client says it speaks and what it accepts.
+
+    ``policy`` is None when MCP-Protocol-Version names a version we don't know:
+    whether that is -32022 or first a -32602/-32020 depends on the body (2026-07-28).
+    """
 
     method: bytes
-    policy: VersionPolicy
+    policy: VersionPolicy | None
     json_ok: bool
     sse_ok: bool
+    version_text: str = ""
 
 
 Verdict = Rejection | Accepted
@@ -400,6 +413,12 @@ class StreamableHTTP:
         problem = self.settings.host_policy.check(host, origin)
         if problem is not None:
             return _plain_rejection(*problem)
+        header_policy = POLICIES.get(version.decode("latin-1").strip()) if version is not None else None
+        if method in (b"GET", b"DELETE") and header_policy is not None and not header_policy.handshake:
+            # 2026-07-28 has no GET stream and no session to DELETE.
+            return _plain_rejection(
+                405, "Method not allowed: this protocol version takes POST only", ALLOW_POST
+            )
         stateful = self.sessions is not None
         if method == b"POST":
             if not _is_json_content_type(content_type):
@@ -422,12 +441,11 @@ class StreamableHTTP:
         if version is None:
             return Accepted(method, POLICIES[VERSION_WHEN_HEADER_ABSENT], json_ok, sse_ok)
         text = version.decode("latin-1").strip()
-        policy = POLICIES.get(text)
-        if policy is None:
+        if header_policy is None and method != b"POST":
             supported = ", ".join(SUPPORTED_VERSIONS)
             reason = f"Unsupported MCP-Protocol-Version {text!r}; supported: {supported}"
             return _rpc_rejection(400, INVALID_REQUEST, reason)
-        return Accepted(method, policy, json_ok, sse_ok)
+        return Accepted(method, header_policy, json_ok, sse_ok, text)
 
     # -- sessions ------------------------------------------------------------------
 
@@ -500,9 +518,18 @@ class StreamableHTTP:
         except RpcError as exc:
             _rpc_error(responder, 400, exc)
             return None
+        header_policy = verdict.policy
+        if (header_policy is not None and not header_policy.handshake) or (
+            type(body) is dict and is_modern(body.get("params"))
+        ):
+            return self.post_modern(body, request, responder, verdict)
+        if header_policy is None:
+            error = unsupported_version(verdict.version_text)
+            _rpc_error(responder, 400, error)
+            return None
         channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
         session: Session | None = None
-        policy = verdict.policy
+        policy = header_policy
         if type(body) is list:
             if self.sessions is not None:
                 session = self._session(request, responder)
@@ -595,6 +622,55 @@ class StreamableHTTP:
         ctx = self.state_of(session).inflight.get(request_id)
         if ctx is not None:
             ctx.cancel()
+
+    def post_modern(
+        self, body: Any, request: Request, responder: Responder, verdict: Accepted
+    ) -> Coroutine[Any, Any, None] | None:
+        """A 2026-07-28 request: no session, everything it needs travels with it."""
+        status_of = MODERN_ERROR_STATUS
+        if type(body) is not dict:
+            error = RpcError(INVALID_REQUEST, "Invalid request: one JSON-RPC message per POST")
+            responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, error, omit_null_id=True))
+            return None
+        try:
+            message = jsonrpc.parse_message(body)
+        except jsonrpc.InvalidMessage as exc:
+            responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(exc.request_id, exc, omit_null_id=True))
+            return None
+        if message.kind is not Kind.REQUEST:
+            if message.kind is Kind.RESPONSE:
+                error = RpcError(
+                    INVALID_REQUEST, "Invalid request: clients do not send responses in 2026-07-28"
+                )
+                responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, error, omit_null_id=True))
+            else:
+                responder.respond(202, NO_HEADERS, b"")  # nothing to act on over HTTP
+            return None
+        try:
+            envelope = read_envelope(message.params)
+            check_headers(message.method, message.params, envelope, request.headers)
+            policy = check_version(envelope.version)
+        except RpcError as exc:
+            status = status_of.get(exc.code, 400)
+            responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(message.id, exc))
+            return None
+        channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
+        channel.error_status = policy.error_status
+        ctx = Context(
+            self.server,
+            message.id,
+            _meta(message.params),
+            policy,
+            channel,
+            client_capabilities=envelope.capabilities,
+            client_info=envelope.client_info,
+            log_level=envelope.log_level,
+        )
+        outcome = self.dispatcher.dispatch(message, ctx)
+        if isinstance(outcome, bytes):
+            channel.finish(outcome, ctx.error_code)
+            return None
+        return _finish(channel, outcome, ctx)
 
     async def post_batch(
         self, batch: list[Any], policy: VersionPolicy, channel: PostChannel, session: Session | None
@@ -766,7 +842,7 @@ async def _finish(channel: PostChannel, outcome: Awaitable[bytes], ctx: Context 
     if ctx is not None and ctx.cancelled:
         channel.abandon()
         return
-    channel.finish(response)
+    channel.finish(response, ctx.error_code if ctx is not None else None)
 
 
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,0 +1,140 @@
+"""The per-request envelope of MCP 2026-07-28 (sans-I/O: no asyncio, no sockets).
+
+In 2026-07-28 there is no initialize handshake: every request carries its
+protocol version, the client's capabilities and (optionally) its info in
+``params._meta``, and on HTTP repeats version, method and name in headers.
+The checks run in the order the spec and the conformance suite fix (first
+failure wins): missing ``_meta`` fields (-32602), headers that disagree with
+the body (-32020, HeaderMismatch), an unsupported version (-32022).
+Spec: docs/specification/2026-07-28/basic/index.mdx ("Per-request protocol
+fields", "Error Codes"), basic/transports/streamable-http.mdx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mcp_fast.context import LOG_LEVELS
+from mcp_fast.jsonrpc import INVALID_PARAMS, RpcError
+from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy
+
+PROTOCOL_VERSION_KEY: Final = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_KEY: Final = "io.modelcontextprotocol/clientInfo"
+LOG_LEVEL_KEY: Final = "io.modelcontextprotocol/logLevel"
+SERVER_INFO_KEY: Final = "io.modelcontextprotocol/serverInfo"
+
+HEADER_MISMATCH: Final = -32020
+MISSING_REQUIRED_CLIENT_CAPABILITY: Final = -32021
+UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
+
+# Which params field the Mcp-Name header repeats, per method.
+NAME_SOURCE: Final[dict[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+_SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    version: str
+    capabilities: dict[str, Any]
+    client_info: dict[str, Any] | None
+    log_level: int | None  # rank in LOG_LEVELS; None: send no log notifications
+
+
+def is_modern(params: object) -> bool:
+    """A request that speaks the per-request envelope (its ``_meta`` names a version)."""
+    if type(params) is not dict:
+        return False
+    meta = params.get("_meta")
+    return type(meta) is dict and PROTOCOL_VERSION_KEY in meta
+
+
+def read_envelope(params: dict[str, Any] | None) -> Envelope:
+    """Rung 1: the required ``_meta`` fields are there and well-typed, else -32602."""
+    meta = params.get("_meta") if params is not None else None
+    if type(meta) is not dict:
+        raise RpcError(
+            INVALID_PARAMS,
+            f"Invalid params: _meta with {PROTOCOL_VERSION_KEY} and {CLIENT_CAPABILITIES_KEY} is required",
+        )
+    missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
+    if missing:
+        raise RpcError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
+    version = meta[PROTOCOL_VERSION_KEY]
+    capabilities = meta[CLIENT_CAPABILITIES_KEY]
+    if type(version) is not str:
+        raise RpcError(INVALID_PARAMS, f"Invalid params: {PROTOCOL_VERSION_KEY} must be a string")
+    if type(capabilities) is not dict:
+        raise RpcError(INVALID_PARAMS, f"Invalid params: {CLIENT_CAPABILITIES_KEY} must be an object")
+    client_info = meta.get(CLIENT_INFO_KEY)
+    level = meta.get(LOG_LEVEL_KEY)
+    rank: int | None = None
+    if level is not None:
+        rank = LOG_LEVELS.get(level) if type(level) is str else None
+        if rank is None:
+            raise RpcError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
+    return Envelope(version, capabilities, client_info if type(client_info) is dict else None, rank)
+
+
+def decode_header_value(raw: bytes) -> str | None:
+    """A header value as text; ``=?base64?...?=`` sentinels are decoded strictly.
+
+    None for a malformed sentinel (which then mismatches whatever the body says).
+    """
+    text = raw.decode("latin-1")
+    match = _SENTINEL.match(text)
+    if match is None:
+        return text
+    payload = match.group(1)
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        if base64.b64encode(decoded).decode("ascii") != payload:
+            return None
+        return decoded.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def check_headers(
+    method: str, params: dict[str, Any] | None, envelope: Envelope, headers: dict[bytes, bytes]
+) -> None:
+    """Rung 2 (HTTP): MCP-Protocol-Version, Mcp-Method and Mcp-Name must repeat the body, else -32020."""
+    version = headers.get(b"mcp-protocol-version")
+    if version is None or version.decode("latin-1").strip() != envelope.version:
+        shown = "absent" if version is None else repr(version.decode("latin-1"))
+        raise RpcError(
+            HEADER_MISMATCH,
+            f"Header mismatch: MCP-Protocol-Version {shown} does not match "
+            f"_meta protocolVersion {envelope.version!r}",
+        )
+    method_header = headers.get(b"mcp-method")
+    if method_header is None or method_header.decode("latin-1").strip() != method:
+        raise RpcError(HEADER_MISMATCH, f"Header mismatch: Mcp-Method must be {method!r}")
+    source = NAME_SOURCE.get(method)
+    if source is None:
+        return
+    body_name = params.get(source) if params is not None else None
+    name_header = headers.get(b"mcp-name")
+    if name_header is None or decode_header_value(name_header.strip()) != body_name:
+        raise RpcError(HEADER_MISMATCH, f"Header mismatch: Mcp-Name must repeat params.{source}")
+
+
+def unsupported_version(requested: str) -> RpcError:
+    return RpcError(
+        UNSUPPORTED_PROTOCOL_VERSION,
+        "Unsupported protocol version",
+        {"supported": list(ADVERTISED_VERSIONS), "requested": requested},
+    )
+
+
+def check_version(version: str) -> VersionPolicy:
+    """Rung 3: a version this server serves without a handshake, else -32022."""
+    policy = POLICIES.get(version)
+    if policy is None or policy.handshake:
+        raise unsupported_version(version)
+    return policy
