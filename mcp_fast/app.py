@@ -78,6 +78,8 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             host_policy=HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins),
             sessions=build_sessions(config),
             keepalive_interval=config.sse_keepalive,
+            # One secret for sessions and input-required states: a fleet shares it.
+            state_secrets=tuple(config.session_secret),
         ),
     )
     settings = NetSettings(
@@ -196,5 +198,6 @@ def run_workers(server: MCPServer, config: Config) -> int:
             continue
         logger.error("worker %d exited with %d; starting a new one", pid, exit_code)
         time.sleep(0.5)
-        spawn()
+        if not stopping:  # SIGTERM may have come during the pause
+            spawn()
     return status

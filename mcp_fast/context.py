@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from mcp_fast.jsonrpc import RequestId, RpcError, encode_request
+from mcp_fast.mrtr import InputRequired, InputRound, check_answer
 from mcp_fast.versions import VersionPolicy
 
 if TYPE_CHECKING:
@@ -57,6 +59,16 @@ class SessionState:
         self.inflight: dict[RequestId, Context] = {}
         self.subscriptions: set[str] = set()
         self.get_stream: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """One thing to ask the client: ``ctx.ask(Question(...), ...)`` asks several in one round."""
+
+    method: str  # elicitation/create, sampling/createMessage or roots/list
+    params: dict[str, Any]
+    key: str | None = None  # stable name of the question across rounds (2026-07-28)
+    timeout: float = 300.0
 
 
 class Outbound(Protocol):
@@ -128,6 +140,7 @@ class Context:
         "client_capabilities",
         "client_info",
         "error_code",
+        "inputs",
         "log_level",
         "meta",
         "policy",
@@ -162,6 +175,7 @@ class Context:
         self.session = session
         self.log_level = log_level  # 2026-07-28: the request's own _meta logLevel
         self.error_code: int | None = None  # set when the request was answered with an error
+        self.inputs: InputRound | None = None  # 2026-07-28: answers and questions of this round
         self.task: asyncio.Task[Any] | None = None  # the handler's Task, for cancellation
         self.cancelled = False
 
@@ -245,6 +259,39 @@ class Context:
         finally:
             self._server_requests.close(request_id)
 
+    # -- asking the client (server-to-client requests, or input-required results) ------
+
+    async def ask(self, *questions: Question) -> tuple[dict[str, Any], ...]:
+        """Ask several things in one round; returns the answers in order.
+
+        2025 clients get each question as a server-to-client request (concurrently);
+        in 2026-07-28 they go out together in one input-required result, and the
+        handler runs again from the top with the answers (keep what comes before the
+        questions free of side effects, and ask in a fixed order with stable keys).
+        """
+        inputs = self.inputs
+        if inputs is None:
+            if not self.policy.handshake:
+                raise RpcError(-32603, "Client input is not available for this request")
+            return tuple(
+                await asyncio.gather(*(self.request(q.method, q.params, q.timeout) for q in questions))
+            )
+        answers: list[dict[str, Any]] = []
+        missing = False
+        for question in questions:
+            self.require_client_capability(question.method)
+            key = question.key or inputs.auto_key(question.method.split("/")[0])
+            answer = inputs.answer(key)
+            if answer is None:
+                inputs.pending[key] = {"method": question.method, "params": question.params}
+                missing = True
+                continue
+            check_answer(question.method, key, answer)
+            answers.append(answer)
+        if missing:
+            raise InputRequired
+        return tuple(answers)
+
     async def sample(
         self,
         messages: str | list[dict[str, Any]],
@@ -253,6 +300,7 @@ class Context:
         system_prompt: str | None = None,
         temperature: float | None = None,
         model_preferences: dict[str, Any] | None = None,
+        key: str | None = None,
         timeout: float = 300.0,
     ) -> dict[str, Any]:
         """``sampling/createMessage``: ask the client's LLM; returns the CreateMessageResult."""
@@ -265,29 +313,47 @@ class Context:
             params["temperature"] = temperature
         if model_preferences is not None:
             params["modelPreferences"] = model_preferences
-        return await self.request("sampling/createMessage", params, timeout)
+        return (await self.ask(Question("sampling/createMessage", params, key, timeout)))[0]
 
     async def elicit(
-        self, message: str, requested_schema: dict[str, Any], *, timeout: float = 600.0
+        self,
+        message: str,
+        requested_schema: dict[str, Any],
+        *,
+        key: str | None = None,
+        timeout: float = 600.0,
     ) -> dict[str, Any]:
         """``elicitation/create`` in form mode; returns ``{"action": ..., "content": ...}``."""
-        params = {"mode": "form", "message": message, "requestedSchema": requested_schema}
-        if self.policy.version < "2025-11-25":
-            del params["mode"]  # the mode field arrived with URL elicitation (2025-11-25)
-        return await self.request("elicitation/create", params, timeout)
+        params: dict[str, Any] = {"message": message, "requestedSchema": requested_schema}
+        if self.policy.elicitation_modes:
+            params = {"mode": "form", **params}
+        return (await self.ask(Question("elicitation/create", params, key, timeout)))[0]
 
     async def elicit_url(
-        self, message: str, url: str, elicitation_id: str, *, timeout: float = 600.0
+        self,
+        message: str,
+        url: str,
+        elicitation_id: str | None = None,
+        *,
+        key: str | None = None,
+        timeout: float = 600.0,
     ) -> dict[str, Any]:
-        """``elicitation/create`` in URL mode (2025-11-25): send the user to ``url``."""
-        params = {"mode": "url", "message": message, "url": url, "elicitationId": elicitation_id}
-        return await self.request("elicitation/create", params, timeout)
+        """``elicitation/create`` in URL mode (2025-11-25 on): send the user to ``url``."""
+        params: dict[str, Any] = {"mode": "url", "message": message, "url": url}
+        if self.policy.url_elicitation_ids:
+            params["elicitationId"] = elicitation_id or secrets.token_urlsafe(12)
+        return (await self.ask(Question("elicitation/create", params, key, timeout)))[0]
 
-    async def list_roots(self, *, timeout: float = 60.0) -> list[dict[str, Any]]:
+    async def list_roots(self, *, key: str | None = None, timeout: float = 60.0) -> list[dict[str, Any]]:
         """``roots/list``: the client's roots."""
-        result = await self.request("roots/list", None, timeout)
+        result = (await self.ask(Question("roots/list", {}, key, timeout)))[0]
         roots = result.get("roots")
         return roots if isinstance(roots, list) else []
+
+    def client_supports(self, capability: str) -> bool:
+        """Did the client declare ``capability`` ("sampling", "elicitation", "roots", ...)?"""
+        capabilities = self.client_capabilities
+        return capabilities is not None and capability in capabilities
 
     async def close_sse_stream(self) -> None:
         """Close this request's SSE stream now and finish on the client's resumed GET

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from mcp_fast import content
 from mcp_fast.content import Content, ToolError
-from mcp_fast.context import Context
+from mcp_fast.context import Context, Question
 from mcp_fast.server import MCPServer
 
 server = MCPServer(
@@ -290,6 +290,154 @@ async def test_reconnection(ctx: Context) -> str:
     return "Reconnection test completed successfully"
 
 
+# -- 2026-07-28 fixtures: one handler serves both eras (a 2025 client gets server-to-client
+# requests, a 2026 client an input-required result and a retry) ----------------------------
+
+NAME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}},
+    "required": ["name"],
+}
+CONFIRM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+}
+
+
+def _content(answer: dict[str, Any]) -> dict[str, Any]:
+    content = answer.get("content") if answer.get("action") == "accept" else None
+    return content if isinstance(content, dict) else {}
+
+
+def _sampled_text(result: dict[str, Any]) -> str:
+    content = result.get("content")
+    if isinstance(content, list):
+        content = content[0] if content else {}
+    return str(content.get("text", "")) if isinstance(content, dict) else ""
+
+
+@server.tool()
+async def test_logging_tool(ctx: Context) -> str:
+    """Sends three info log messages (a 2026 client gets them only when it asks with logLevel)."""
+    for step in (1, 2, 3):
+        await ctx.info(f"Logging test {step}/3")
+    return "Logging test completed"
+
+
+@server.tool()
+async def test_streaming_elicitation(ctx: Context) -> str:
+    """Progress, then a question: never a request on the response stream in 2026-07-28."""
+    await ctx.report_progress(0, 1)
+    schema = {"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]}
+    answer = await ctx.elicit("Please confirm streaming elicitation", schema, key="confirm")
+    return f"Confirmed: {_content(answer).get('confirm')}"
+
+
+@server.tool()
+async def test_missing_capability(ctx: Context) -> str:
+    """Needs sampling: a client that did not declare it gets -32021 (2026) / -32600 (2025)."""
+    result = await ctx.sample("Say hello", max_tokens=10)
+    return f"LLM says: {_sampled_text(result)}"
+
+
+@server.tool(inline=True)
+def test_trigger_tool_change() -> str:
+    """Announce that the tool list changed."""
+    server.notify_list_changed("tools")
+    return "tools/list_changed sent"
+
+
+@server.tool(inline=True)
+def test_trigger_prompt_change() -> str:
+    """Announce that the prompt list changed."""
+    server.notify_list_changed("prompts")
+    return "prompts/list_changed sent"
+
+
+@server.tool()
+async def test_input_required_result_elicitation(ctx: Context) -> str:
+    """Asks for the user's name."""
+    answer = await ctx.elicit("What is your name?", NAME_SCHEMA, key="user_name")
+    name = _content(answer).get("name")
+    return f"Hello, {name}!" if name else "No name given"
+
+
+@server.tool()
+async def test_input_required_result_sampling(ctx: Context) -> str:
+    """Asks the client's model a question."""
+    question = [{"role": "user", "content": {"type": "text", "text": "What is the capital of France?"}}]
+    result = await ctx.sample(question, max_tokens=100, key="capital_question")
+    return f"LLM says: {_sampled_text(result)}"
+
+
+@server.tool()
+async def test_input_required_result_list_roots(ctx: Context) -> str:
+    """Asks for the client's roots."""
+    roots = await ctx.list_roots(key="client_roots")
+    return "Roots: " + ", ".join(str(root.get("uri")) for root in roots if isinstance(root, dict))
+
+
+@server.tool()
+async def test_input_required_result_request_state(ctx: Context) -> str:
+    """A confirmation carried across rounds by requestState."""
+    answer = await ctx.elicit("Please confirm", CONFIRM_SCHEMA, key="confirm")
+    return f"state-ok: confirmed={_content(answer).get('ok')}"
+
+
+@server.tool()
+async def test_input_required_result_multiple_inputs(ctx: Context) -> str:
+    """Asks for a name, a greeting and the roots in one round."""
+    greeting = [{"role": "user", "content": {"type": "text", "text": "Generate a greeting"}}]
+    name, sampled, roots = await ctx.ask(
+        Question(
+            "elicitation/create",
+            {"mode": "form", "message": "What is your name?", "requestedSchema": NAME_SCHEMA},
+            "user_name",
+        ),
+        Question("sampling/createMessage", {"messages": greeting, "maxTokens": 50}, "greeting"),
+        Question("roots/list", {}, "client_roots"),
+    )
+    count = len(roots.get("roots", [])) if isinstance(roots.get("roots"), list) else 0
+    return f"{_sampled_text(sampled)}, {_content(name).get('name')}! Roots: {count}"
+
+
+@server.tool()
+async def test_input_required_result_multi_round(ctx: Context) -> str:
+    """Two questions, one after the other (two rounds)."""
+    first = await ctx.elicit("Step 1: What is your name?", NAME_SCHEMA, key="step1")
+    color_schema = {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}
+    second = await ctx.elicit("Step 2: What is your favorite color?", color_schema, key="step2")
+    return f"{_content(first).get('name')} likes {_content(second).get('color')}"
+
+
+@server.tool()
+async def test_input_required_result_tampered_state(ctx: Context) -> str:
+    """A confirmation whose requestState the client must return untouched."""
+    await ctx.elicit("Please confirm", CONFIRM_SCHEMA, key="confirm")
+    return "confirmed"
+
+
+@server.tool()
+async def test_input_required_result_capabilities(ctx: Context) -> str:
+    """Asks only what the client declared it can answer."""
+    questions = []
+    if ctx.client_supports("sampling"):
+        say = [{"role": "user", "content": {"type": "text", "text": "Say something"}}]
+        questions.append(
+            Question("sampling/createMessage", {"messages": say, "maxTokens": 10}, "sampling_probe")
+        )
+    if ctx.client_supports("elicitation"):
+        params = {"mode": "form", "message": "Anything to add?", "requestedSchema": NAME_SCHEMA}
+        questions.append(Question("elicitation/create", params, "elicitation_probe"))
+    if ctx.client_supports("roots"):
+        questions.append(Question("roots/list", {}, "roots_probe"))
+    if not questions:
+        return "nothing to ask"
+    answers = await ctx.ask(*questions)
+    return f"got {len(answers)} answers"
+
+
 JSON_SCHEMA_2020_12: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -395,6 +543,14 @@ def test_prompt_with_embedded_resource(resourceUri: str) -> list[dict[str, Any]]
         },
         {"role": "user", "content": content.text("Please process the embedded resource above.")},
     ]
+
+
+@server.prompt()
+async def test_input_required_result_prompt(ctx: Context) -> str:
+    """A prompt that first asks the user for context."""
+    schema = {"type": "object", "properties": {"context": {"type": "string"}}, "required": ["context"]}
+    answer = await ctx.elicit("What context should the prompt use?", schema, key="user_context")
+    return f"Context: {_content(answer).get('context')}"
 
 
 @server.prompt(inline=True)

@@ -18,6 +18,7 @@ from typing import Any, Final
 from mcp_fast import jsonrpc
 from mcp_fast.context import LOG_LEVELS, Context
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
+from mcp_fast.mrtr import INPUT_METHODS, InputRequired, StateCodec, input_required_result, open_round
 from mcp_fast.server import MCPServer
 from mcp_fast.tasks import TaskStore
 from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy, negotiate
@@ -101,9 +102,12 @@ def _encode(message: Message, result: Any) -> bytes:
 class Dispatcher:
     """Routes requests and notifications of every 2025-era version to their method."""
 
-    def __init__(self, server: MCPServer, *, page_size: int = 100) -> None:
+    def __init__(
+        self, server: MCPServer, *, page_size: int = 100, state_codec: StateCodec | None = None
+    ) -> None:
         self.server = server
         self.page_size = page_size
+        self.state_codec = state_codec or StateCodec()
         self._list_cache: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
         self.methods: dict[str, Method] = {
             "initialize": self.initialize,
@@ -145,10 +149,15 @@ class Dispatcher:
         method = self._tables[ctx.policy.version].get(message.method)
         if method is None:
             return _error(message, ctx, RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}"))
+        params = message.params or EMPTY_PARAMS
         try:
-            result = method(message.params or EMPTY_PARAMS, ctx)
+            if not ctx.policy.handshake and message.method in INPUT_METHODS:
+                ctx.inputs = open_round(message.method, params, self.state_codec)
+            result = method(params, ctx)
         except RpcError as exc:
             return _error(message, ctx, exc)
+        except InputRequired:
+            return self._input_required(message, ctx)
         except Exception:  # noqa: BLE001 - logged with its traceback; boundary: a bug must not reach the client as text
             return _internal_error(message, ctx)
         if type(result) is CoroutineType:
@@ -162,11 +171,19 @@ class Dispatcher:
             result = await pending
         except RpcError as exc:
             return _error(message, ctx, exc)
+        except InputRequired:
+            return self._input_required(message, ctx)
         except Exception:  # noqa: BLE001 - logged with its traceback; boundary, as above
             return _internal_error(message, ctx)
         if ctx.policy.result_type:
             result = self.finalize(message.method, result)
         return _encode(message, result)
+
+    def _input_required(self, message: Message, ctx: Context) -> bytes:
+        """The handler needs answers: the questions and the state to come back with."""
+        assert ctx.inputs is not None
+        result = input_required_result(ctx.inputs, self.state_codec)
+        return _encode(message, self.finalize(message.method, result))
 
     def finalize(self, method: str, result: Any) -> Any:
         """2026-07-28 result fields: resultType, cache hints, _meta serverInfo.

@@ -408,6 +408,10 @@ class MCPServer:
 
         return register
 
+    def notify_list_changed(self, kind: str) -> None:
+        """Announce that the "tools", "resources" or "prompts" list changed (list_changed)."""
+        self._changed(kind)
+
     def notify_resource_updated(self, uri: str) -> None:
         """Tell subscribed clients that ``uri`` changed (notifications/resources/updated
         on the GET stream of every session that subscribed to it in this process)."""

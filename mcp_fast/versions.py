@@ -96,6 +96,10 @@ class VersionPolicy:
     missing_capability: int = -32600
     # notifications/message only for requests that ask with _meta logLevel (2026-07-28).
     per_request_log_level: bool = False
+    # elicitation/create has a "mode" (form/url) from 2025-11-25; URL mode carried an
+    # elicitationId only in 2025-11-25.
+    elicitation_modes: bool = False
+    url_elicitation_ids: bool = False
     methods: frozenset[str] = LEGACY_METHODS
 
 
@@ -147,6 +151,8 @@ _POLICIES: Final[tuple[VersionPolicy, ...]] = (
         input_errors_as_tool_errors=True,
         sse_priming=True,
         tasks=True,
+        elicitation_modes=True,
+        url_elicitation_ids=True,
         methods=LEGACY_METHODS | TASKS_V1_METHODS,
     ),
     VersionPolicy(
@@ -170,6 +176,7 @@ _POLICIES: Final[tuple[VersionPolicy, ...]] = (
         resource_not_found=-32602,
         missing_capability=-32021,
         per_request_log_level=True,
+        elicitation_modes=True,
         methods=MODERN_METHODS,
     ),
 )

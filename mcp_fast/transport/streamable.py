@@ -26,6 +26,7 @@ from mcp_fast.envelope import check_headers, check_version, is_modern, read_enve
 from mcp_fast.http import sse
 from mcp_fast.http.events import Request
 from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
+from mcp_fast.mrtr import StateCodec
 from mcp_fast.server import MCPServer
 from mcp_fast.tasks import Task
 from mcp_fast.transport.event_store import EventStore, MemoryEventStore, Replay, priming_id
@@ -71,6 +72,8 @@ class StreamableSettings:
     keepalive_interval: float = 15.0
     max_session_states: int = 100_000
     event_store: EventStore = field(default_factory=MemoryEventStore)
+    # Secrets that sign 2026 requestState (first signs, all verify); empty: random per process.
+    state_secrets: tuple[str, ...] = ()
     # The SSE retry field: how long a client waits before it reconnects.
     retry_ms: int = 1000
 
@@ -354,7 +357,9 @@ class StreamableHTTP:
         self.server = server
         self.settings = settings or StreamableSettings()
         self.sessions = self.settings.sessions
-        self.dispatcher = Dispatcher(server, page_size=self.settings.page_size)
+        self.dispatcher = Dispatcher(
+            server, page_size=self.settings.page_size, state_codec=StateCodec(self.settings.state_secrets)
+        )
         self.server_requests = ServerRequests()
         # Per-process state of sessions (log level, in-flight requests, GET stream).
         self._states: _BoundedMap = _BoundedMap(self.settings.max_session_states)
