@@ -82,6 +82,12 @@ class Outbound(Protocol):
     async def close_stream(self) -> None:
         """End the HTTP response early; the client resumes with GET + Last-Event-ID."""
 
+    def notify_nowait(self, method: str, params: dict[str, Any] | None) -> None:
+        """A notification written at once (no wait for the client to read)."""
+
+    async def wait_closed(self) -> None:
+        """Return when the client went away."""
+
     def detached(self) -> Outbound:
         """Where messages of work that outlives this request go (a task): the session's GET stream."""
 
@@ -194,6 +200,13 @@ class Context:
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         """Send any notification on this request's stream."""
         await self._outbound.notify(method, params)
+
+    def notify_nowait(self, method: str, params: dict[str, Any] | None = None) -> None:
+        self._outbound.notify_nowait(method, params)
+
+    async def wait_closed(self) -> None:
+        """Until the client closes this request's stream."""
+        await self._outbound.wait_closed()
 
     async def report_progress(
         self, progress: float, total: float | None = None, message: str | None = None

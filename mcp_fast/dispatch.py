@@ -20,6 +20,7 @@ from mcp_fast.context import LOG_LEVELS, Context
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
 from mcp_fast.mrtr import INPUT_METHODS, InputRequired, StateCodec, input_required_result, open_round
 from mcp_fast.server import MCPServer
+from mcp_fast.subscriptions import SUBSCRIPTION_ID_KEY, Listener, SubscriptionHub
 from mcp_fast.tasks import TaskStore
 from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy, negotiate
 
@@ -127,7 +128,11 @@ class Dispatcher:
             "tasks/list": self.tasks_list,
             "tasks/cancel": self.tasks_cancel,
             "server/discover": self.server_discover,
+            "subscriptions/listen": self.subscriptions_listen,
         }
+        self.hub = SubscriptionHub()
+        server.on_list_changed(self.hub.list_changed)
+        server.on_resource_updated(self.hub.resource_updated)
         self.tasks = TaskStore()
         self._server_info_2026 = self.server_info(POLICIES["2026-07-28"])
         if server.registry.completion is not None:
@@ -204,6 +209,38 @@ class Dispatcher:
         meta[SERVER_INFO_KEY] = self._server_info_2026
         result["_meta"] = meta
         return result
+
+    async def subscriptions_listen(self, params: JsonObject, ctx: Context) -> JsonObject:
+        """Hold the stream open and pass on what the filter asks for, until the client leaves."""
+        wanted = params.get("notifications")
+        if type(wanted) is not dict:
+            raise RpcError(INVALID_PARAMS, 'Invalid params: "notifications" must be an object')
+        registry = self.server.registry
+        offered = {
+            "toolsListChanged": bool(registry.tools),
+            "promptsListChanged": bool(registry.prompts),
+            "resourcesListChanged": bool(registry.resources or registry.templates),
+        }
+        honoured: JsonObject = {key: True for key, ok in offered.items() if ok and wanted.get(key) is True}
+        uris = wanted.get("resourceSubscriptions")
+        if uris is not None:
+            if not (isinstance(uris, list) and all(isinstance(uri, str) for uri in uris)):
+                raise RpcError(
+                    INVALID_PARAMS, 'Invalid params: "resourceSubscriptions" must be a list of URIs'
+                )
+            if registry.resources or registry.templates:
+                honoured["resourceSubscriptions"] = uris
+        listener = Listener(
+            ctx.request_id, honoured, ctx.notify_nowait, frozenset(honoured.get("resourceSubscriptions", ()))
+        )
+        # The acknowledgment comes first: nothing of this subscription before it.
+        listener.deliver("notifications/subscriptions/acknowledged", {"notifications": honoured})
+        self.hub.add(listener)
+        try:
+            await ctx.wait_closed()
+        finally:
+            self.hub.remove(listener)
+        return {"_meta": {SUBSCRIPTION_ID_KEY: ctx.request_id}}
 
     def server_discover(self, params: JsonObject, ctx: Context) -> JsonObject:
         """server/discover (2026-07-28): what initialize used to say, without a session."""

@@ -33,6 +33,7 @@ TASKS_V1_METHODS: Final = frozenset({"tasks/get", "tasks/result", "tasks/list", 
 MODERN_METHODS: Final = frozenset(
     {
         "server/discover",
+        "subscriptions/listen",
         "tools/list",
         "tools/call",
         "resources/list",

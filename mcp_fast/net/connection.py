@@ -75,6 +75,7 @@ class HttpConnection(asyncio.Protocol):
         "_limits",
         "_loop",
         "_lost",
+        "_on_disconnect",
         "_processing",
         "_streaming",
         "_task",
@@ -114,6 +115,7 @@ class HttpConnection(asyncio.Protocol):
         self._processing = False
         self._lost = False
         self._disconnected: asyncio.Future[None] | None = None  # made when a stream waits on it
+        self._on_disconnect: Callable[[], None] | None = None
         self._closing = False  # server shutdown: finish the current request, then close
         self.phase = Phase.IDLE
         self.deadline = _NEVER
@@ -146,6 +148,9 @@ class HttpConnection(asyncio.Protocol):
         self._connections.discard(self)
         if self._disconnected is not None and not self._disconnected.done():
             self._disconnected.set_result(None)
+        if self._on_disconnect is not None and self._current is not None:
+            callback, self._on_disconnect = self._on_disconnect, None
+            callback()
         if self._flow is not None:
             self._flow.on_connection_lost()
         # A disconnect is not a cancellation (MCP 2025 transports): a running
@@ -212,6 +217,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _start(self, request: Request) -> None:
         self._current = request
+        self._on_disconnect = None
         self._answered = False
         self._streaming = False
         self._keep_alive = request.keep_alive and not self._closing
@@ -355,6 +361,9 @@ class HttpConnection(asyncio.Protocol):
     async def drain(self) -> None:
         if self._flow is not None:
             await self._flow.drain()
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        self._on_disconnect = callback
 
     async def wait_disconnected(self) -> None:
         if self._lost:

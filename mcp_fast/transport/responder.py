@@ -6,7 +6,7 @@ transport cannot tell the HTTP versions apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 # Constant header sets are tuples: the HTTP/1.1 writer remembers their encoding.
@@ -32,6 +32,9 @@ class Responder(Protocol):
     @property
     def disconnected(self) -> bool:
         """The peer went away: further output is dropped."""
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` if the peer goes away before the exchange ends (None: forget it)."""
 
     async def wait_disconnected(self) -> None:
         """Return once the peer is gone (a long-lived stream waits on this)."""

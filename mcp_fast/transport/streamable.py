@@ -192,6 +192,19 @@ class PostChannel:
             return  # a JSON-only client has no channel for notifications on a POST
         await self._send(jsonrpc.encode_notification(method, params))
 
+    def notify_nowait(self, method: str, params: dict[str, Any] | None) -> None:
+        """A notification without waiting for the client to read (a listen stream; the
+        connection's stream-buffer limit drops a client that falls too far behind)."""
+        if not self.sse_ok:
+            return
+        if not self.streaming:
+            self._start()
+        self._emit(jsonrpc.encode_notification(method, params))
+
+    async def wait_closed(self) -> None:
+        if self.responder is not None:
+            await self.responder.wait_disconnected()
+
     async def send_request(self, message: bytes) -> None:
         if not self.sse_ok:
             raise RpcError(
@@ -285,6 +298,16 @@ class SessionOutbound:
 
     async def close_stream(self) -> None:
         return None
+
+    def notify_nowait(self, method: str, params: dict[str, Any] | None) -> None:
+        stream = self._stream()
+        if stream is not None:
+            stream.send(jsonrpc.encode_notification(method, params))
+
+    async def wait_closed(self) -> None:
+        stream = self._stream()
+        if stream is not None:
+            await stream.responder.wait_disconnected()
 
     def detached(self) -> SessionOutbound:
         return self
@@ -671,10 +694,16 @@ class StreamableHTTP:
             client_info=envelope.client_info,
             log_level=envelope.log_level,
         )
+        if message.method == "subscriptions/listen" and not verdict.sse_ok:
+            error = RpcError(INVALID_REQUEST, "subscriptions/listen answers with text/event-stream")
+            responder.respond(406, JSON_HEADERS, jsonrpc.encode_error(message.id, error))
+            return None
         outcome = self.dispatcher.dispatch(message, ctx)
         if isinstance(outcome, bytes):
             channel.finish(outcome, ctx.error_code)
             return None
+        # 2026-07-28 "Cancellation": closing the request's stream cancels the request.
+        responder.on_disconnect(ctx.cancel)
         return _finish(channel, outcome, ctx)
 
     async def post_batch(
