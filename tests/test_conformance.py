@@ -123,7 +123,7 @@ NOT_YET_2026: Mapping[str, str] = {
             "tasks-mrtr-composition", "tasks-mrtr-input", "tasks-request-headers",
             "tasks-request-state-removal", "tasks-required-task-error", "tasks-wire-fields",
         )
-    },  # fmt: skip
+    },
 }
 
 
