@@ -61,6 +61,25 @@ def echo(message: str) -> str:
     return message
 
 
+@server.tool(
+    input_schema={
+        "type": "object",
+        "properties": {
+            "region": {
+                "type": "string",
+                "description": "Region, mirrored into the Mcp-Param-Region header",
+                "x-mcp-header": "Region",
+            }
+        },
+        "required": ["region"],
+    },
+    inline=True,
+)
+def test_x_mcp_header(region: str) -> str:
+    """Echo a region that 2026 clients also send as the Mcp-Param-Region header."""
+    return f"region={region}"
+
+
 class Sum(BaseModel):
     a: int
     b: int

@@ -124,6 +124,62 @@ def check_headers(
         raise RpcError(HEADER_MISMATCH, f"Header mismatch: Mcp-Name must repeat params.{source}")
 
 
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HeaderParam = tuple[str, bytes, str]  # (argument name, lower-case header name, JSON type)
+
+
+def header_params(input_schema: dict[str, Any]) -> tuple[HeaderParam, ...]:
+    """Arguments a client mirrors into ``Mcp-Param-{Name}`` headers (``x-mcp-header``).
+
+    Checked once, at registration: a token name, unique, on a string, integer or
+    boolean property (streamable-http.mdx "Custom Headers from Tool Parameters").
+    """
+    found: list[HeaderParam] = []
+    seen: set[str] = set()
+    properties = input_schema.get("properties")
+    for argument, schema in (properties or {}).items():
+        if not isinstance(schema, dict) or "x-mcp-header" not in schema:
+            continue
+        name = schema["x-mcp-header"]
+        kind = schema.get("type")
+        if not isinstance(name, str) or not _TOKEN.match(name) or name.lower() in seen:
+            raise ValueError(f"x-mcp-header {name!r} of {argument!r} must be a unique header token")
+        if kind not in ("string", "integer", "boolean"):
+            raise ValueError(
+                f"x-mcp-header is allowed on string, integer and boolean properties, not {kind!r}"
+            )
+        seen.add(name.lower())
+        found.append((argument, b"mcp-param-" + name.lower().encode("ascii"), kind))
+    return tuple(found)
+
+
+def _rendered(value: Any) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check_header_params(params: tuple[HeaderParam, ...], arguments: Any, headers: dict[bytes, bytes]) -> None:
+    """Rung 4: each mirrored argument and its header agree (both absent, or equal), else -32020."""
+    values = arguments if isinstance(arguments, dict) else {}
+    for argument, header, _ in params:
+        value = values.get(argument)
+        raw = headers.get(header)
+        shown = header.decode("ascii")
+        if value is None:
+            if raw is not None:
+                raise RpcError(
+                    HEADER_MISMATCH, f"Header mismatch: {shown} is sent but arguments.{argument} is not"
+                )
+            continue
+        if raw is None:
+            raise RpcError(HEADER_MISMATCH, f"Header mismatch: {shown} is required with arguments.{argument}")
+        if decode_header_value(raw.strip()) != _rendered(value):
+            raise RpcError(HEADER_MISMATCH, f"Header mismatch: {shown} does not match arguments.{argument}")
+
+
 def unsupported_version(requested: str) -> RpcError:
     return RpcError(
         UNSUPPORTED_PROTOCOL_VERSION,

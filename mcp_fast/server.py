@@ -26,6 +26,7 @@ import pydantic
 
 from mcp_fast.content import Content, ToolError, ToolResult, is_content_block
 from mcp_fast.context import Context
+from mcp_fast.envelope import header_params
 from mcp_fast.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, RpcError
 from mcp_fast.schema import (
     OutputSpec,
@@ -93,6 +94,8 @@ class Tool:
     icons: list[dict[str, Any]] | None
     meta: dict[str, Any] | None
     task_support: TaskSupport | None = None
+    # Arguments mirrored into Mcp-Param-* headers (2026-07-28 x-mcp-header).
+    header_params: tuple[tuple[str, bytes, str], ...] = ()
 
     def definition(self, policy: VersionPolicy) -> dict[str, Any]:
         """The tools/list entry, shaped for the version in force."""
@@ -315,6 +318,7 @@ class MCPServer:
             icons=icons,
             meta=meta,
             task_support=task_support,
+            header_params=header_params(signature.input_schema),
         )
         self.registry.tools[tool_name] = tool
         self._changed("tools")

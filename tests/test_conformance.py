@@ -94,10 +94,11 @@ RUN_TIMEOUT = 1200
 
 
 # The sessionless 2026-07-28 requirement set: every scored scenario, and the unscored ones that
-# already pass. Still to do (issue #4): the tasks extension and x-mcp-header parameters.
+# already pass. Still to do (issue #4): the tasks extension.
 EXPECTED_2026: frozenset[str] = frozenset(
     {
         "caching", "completion-complete", "dns-rebinding-protection", "http-header-validation",
+        "http-custom-header-server-validation",
         "input-required-result-basic-elicitation", "input-required-result-basic-list-roots",
         "input-required-result-basic-sampling", "input-required-result-capability-check",
         "input-required-result-ignore-extra-params", "input-required-result-missing-input-response",
@@ -115,7 +116,6 @@ EXPECTED_2026: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 NOT_YET_2026: Mapping[str, str] = {
-    "http-custom-header-server-validation": "x-mcp-header / Mcp-Param-* validation (pending upstream)",
     **{
         name: "the io.modelcontextprotocol/tasks extension (not scored)"
         for name in (

@@ -256,3 +256,12 @@ def test_both_eras_on_one_endpoint_at_once(server: RunningServer) -> None:
     assert "mcp-session-id" in legacy.headers
     modern = call_tool(server, "echo", arguments={"message": "new"})
     assert modern["result"]["content"][0]["text"] == "new"
+
+
+def test_x_mcp_header_parameters_must_match(server: RunningServer) -> None:
+    body = {"name": "test_x_mcp_header", "arguments": {"region": "eu-west"}, "_meta": meta()}
+    good = send(server, "tools/call", body, name="test_x_mcp_header", headers={"Mcp-Param-Region": "eu-west"})
+    assert last_message(good)["result"]["content"][0]["text"] == "region=eu-west"
+    for headers in ({"Mcp-Param-Region": "us-east"}, {}, {"Mcp-Param-Region": "=?base64?ZXUtd2VzdA?="}):
+        bad = send(server, "tools/call", body, name="test_x_mcp_header", headers=headers)
+        assert bad.status == 400 and bad.json()["error"]["code"] == -32020

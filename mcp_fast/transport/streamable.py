@@ -22,7 +22,14 @@ from typing import Any, Final
 from mcp_fast import jsonrpc
 from mcp_fast.context import Context, ServerRequests, SessionState
 from mcp_fast.dispatch import Dispatcher
-from mcp_fast.envelope import check_headers, check_version, is_modern, read_envelope, unsupported_version
+from mcp_fast.envelope import (
+    check_header_params,
+    check_headers,
+    check_version,
+    is_modern,
+    read_envelope,
+    unsupported_version,
+)
 from mcp_fast.http import sse
 from mcp_fast.http.events import Request
 from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
@@ -678,6 +685,10 @@ class StreamableHTTP:
             envelope = read_envelope(message.params)
             check_headers(message.method, message.params, envelope, request.headers)
             policy = check_version(envelope.version)
+            if message.method == "tools/call" and message.params is not None:
+                tool = self.server.registry.tools.get(message.params.get("name"))  # type: ignore[arg-type]
+                if tool is not None and tool.header_params:
+                    check_header_params(tool.header_params, message.params.get("arguments"), request.headers)
         except RpcError as exc:
             status = status_of.get(exc.code, 400)
             responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(message.id, exc))
