@@ -487,13 +487,6 @@ class H1Connection:
             if data.find(b"\r\n", start, start + limit) < 0:
                 raise ProtocolError(414, "request-target too long")
             self._line_ok = True
-        # A bare LF ends no line here (RFC 9112 section 2.2 lets a server refuse
-        # it): refuse it now, as a client using it will never send CRLFCRLF.
-        lf = data.find(b"\n", start + self._scan)
-        while lf >= 0:
-            if lf == start or data[lf - 1] != 0x0D:
-                raise ProtocolError(400, "bare LF in the request head; lines must end with CRLF")
-            lf = data.find(b"\n", lf + 1)
         if avail >= self._max_head:
             # The head cannot end within the limit any more (RFC 6585 section 5).
             raise ProtocolError(431, "request header section too large")
