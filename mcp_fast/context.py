@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from mcp_fast.jsonrpc import RequestId, RpcError, encode_request
-from mcp_fast.mrtr import InputRequired, InputRound, check_answer
+from mcp_fast.mrtr import DetachRequested, InputRequired, InputRound, check_answer
 from mcp_fast.versions import VersionPolicy
 
 if TYPE_CHECKING:
@@ -142,9 +143,11 @@ class Context:
     __slots__ = (
         "_outbound",
         "_server_requests",
+        "asker",
         "cancelled",
         "client_capabilities",
         "client_info",
+        "detachable",
         "error_code",
         "inputs",
         "log_level",
@@ -182,6 +185,9 @@ class Context:
         self.log_level = log_level  # 2026-07-28: the request's own _meta logLevel
         self.error_code: int | None = None  # set when the request was answered with an error
         self.inputs: InputRound | None = None  # 2026-07-28: answers and questions of this round
+        self.detachable = False  # ctx.detach() turns this call into a task (tasks extension)
+        # Inside a task of the tasks extension: questions wait for tasks/update.
+        self.asker: Callable[[dict[str, dict[str, Any]]], Awaitable[dict[str, Any]]] | None = None
         self.task: asyncio.Task[Any] | None = None  # the handler's Task, for cancellation
         self.cancelled = False
 
@@ -282,6 +288,8 @@ class Context:
         handler runs again from the top with the answers (keep what comes before the
         questions free of side effects, and ask in a fixed order with stable keys).
         """
+        if self.asker is not None:
+            return await self._ask_in_task(questions)
         inputs = self.inputs
         if inputs is None:
             if not self.policy.handshake:
@@ -304,6 +312,27 @@ class Context:
         if missing:
             raise InputRequired
         return tuple(answers)
+
+    async def _ask_in_task(self, questions: tuple[Question, ...]) -> tuple[dict[str, Any], ...]:
+        assert self.asker is not None
+        keyed: dict[str, Question] = {}
+        answers: dict[str, Any] = {}
+        for question in questions:
+            self.require_client_capability(question.method)
+            key = question.key or f"{question.method.split('/')[0]}-{secrets.token_hex(4)}"
+            keyed[key] = question
+            # Answered before the call became a task (ctx.detach() after input-required rounds).
+            earlier = self.inputs.answer(key) if self.inputs is not None and question.key else None
+            if earlier is not None:
+                answers[key] = earlier
+        open_questions = {
+            k: {"method": q.method, "params": q.params} for k, q in keyed.items() if k not in answers
+        }
+        if open_questions:
+            answers.update(await self.asker(open_questions))
+        for key, question in keyed.items():
+            check_answer(question.method, key, answers[key])
+        return tuple(answers[key] for key in keyed)
 
     async def sample(
         self,
@@ -367,6 +396,13 @@ class Context:
         """Did the client declare ``capability`` ("sampling", "elicitation", "roots", ...)?"""
         capabilities = self.client_capabilities
         return capabilities is not None and capability in capabilities
+
+    async def detach(self) -> None:
+        """From here on, run as a task (tasks extension; tools registered with
+        ``task_start="detach"``): questions asked before were answered synchronously.
+        Elsewhere this does nothing."""
+        if self.detachable:
+            raise DetachRequested
 
     async def close_sse_stream(self) -> None:
         """Close this request's SSE stream now and finish on the client's resumed GET

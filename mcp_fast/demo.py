@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from mcp_fast import content
 from mcp_fast.content import Content, ToolError
 from mcp_fast.context import Context, Question
+from mcp_fast.jsonrpc import RpcError
 from mcp_fast.server import MCPServer
 
 server = MCPServer(
@@ -455,6 +456,75 @@ async def test_input_required_result_capabilities(ctx: Context) -> str:
         return "nothing to ask"
     answers = await ctx.ask(*questions)
     return f"got {len(answers)} answers"
+
+
+# -- the tasks extension (2026-07-28): the server decides to run these as tasks -----------------
+
+
+@server.tool(inline=True)
+def greet(name: str) -> str:
+    """Greet someone (never a task)."""
+    return f"Hello, {name}!"
+
+
+@server.tool(task_support="optional")
+async def slow_compute(seconds: Annotated[float, Field(ge=0, le=120)] = 0, label: str = "") -> str:
+    """Compute for a while; a client with the tasks extension gets a task to poll."""
+    await asyncio.sleep(seconds)
+    return f"computed {label} in {seconds:g} s"
+
+
+@server.tool(task_support="required")
+async def failing_job() -> str:
+    """A job that runs only as a task and ends in a tool error."""
+    await asyncio.sleep(1)
+    raise ToolError("failing_job failed")
+
+
+@server.tool(task_support="optional")
+async def protocol_error_job() -> str:
+    """A job that fails with a protocol error (the task ends failed, with the error)."""
+    raise RpcError(-32603, "protocol_error_job failed")
+
+
+@server.tool(task_support="optional")
+async def confirm_delete(filename: str, ctx: Context) -> str:
+    """Ask before deleting (inside a task the question waits for tasks/update)."""
+    schema = {"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]}
+    answer = await ctx.elicit(f"Delete {filename}?", schema, key="confirm")
+    return f"deleted {filename}" if _content(answer).get("confirm") else f"kept {filename}"
+
+
+@server.tool(task_support="optional")
+async def multi_input(ctx: Context) -> str:
+    """Two questions at once."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "confirm": {"type": "boolean"}},
+        "required": ["name"],
+    }
+    first, second = await ctx.ask(
+        Question(
+            "elicitation/create",
+            {"mode": "form", "message": "First input", "requestedSchema": schema},
+            "first",
+        ),
+        Question(
+            "elicitation/create",
+            {"mode": "form", "message": "Second input", "requestedSchema": schema},
+            "second",
+        ),
+    )
+    return f"first={_content(first).get('name')}, second={_content(second).get('name')}"
+
+
+@server.tool(task_support="required", task_start="detach")
+async def test_tool_with_task(ctx: Context) -> str:
+    """Asks for a name first (input-required), then goes on as a task."""
+    answer = await ctx.elicit("What is your name?", NAME_SCHEMA, key="user_name")
+    await ctx.detach()
+    await asyncio.sleep(0.2)
+    return f"Hello, {_content(answer).get('name')}!"
 
 
 JSON_SCHEMA_2020_12: dict[str, Any] = {

@@ -17,11 +17,19 @@ from typing import Any, Final
 
 from mcp_fast import jsonrpc
 from mcp_fast.context import LOG_LEVELS, Context
+from mcp_fast.envelope import TASKS_EXTENSION
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
-from mcp_fast.mrtr import INPUT_METHODS, InputRequired, StateCodec, input_required_result, open_round
+from mcp_fast.mrtr import (
+    INPUT_METHODS,
+    DetachRequested,
+    InputRequired,
+    StateCodec,
+    input_required_result,
+    open_round,
+)
 from mcp_fast.server import MCPServer
 from mcp_fast.subscriptions import SUBSCRIPTION_ID_KEY, Listener, SubscriptionHub
-from mcp_fast.tasks import TaskStore
+from mcp_fast.tasks import Task, TaskStore
 from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.dispatch")
@@ -78,6 +86,16 @@ def decode_cursor(cursor: object, total: int) -> int:
     if not 0 < offset <= total:
         raise RpcError(INVALID_PARAMS, "Invalid params: pagination cursor out of range")
     return offset
+
+
+def _has_tasks_extension(ctx: Context) -> bool:
+    extensions = (ctx.client_capabilities or {}).get("extensions")
+    return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+def _needs_tasks_extension(message: str) -> RpcError:
+    data: JsonObject = {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
+    return RpcError(-32021, f"{message}: declare the {TASKS_EXTENSION} extension", data)
 
 
 def _error(message: Message, ctx: Context, error: RpcError) -> bytes:
@@ -138,10 +156,15 @@ class Dispatcher:
         if server.registry.completion is not None:
             self.methods["completion/complete"] = self.completion_complete
         # The method table of each protocol version (2026-07-28 drops ping, initialize, ...).
-        self._tables: dict[str, dict[str, Method]] = {
-            version: {name: impl for name, impl in self.methods.items() if name in policy.methods}
-            for version, policy in POLICIES.items()
+        extension_methods: dict[str, Method] = {
+            "tasks/get": self.tasks_get_v2,
+            "tasks/update": self.tasks_update,
+            "tasks/cancel": self.tasks_cancel_v2,
         }
+        self._tables: dict[str, dict[str, Method]] = {}
+        for version, policy in POLICIES.items():
+            impls = {**self.methods, **extension_methods} if policy.tasks_extension else self.methods
+            self._tables[version] = {name: impl for name, impl in impls.items() if name in policy.methods}
 
     # -- entry points --------------------------------------------------------
 
@@ -163,6 +186,8 @@ class Dispatcher:
             return _error(message, ctx, exc)
         except InputRequired:
             return self._input_required(message, ctx)
+        except DetachRequested:
+            result = self._detached(message, ctx)
         except Exception:  # noqa: BLE001 - logged with its traceback; boundary: a bug must not reach the client as text
             return _internal_error(message, ctx)
         if type(result) is CoroutineType:
@@ -178,11 +203,18 @@ class Dispatcher:
             return _error(message, ctx, exc)
         except InputRequired:
             return self._input_required(message, ctx)
+        except DetachRequested:
+            result = self._detached(message, ctx)
         except Exception:  # noqa: BLE001 - logged with its traceback; boundary, as above
             return _internal_error(message, ctx)
         if ctx.policy.result_type:
             result = self.finalize(message.method, result)
         return _encode(message, result)
+
+    def _detached(self, message: Message, ctx: Context) -> JsonObject:
+        """ctx.detach(): start the same call again as a task, with the answers so far."""
+        params = message.params or EMPTY_PARAMS
+        return self._start_task_v2(require_str(params, "name"), optional_object(params, "arguments"), ctx)
 
     def _input_required(self, message: Message, ctx: Context) -> bytes:
         """The handler needs answers: the questions and the state to come back with."""
@@ -267,6 +299,10 @@ class Dispatcher:
             tool.task_support in ("optional", "required") for tool in registry.tools.values()
         ):
             capabilities["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        if (policy is not None and policy.tasks_extension) and any(
+            tool.task_support in ("optional", "required") for tool in registry.tools.values()
+        ):
+            capabilities["extensions"] = {TASKS_EXTENSION: {}}
         if registry.tools:
             capabilities["tools"] = {"listChanged": True}
         if registry.resources or registry.templates:
@@ -357,6 +393,19 @@ class Dispatcher:
     def tools_call(self, params: JsonObject, ctx: Context) -> Any:
         name = require_str(params, "name")
         arguments = optional_object(params, "arguments")
+        if ctx.policy.tasks_extension:
+            tool = self.server.registry.tools.get(name)
+            support = tool.task_support if tool is not None else None
+            if support in ("optional", "required"):
+                if _has_tasks_extension(ctx):
+                    assert tool is not None
+                    if tool.task_start == "detach":
+                        ctx.detachable = True  # runs here until ctx.detach(), then as a task
+                        return self.server.call_tool(name, arguments, ctx)
+                    return self._start_task_v2(name, arguments, ctx)
+                if support == "required":
+                    raise _needs_tasks_extension(f"Tool '{name}' runs only as a task")
+            return self.server.call_tool(name, arguments, ctx)
         if ctx.policy.tasks:
             task = optional_object(params, "task")
             tool = self.server.registry.tools.get(name)
@@ -383,6 +432,47 @@ class Dispatcher:
 
         created = self.tasks.start(ctx.owner, task.get("ttl"), work())
         return {"task": created.to_json()}
+
+    def _start_task_v2(self, name: str, arguments: JsonObject | None, ctx: Context) -> JsonObject:
+        """The server decides to run the call as a task: answer a CreateTaskResult at once."""
+        detached = ctx.detached_copy()
+        detached.inputs = ctx.inputs  # answers given before detaching stay answered
+        store = self.tasks
+        holder: list[Task] = []
+
+        async def ask(questions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            return await store.ask(holder[0], questions)
+
+        detached.asker = ask
+
+        async def work() -> dict[str, Any]:
+            outcome = self.server.call_tool(name, arguments, detached)
+            result: dict[str, Any] = await outcome if isinstance(outcome, Coroutine) else outcome
+            return result
+
+        task = store.start("", None, work(), tool_errors_fail=False)
+        holder.append(task)
+        return {"resultType": "task", **task.to_v2_json()}
+
+    def _task_v2(self, params: JsonObject, ctx: Context) -> Task:
+        if not _has_tasks_extension(ctx):
+            raise _needs_tasks_extension("tasks/* needs the tasks extension")
+        return self.tasks.get("", params.get("taskId"))
+
+    def tasks_get_v2(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self._task_v2(params, ctx).detailed_v2_json()
+
+    def tasks_update(self, params: JsonObject, ctx: Context) -> JsonObject:
+        task = self._task_v2(params, ctx)
+        responses = params.get("inputResponses")
+        if not isinstance(responses, dict):
+            raise RpcError(INVALID_PARAMS, 'Invalid params: "inputResponses" must be an object')
+        self.tasks.update(task, responses)
+        return {}
+
+    def tasks_cancel_v2(self, params: JsonObject, ctx: Context) -> JsonObject:
+        self.tasks.cancel_quietly(self._task_v2(params, ctx))
+        return {}
 
     def tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
         return self.tasks.get(ctx.owner, params.get("taskId")).to_json()

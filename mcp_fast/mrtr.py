@@ -38,6 +38,10 @@ class InputRequired(BaseException):
     ``except Exception`` must not swallow it (it passes through Tasks and threads)."""
 
 
+class DetachRequested(BaseException):
+    """``await ctx.detach()`` in a tool that asks first and then runs as a task."""
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

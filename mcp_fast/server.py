@@ -94,6 +94,8 @@ class Tool:
     icons: list[dict[str, Any]] | None
     meta: dict[str, Any] | None
     task_support: TaskSupport | None = None
+    # "call": a task from the start; "detach": answer questions first, then ctx.detach().
+    task_start: Literal["call", "detach"] = "call"
     # Arguments mirrored into Mcp-Param-* headers (2026-07-28 x-mcp-header).
     header_params: tuple[tuple[str, bytes, str], ...] = ()
 
@@ -254,6 +256,7 @@ class MCPServer:
         inline: bool = False,
         meta: dict[str, Any] | None = None,
         task_support: TaskSupport | None = None,
+        task_start: Literal["call", "detach"] = "call",
     ) -> Callable[[F], F]:
         """Register a tool. Its input schema comes from the type hints, its
         description from the docstring (``Args:`` lines describe parameters).
@@ -280,6 +283,7 @@ class MCPServer:
                 inline=inline,
                 meta=meta,
                 task_support=task_support,
+                task_start=task_start,
             )
             return func
 
@@ -299,6 +303,7 @@ class MCPServer:
         inline: bool = False,
         meta: dict[str, Any] | None = None,
         task_support: TaskSupport | None = None,
+        task_start: Literal["call", "detach"] = "call",
     ) -> Tool:
         tool_name = name or func.__name__
         if input_schema is not None:
@@ -318,6 +323,7 @@ class MCPServer:
             icons=icons,
             meta=meta,
             task_support=task_support,
+            task_start=task_start,
             header_params=header_params(signature.input_schema),
         )
         self.registry.tools[tool_name] = tool

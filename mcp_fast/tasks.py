@@ -49,8 +49,12 @@ class Task:
     status_message: str | None = None
     result: dict[str, Any] | None = None  # the underlying request's result
     error: RpcError | None = None  # or its JSON-RPC error
+    tool_errors_fail: bool = True
     runner: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Tasks extension (2026-07-28): questions the task waits on, answered by tasks/update.
+    input_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    answers: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         task: dict[str, Any] = {
@@ -65,6 +69,34 @@ class Task:
             task["statusMessage"] = self.status_message
         return task
 
+    def to_v2_json(self) -> dict[str, Any]:
+        """The Task of the tasks extension: ttlMs/pollIntervalMs, results inlined by status."""
+        task: dict[str, Any] = {
+            "taskId": self.task_id,
+            "status": self.status,
+            "createdAt": _iso(self.created_at),
+            "lastUpdatedAt": _iso(self.updated_at),
+            "ttlMs": self.ttl_ms,
+            "pollIntervalMs": POLL_INTERVAL_MS,
+        }
+        if self.status_message is not None:
+            task["statusMessage"] = self.status_message
+        return task
+
+    def detailed_v2_json(self) -> dict[str, Any]:
+        """tasks/get: the task plus what its status has to show."""
+        detailed = self.to_v2_json()
+        if self.status == INPUT_REQUIRED:
+            detailed["inputRequests"] = dict(self.input_requests)
+        elif self.status == COMPLETED and self.result is not None:
+            detailed["result"] = self.result
+        elif self.status == FAILED:
+            if self.error is not None:
+                detailed["error"] = self.error.to_error_object()
+            elif self.result is not None:
+                detailed["result"] = self.result
+        return detailed
+
     @property
     def expired(self) -> bool:
         return time.time() > self.created_at + self.ttl_ms / 1000
@@ -77,9 +109,19 @@ class TaskStore:
         self._tasks: _BoundedMap = _BoundedMap(max_tasks)
         self.on_status: list[Any] = []  # callables (task) -> None
 
-    def start(self, owner: str, requested_ttl: object, work: Coroutine[Any, Any, dict[str, Any]]) -> Task:
+    def start(
+        self,
+        owner: str,
+        requested_ttl: object,
+        work: Coroutine[Any, Any, dict[str, Any]],
+        *,
+        tool_errors_fail: bool = True,
+    ) -> Task:
+        """Run ``work`` as a task. ``tool_errors_fail``: an isError result makes the task
+        failed (2025-11-25 tasks) rather than completed with that result (the extension)."""
         ttl = requested_ttl if type(requested_ttl) is int and requested_ttl > 0 else DEFAULT_TTL_MS
-        task = Task(secrets.token_urlsafe(12), owner, min(ttl, MAX_TTL_MS))
+        task = Task(secrets.token_urlsafe(16), owner, min(ttl, MAX_TTL_MS))
+        task.tool_errors_fail = tool_errors_fail
         self._tasks.put(task.task_id, task)
         task.runner = asyncio.get_running_loop().create_task(self._run(task, work))
         return task
@@ -95,7 +137,7 @@ class TaskStore:
             self._finish(task, FAILED, exc.message)
             return
         task.result = result
-        failed = result.get("isError") is True
+        failed = result.get("isError") is True and task.tool_errors_fail
         self._finish(task, FAILED if failed else COMPLETED, None)
 
     def _finish(self, task: Task, status: str, message: str | None) -> None:
@@ -131,6 +173,40 @@ class TaskStore:
         if task.runner is not None:
             task.runner.cancel()
         return task
+
+    # -- the tasks extension (2026-07-28) -------------------------------------------
+
+    async def ask(self, task: Task, questions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Input needed while the task runs: status input_required until tasks/update answers."""
+        loop = asyncio.get_running_loop()
+        for key, request in questions.items():
+            task.input_requests[key] = request
+            task.answers.setdefault(key, loop.create_future())
+        self.set_status(task, INPUT_REQUIRED)
+        try:
+            return {key: await task.answers[key] for key in questions}
+        finally:
+            for key in questions:
+                task.input_requests.pop(key, None)
+            if not task.input_requests and task.status == INPUT_REQUIRED:
+                self.set_status(task, WORKING)
+
+    def update(self, task: Task, responses: dict[str, Any]) -> None:
+        """tasks/update: answers for open questions; unknown or answered keys are ignored."""
+        for key, answer in responses.items():
+            future = task.answers.get(key)
+            if future is not None and not future.done() and key in task.input_requests:
+                future.set_result(answer)
+                del task.input_requests[key]  # answered: no longer asked on tasks/get
+        if not task.input_requests and task.status == INPUT_REQUIRED:
+            self.set_status(task, WORKING)
+
+    def cancel_quietly(self, task: Task) -> None:
+        """tasks/cancel of the extension: idempotent, also on a finished task."""
+        if task.status not in TERMINAL:
+            self._finish(task, CANCELLED, "The task was cancelled by request.")
+            if task.runner is not None:
+                task.runner.cancel()
 
     async def outcome(self, owner: str, task_id: object) -> dict[str, Any]:
         """tasks/result: wait for a terminal status, then what the request itself would have answered."""

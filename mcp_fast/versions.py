@@ -42,6 +42,10 @@ MODERN_METHODS: Final = frozenset(
         "prompts/list",
         "prompts/get",
         "completion/complete",
+        # The io.modelcontextprotocol/tasks extension (no tasks/result, no tasks/list).
+        "tasks/get",
+        "tasks/update",
+        "tasks/cancel",
     }
 )
 # 2026-07-28 basic/transports/streamable-http.mdx: HTTP status of a JSON-RPC error
@@ -101,6 +105,8 @@ class VersionPolicy:
     # elicitationId only in 2025-11-25.
     elicitation_modes: bool = False
     url_elicitation_ids: bool = False
+    # Tasks as the io.modelcontextprotocol/tasks extension: server-directed (2026-07-28).
+    tasks_extension: bool = False
     methods: frozenset[str] = LEGACY_METHODS
 
 
@@ -178,6 +184,7 @@ _POLICIES: Final[tuple[VersionPolicy, ...]] = (
         missing_capability=-32021,
         per_request_log_level=True,
         elicitation_modes=True,
+        tasks_extension=True,
         methods=MODERN_METHODS,
     ),
 )
