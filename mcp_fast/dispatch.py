@@ -519,11 +519,12 @@ class Dispatcher:
         registry = self.server.registry
         kind = ref.get("type")
         if kind == "ref/prompt":
-            if ref.get("name") not in registry.prompts:
+            name = ref.get("name")
+            if not isinstance(name, str) or name not in registry.prompts:
                 raise RpcError(INVALID_PARAMS, f"Invalid params: unknown prompt {ref.get('name')!r}")
         elif kind == "ref/resource":
             uri = ref.get("uri")
-            if uri not in registry.templates and uri not in registry.resources:
+            if not isinstance(uri, str) or (uri not in registry.templates and uri not in registry.resources):
                 raise RpcError(INVALID_PARAMS, f"Invalid params: unknown resource {uri!r}")
         else:
             raise RpcError(INVALID_PARAMS, 'Invalid params: "ref.type" must be ref/prompt or ref/resource')

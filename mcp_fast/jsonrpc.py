@@ -9,6 +9,7 @@ parser or validator text and no traceback ever reaches a client.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -140,11 +141,19 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
+    """orjson, or the standard library for what orjson refuses but JSON allows
+    (integers beyond 64 bits; nesting deeper than 255). Non-finite floats stay refused."""
+    try:
+        return orjson.dumps(value, default=_default)
+    except TypeError:
+        try:
+            return json.dumps(value, default=_default, allow_nan=False, separators=(",", ":")).encode()
+        except (ValueError, RecursionError) as exc:
+            raise TypeError(str(exc)) from None
 
 
 def encode_result(request_id: RequestId | None, result: Any) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, default=_default)
+    return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
 def encode_error(request_id: RequestId | None, error: RpcError, *, omit_null_id: bool = False) -> bytes:

@@ -17,11 +17,11 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, is_dataclass
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import pydantic
 import typing_extensions
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic.plugin._schema_validator import PluggableSchemaValidator
 from pydantic_core import SchemaValidator
 
@@ -36,6 +36,12 @@ _ARG_LINE = re.compile(r"^\s+(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 class Docstring:
     summary: str
     params: dict[str, str]
+
+
+def _integral_float(value: Any) -> Any:
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 def parse_docstring(func: Callable[..., Any]) -> Docstring:
@@ -121,6 +127,9 @@ def inspect_signature(
             if description
             else pydantic.Field(default=default)
         )
+        if annotation is int and strict:
+            # JSON Schema counts 1.0 as an integer (validation 6.1.1); strict pydantic would not.
+            annotation = Annotated[int, BeforeValidator(_integral_float)]
         fields[name] = (annotation, field_info)
     # The schema comes from a model (it carries defaults and descriptions); arguments
     # are validated against a TypedDict of the same fields, which yields the kwargs

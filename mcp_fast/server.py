@@ -16,6 +16,7 @@ import enum
 import functools
 import inspect
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from mcp_fast.content import Content, ToolError, ToolResult, is_content_block
 from mcp_fast.context import Context
 from mcp_fast.envelope import header_params
 from mcp_fast.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, RpcError
+from mcp_fast.jsonrpc import dumps as jsonrpc_dumps
 from mcp_fast.schema import (
     OutputSpec,
     Signature,
@@ -556,8 +558,11 @@ def tool_result(value: Any, output: OutputSpec | None, policy: VersionPolicy) ->
         structured = output.serializer(value)
         if output.wrap:
             structured = {"result": structured}
+        if _has_non_finite(structured):
+            # JSON has no NaN or infinity: the result could not match its outputSchema.
+            return _error_result("The tool produced a number JSON cannot represent (NaN or infinity)")
         # Backwards compatibility (2025-06-18 "Structured Content"): the same data as text.
-        text = orjson.dumps(structured).decode()
+        text = jsonrpc_dumps(structured).decode()
         result = {"content": [{"type": "text", "text": text}], "isError": False}
         if policy.structured_output:
             result["structuredContent"] = structured
@@ -567,6 +572,18 @@ def tool_result(value: Any, output: OutputSpec | None, policy: VersionPolicy) ->
     if not policy.structured_output:
         result.pop("structuredContent", None)
     return result
+
+
+def _has_non_finite(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_has_non_finite(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item, depth + 1) for item in value)
+    return False
 
 
 def _content_blocks(value: Any) -> list[Content] | list[dict[str, Any]]:

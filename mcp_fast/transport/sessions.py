@@ -45,7 +45,11 @@ def compact_claims(
         for key in _CLIENT_INFO_KEYS
         if isinstance(client_info.get(key), str)
     }
-    if len(orjson.dumps(capabilities)) > _MAX_CAPABILITIES_JSON:
+    try:
+        too_big = len(orjson.dumps(capabilities)) > _MAX_CAPABILITIES_JSON
+    except TypeError:  # nested deeper than orjson writes: certainly too much for a header
+        too_big = True
+    if too_big:
         capabilities = {key: {} for key in capabilities if key != "experimental"}
     return capabilities, info
 

@@ -177,6 +177,12 @@ class PostChannel:
             event = sse.encode_event(b"", event_id=priming_id(resumable.stream), retry_ms=resumable.retry_ms)
             self.responder.send_stream(event)
 
+    def open_stream(self) -> None:
+        self._start()
+
+    def emit(self, message: bytes) -> None:
+        self._emit(message)
+
     def _emit(self, message: bytes) -> None:
         """One message on the stream: stored when resumable, written when a client is attached."""
         resumable = self.resumable
@@ -753,9 +759,11 @@ class StreamableHTTP:
                 self.server_requests.resolve(message.id, message.raw)
         if not responses:
             responder.respond(202, NO_HEADERS, b"")
-        elif channel.streaming:
+        elif channel.streaming or not channel.json_ok:  # an SSE-only client gets SSE
+            if not channel.streaming:
+                channel.open_stream()
             for response in responses[:-1]:
-                responder.send_stream(sse.encode_message(response))
+                channel.emit(response)
             channel.finish(responses[-1])
         else:
             responder.respond(200, JSON_HEADERS, b"[" + b",".join(responses) + b"]")
