@@ -98,7 +98,9 @@ def add(a: int, b: Annotated[int, Field(description="the second addend")]) -> Su
 
 
 @server.tool(inline=True)
-def convert_temperature(value: float, unit: Literal["celsius", "fahrenheit"] = "celsius") -> float:
+def convert_temperature(
+    value: Annotated[float, Field(ge=-1e6, le=1e6)], unit: Literal["celsius", "fahrenheit"] = "celsius"
+) -> float:
     """Convert a temperature to the other unit."""
     return value * 9 / 5 + 32 if unit == "celsius" else (value - 32) * 5 / 9
 
