@@ -38,6 +38,17 @@ class Docstring:
     params: dict[str, str]
 
 
+def _accept_integral_floats(annotation: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer (validation 6.1.1); strict pydantic would not."""
+    if annotation is int:
+        return Annotated[int, BeforeValidator(_integral_float)]
+    if get_origin(annotation) is Annotated:
+        base, *metadata = get_args(annotation)
+        if base is int:
+            return Annotated[(int, *metadata, BeforeValidator(_integral_float))]
+    return annotation
+
+
 def _integral_float(value: Any) -> Any:
     if type(value) is float and value.is_integer():
         return int(value)
@@ -127,9 +138,8 @@ def inspect_signature(
             if description
             else pydantic.Field(default=default)
         )
-        if annotation is int and strict:
-            # JSON Schema counts 1.0 as an integer (validation 6.1.1); strict pydantic would not.
-            annotation = Annotated[int, BeforeValidator(_integral_float)]
+        if strict:
+            annotation = _accept_integral_floats(annotation)
         fields[name] = (annotation, field_info)
     # The schema comes from a model (it carries defaults and descriptions); arguments
     # are validated against a TypedDict of the same fields, which yields the kwargs
