@@ -2,6 +2,9 @@
 
     python bench/idle_streams.py [--streams 1000 10000] [--json bench/results/idle_streams.json]
 
+``bench/run.py`` runs this as its idle-stream workload (``--idle-streams``); run alone it is the
+same measurement without the rest of the benchmark.
+
 For each count N: start mcp_fast (JWT sessions, the demo app), initialize N sessions, open one
 GET stream per session and read its first bytes (so each stream is really open on the server),
 wait for the server to settle, and report (RSS with N streams - RSS before) / N. A stream costs a
@@ -67,10 +70,12 @@ async def open_stream(port: int, session_id: str) -> asyncio.StreamWriter:
     return writer
 
 
-async def measure(count: int) -> dict[str, float]:
+async def measure(count: int, *, python: str = sys.executable, cpus: str | None = None) -> dict[str, float]:
+    """Open ``count`` idle streams on a fresh mcp_fast; ``cpus`` pins it (``taskset -c``)."""
     port = free_port()
+    pin = ["taskset", "-c", cpus] if cpus else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "mcp_fast", "--port", str(port), "--log-level", "warning",
+        [*pin, python, "-m", "mcp_fast", "--port", str(port), "--log-level", "warning",
          "--session-secret", "idle-bench-secret", "--sse-keepalive", "3600"],
         cwd=ROOT,
         stderr=subprocess.DEVNULL,

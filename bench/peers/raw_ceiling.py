@@ -36,11 +36,14 @@ def _content_length(head: bytes) -> int:
 
 
 class RawProtocol(asyncio.Protocol):
-    __slots__ = ("buf", "transport")
+    __slots__ = ("buf", "need", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
+        # Bytes the request being received needs in total, once its head is known: a large body
+        # arriving in many reads is not rescanned for the head on each one.
+        self.need = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass; it has the same methods.
@@ -50,7 +53,7 @@ class RawProtocol(asyncio.Protocol):
         buf = self.buf
         buf += data
         transport = self.transport
-        if transport is None:
+        if transport is None or len(buf) < self.need:
             return
         out: list[bytes] = []
         while True:
@@ -65,7 +68,9 @@ class RawProtocol(asyncio.Protocol):
                 return
             start = end + 4
             if len(buf) < start + length:
+                self.need = start + length
                 break
+            self.need = 0
             try:
                 req = orjson.loads(memoryview(buf)[start : start + length])
                 message = req["params"]["arguments"]["message"]

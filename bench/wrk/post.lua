@@ -1,36 +1,68 @@
--- Headline workload: POST /mcp, JSON-RPC tools/call of `echo` {"message":"hello"}, HTTP/1.1 keep-alive.
+-- One POST, repeated on every keep-alive connection: the request comes from a file that
+-- bench/run.py writes, so the load test sends exactly the bytes the correctness check sent.
 --
--- Environment (all optional):
+-- Environment:
+--   BENCH_REQUEST     path of the request file (required): header lines "Name: value", an empty
+--                     line, then the body (any bytes, e.g. a 64 KiB JSON-RPC request)
 --   BENCH_PATH        request path (default /mcp)
---   BENCH_MESSAGE     echo argument (default hello)
 --   BENCH_STATUS_CB   "0" disables the per-response status callback (then only wrk's own
 --                     count of status >= 400 is available) -- for checking the callback's cost.
+--   BENCH_ID_MARK     if set, a string in the body (e.g. "__BENCH_ID__" with its quotes) that
+--                     each request replaces with a new integer id: requests in one MCP session
+--                     must not reuse an id (the server routes answers by id), so the session
+--                     workloads number their requests. Costs wrk a request string per request.
 --
 -- done() prints one line starting with "BENCH_JSON " followed by a JSON object; bench/run.py
 -- parses it. Latencies are in microseconds (wrk's unit).
 
+local request_file = assert(os.getenv("BENCH_REQUEST"), "BENCH_REQUEST is not set")
 local path = os.getenv("BENCH_PATH") or "/mcp"
-local message = os.getenv("BENCH_MESSAGE") or "hello"
 local count_status = os.getenv("BENCH_STATUS_CB") ~= "0"
+
+local f = assert(io.open(request_file, "rb"))
+local raw = f:read("*a")
+f:close()
+local sep = assert(raw:find("\n\n", 1, true), "request file: no empty line between headers and body")
 
 wrk.method = "POST"
 wrk.path = path
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-wrk.headers["MCP-Protocol-Version"] = "2025-06-18"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"'
-    .. message .. '"}}}'
+for line in raw:sub(1, sep - 1):gmatch("[^\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    assert(name, "request file: bad header line " .. line)
+    wrk.headers[name] = value
+end
+wrk.body = raw:sub(sep + 2)
+
+local id_mark = os.getenv("BENCH_ID_MARK")
+if id_mark and id_mark ~= "" then
+    local at = assert(wrk.body:find(id_mark, 1, true), "BENCH_ID_MARK not in the body")
+    local before, after = wrk.body:sub(1, at - 1), wrk.body:sub(at + #id_mark)
+    local next_id = 0
+    -- Ids unique across threads: setup() gives thread k the base k * 10^9.
+    function init(args)
+        non200 = 0
+        statuses = {}
+        next_id = id_base or 0
+    end
+    function request()
+        next_id = next_id + 1
+        return wrk.format(nil, nil, nil, before .. string.format("%d", next_id) .. after)
+    end
+end
 
 -- One Lua state per wrk thread; setup() runs in the main state and keeps a handle on each.
 local threads = {}
 
 function setup(thread)
     table.insert(threads, thread)
+    thread:set("id_base", #threads * 1000000000)
 end
 
-function init(args)
-    non200 = 0
-    statuses = {}
+if not init then
+    function init(args)
+        non200 = 0
+        statuses = {}
+    end
 end
 
 if count_status then
