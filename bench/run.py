@@ -250,7 +250,6 @@ WORKLOADS: dict[str, Workload] = {
             name="tools_call_echo_2026",
             description=f"the headline as a {MODERN_VERSION} request: _meta envelope, Mcp-Method/Mcp-Name, no session",
             modern=True,
-            pending={"mcp_fast": f"not yet: mcp_fast does not serve protocol {MODERN_VERSION} (issue 4)"},
         ),
         Workload(
             name="tools_list",
