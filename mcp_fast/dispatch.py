@@ -419,18 +419,19 @@ class Dispatcher:
                 raise RpcError(METHOD_NOT_FOUND, f"Tool '{name}' must be called as a task")
         return self.server.call_tool(name, arguments, ctx)
 
+    async def _tool_work(self, name: str, arguments: JsonObject | None, ctx: Context) -> dict[str, Any]:
+        """A tools/call as a task's work: call_tool answers at once or with a coroutine."""
+        outcome = self.server.call_tool(name, arguments, ctx)
+        result: dict[str, Any] = await outcome if isinstance(outcome, Coroutine) else outcome
+        return result
+
     def _start_task(
         self, name: str, arguments: JsonObject | None, task: JsonObject, ctx: Context
     ) -> JsonObject:
         """Answer at once with a CreateTaskResult; the tool runs on with a detached Context."""
         detached = ctx.detached_copy()
 
-        async def work() -> dict[str, Any]:
-            outcome = self.server.call_tool(name, arguments, detached)
-            result: dict[str, Any] = await outcome if isinstance(outcome, Coroutine) else outcome
-            return result
-
-        created = self.tasks.start(ctx.owner, task.get("ttl"), work())
+        created = self.tasks.start(ctx.owner, task.get("ttl"), self._tool_work(name, arguments, detached))
         return {"task": created.to_json()}
 
     def _start_task_v2(self, name: str, arguments: JsonObject | None, ctx: Context) -> JsonObject:
@@ -445,12 +446,7 @@ class Dispatcher:
 
         detached.asker = ask
 
-        async def work() -> dict[str, Any]:
-            outcome = self.server.call_tool(name, arguments, detached)
-            result: dict[str, Any] = await outcome if isinstance(outcome, Coroutine) else outcome
-            return result
-
-        task = store.start("", None, work(), tool_errors_fail=False)
+        task = store.start("", None, self._tool_work(name, arguments, detached), tool_errors_fail=False)
         holder.append(task)
         return {"resultType": "task", **task.to_v2_json()}
 

@@ -161,7 +161,7 @@ class PostChannel:
     def detached(self) -> SessionOutbound:
         return SessionOutbound(self.session_state)
 
-    def _start(self) -> None:
+    def open_stream(self) -> None:
         self.streaming = True
         assert self.responder is not None
         headers = SSE_HEADERS if self.extra_headers is None else [*SSE_HEADERS, *self.extra_headers]
@@ -177,13 +177,7 @@ class PostChannel:
             event = sse.encode_event(b"", event_id=priming_id(resumable.stream), retry_ms=resumable.retry_ms)
             self.responder.send_stream(event)
 
-    def open_stream(self) -> None:
-        self._start()
-
     def emit(self, message: bytes) -> None:
-        self._emit(message)
-
-    def _emit(self, message: bytes) -> None:
         """One message on the stream: stored when resumable, written when a client is attached."""
         resumable = self.resumable
         if resumable is not None:
@@ -195,8 +189,8 @@ class PostChannel:
 
     async def _send(self, message: bytes) -> None:
         if not self.streaming:
-            self._start()
-        self._emit(message)
+            self.open_stream()
+        self.emit(message)
         if self.responder is not None:
             await self.responder.drain()
 
@@ -211,8 +205,8 @@ class PostChannel:
         if not self.sse_ok:
             return
         if not self.streaming:
-            self._start()
-        self._emit(jsonrpc.encode_notification(method, params))
+            self.open_stream()
+        self.emit(jsonrpc.encode_notification(method, params))
 
     async def wait_closed(self) -> None:
         if self.responder is not None:
@@ -236,7 +230,7 @@ class PostChannel:
         # Without an event id the client could not resume, so always start with one.
         self.resumable.priming = True
         if not self.streaming:
-            self._start()
+            self.open_stream()
         self.responder.end_stream()
         self.responder = None
 
@@ -268,8 +262,8 @@ class PostChannel:
             self.responder.respond(status, headers, response)
             return
         if not self.streaming:
-            self._start()
-        self._emit(response)
+            self.open_stream()
+        self.emit(response)
         self._complete()
         if self.responder is not None:
             self.responder.end_stream()
