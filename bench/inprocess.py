@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""mcp_fast's own cost per request, in process: bytes in to bytes out, no sockets, no kernel.
+
+    python bench/inprocess.py [--workload echo|sse|session|modern|list|cached] [--requests 200000]
+
+The real ``HttpConnection`` (HTTP/1.1 parser, transport, dispatcher, handler, encoder, writer)
+is fed the exact bytes wrk sends on a keep-alive connection, one request per ``data_received``,
+with a stand-in transport that only counts the bytes written. What it leaves out is what the
+socket benchmark adds: the event loop's epoll and the kernel's TCP work (about 40 % of the
+server's time per request on loopback, see bench/README.md "Profile").
+
+A quick, repeatable figure for a code change: µs per request on this machine, and under
+``valgrind --tool=callgrind`` an instruction count that does not depend on what else the machine
+is doing (``--callgrind`` prints the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "peers")]
+
+from mcp_fast.app import build_http_server, install_event_loop  # noqa: E402
+from mcp_fast.config import Config, load_config  # noqa: E402
+from mcp_fast.net.connection import HttpConnection  # noqa: E402
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+
+
+class CountingTransport:
+    """Just enough of a uvloop TCPTransport for HttpConnection: keeps the last writes.
+
+    ``write``/``writelines`` are C methods (a bounded deque's), as uvloop's are, so the
+    stand-in adds next to nothing to the measured cost.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.out: deque[bytes] = deque(maxlen=64)
+        self.write = self.out.append
+        self.writelines = self.out.extend
+
+    def take(self) -> bytes:
+        """Everything written since the last call (up to the deque's bound)."""
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def request_bytes(workload: str, session_id: str | None = None) -> bytes:
+    params: dict[str, Any] = {"name": "echo", "arguments": {"message": "hello"}}
+    method = "tools/call"
+    headers = {
+        "Host": "127.0.0.1:8000",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": LEGACY,
+    }
+    if workload == "sse":
+        headers["Accept"] = "text/event-stream"
+    if workload == "list":
+        method, params = "tools/list", {}
+    if workload == "cached":
+        params = {"name": "cached_echo", "arguments": {"message": "hello"}}
+    if workload == "modern":
+        headers["MCP-Protocol-Version"] = MODERN
+        headers["Mcp-Method"] = method
+        headers["Mcp-Name"] = "echo"
+        params["_meta"] = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+    if session_id is not None:
+        headers["Mcp-Session-Id"] = session_id
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    head = "POST /mcp HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def initialize_bytes() -> bytes:
+    body = orjson.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}},
+        }
+    )
+    return (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+async def measure(config: Config, workload: str, requests: int) -> float:
+    http = build_http_server(_load_bench_app(), config)
+    connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, set())
+    transport = CountingTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    session_id = None
+    if workload == "session":
+        connection.data_received(initialize_bytes())
+        head = transport.take().split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"mcp-session-id:"):
+                session_id = line.split(b":", 1)[1].strip().decode()
+        assert session_id, "no session id in the initialize answer"
+    data = request_bytes(workload, session_id)
+    transport.take()
+    connection.data_received(data)
+    answer = transport.take()
+    ok = answer.startswith(b"HTTP/1.1 200 ") and b'"result"' in answer and b'"isError":true' not in answer
+    assert ok, answer[:600]
+    start = time.perf_counter()
+    for _ in range(requests):
+        connection.data_received(data)
+    elapsed = time.perf_counter() - start
+    return elapsed / requests * 1e6
+
+
+def _load_bench_app() -> Any:
+    import mcp_fast_app
+
+    return mcp_fast_app.server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workload", default="echo", choices=("echo", "sse", "session", "modern", "list", "cached")
+    )
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
+    parser.add_argument("--callgrind", action="store_true", help="print the callgrind command and exit")
+    args = parser.parse_args()
+    if args.callgrind:
+        print(
+            "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out "
+            f"{sys.executable} {__file__} --workload {args.workload} --requests 20000 --repeat 1"
+        )
+        return
+    flags = ["--log-level", "warning"]
+    if args.workload != "session":
+        flags.append("--stateless")
+    config = load_config(flags, {})
+    install_event_loop()
+    best = min(
+        asyncio.run(measure(config, args.workload, args.requests)) for _ in range(args.repeat)
+    )
+    print(f"{args.workload}: {best:.2f} µs per request (best of {args.repeat} x {args.requests})")
+
+
+if __name__ == "__main__":
+    main()
