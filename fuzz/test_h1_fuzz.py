@@ -763,11 +763,13 @@ def events_of(chunks: list[bytes], limits: H1Limits, eof: bool) -> list[tuple[ob
     out: list[tuple[object, ...]] = []
     continued = False
 
-    def drain() -> bool:
+    def drain(chunk: bytes | None = None) -> bool:
         nonlocal continued
         while True:
             try:
-                ev = conn.next_event()
+                # The server takes the first event with feed() (its fast path), then next_event().
+                ev = conn.feed(chunk) if chunk is not None else conn.next_event()
+                chunk = None
             except ProtocolError as exc:
                 out.append(("error", exc.status))
                 return False
@@ -791,8 +793,7 @@ def events_of(chunks: list[bytes], limits: H1Limits, eof: bool) -> list[tuple[ob
             out.append(norm_request(ev))
 
     for chunk in chunks:
-        conn.receive_data(chunk)
-        if not drain():
+        if not drain(chunk):
             return out
     if eof:
         conn.receive_data(b"")
@@ -881,11 +882,12 @@ def check_contract(chunks: list[bytes], limits: H1Limits, eof: bool) -> None:
     error: ProtocolError | None = None
     closed = False
 
-    def drain() -> None:
+    def drain(chunk: bytes | None = None) -> None:
         nonlocal error, closed
         for _ in range(1000):
             try:
-                ev = conn.next_event()
+                ev = conn.feed(chunk) if chunk is not None else conn.next_event()
+                chunk = None
             except ProtocolError as exc:
                 assert exc.status in ALLOWED_STATUSES, (exc.status, exc.reason)
                 assert isinstance(exc.reason, str) and exc.reason
@@ -914,8 +916,7 @@ def check_contract(chunks: list[bytes], limits: H1Limits, eof: bool) -> None:
         raise AssertionError("next_event never returned NEED_DATA")
 
     for chunk in chunks:
-        conn.receive_data(chunk)
-        drain()
+        drain(chunk)
         if error is not None or closed:
             break
     if eof:

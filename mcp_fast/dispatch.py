@@ -393,6 +393,9 @@ class Dispatcher:
     def tools_call(self, params: JsonObject, ctx: Context) -> Any:
         name = require_str(params, "name")
         arguments = optional_object(params, "arguments")
+        tool = self.server.registry.tools.get(name)
+        if tool is not None and tool.task_support is None and (not ctx.policy.tasks or "task" not in params):
+            return self.server.run_tool(tool, arguments, ctx)  # the common case: a plain call
         if ctx.policy.tasks_extension:
             tool = self.server.registry.tools.get(name)
             support = tool.task_support if tool is not None else None

@@ -453,6 +453,11 @@ class MCPServer:
         tool = self.registry.tools.get(name)
         if tool is None:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+        return self.run_tool(tool, arguments, ctx)
+
+    def run_tool(self, tool: Tool, arguments: Any, ctx: Context) -> Any:
+        """call_tool once the tool is known (the dispatcher looked it up already)."""
+        name = tool.name
         if arguments is None:
             arguments = {}
         validator = tool.signature.validator
@@ -552,6 +557,8 @@ def _error_result(message: str) -> dict[str, Any]:
 
 def tool_result(value: Any, output: OutputSpec | None, policy: VersionPolicy) -> dict[str, Any]:
     """Turn what a tool returned into a CallToolResult (server/tools, "Tool Result")."""
+    if type(value) is str and output is None:
+        return {"content": [{"type": "text", "text": value}], "isError": False}  # the common case
     if isinstance(value, ToolResult):
         result = value.to_json()
     elif output is not None:

@@ -78,11 +78,14 @@ def norm(req: Request) -> Ev:
     )
 
 
-def drain(conn: H1Connection, out: list[Ev], keep_continue: bool) -> bool:
-    """Pull events until NEED_DATA; False once the connection is finished."""
+def drain(conn: H1Connection, out: list[Ev], keep_continue: bool, chunk: bytes | None = None) -> bool:
+    """Pull events until NEED_DATA; False once the connection is finished.
+
+    With ``chunk``, the first event comes from ``feed(chunk)`` (what the server does)."""
     while True:
         try:
-            ev = conn.next_event()
+            ev = conn.feed(chunk) if chunk is not None else conn.next_event()
+            chunk = None
         except ProtocolError as exc:
             out.append(("error", exc.status))
             return False
@@ -111,8 +114,7 @@ def run(
     conn = H1Connection(limits)
     out: list[Ev] = []
     for chunk in chunks:
-        conn.receive_data(chunk)
-        if not drain(conn, out, keep_continue):
+        if not drain(conn, out, keep_continue, chunk):
             return out
     if eof:
         conn.receive_data(b"")

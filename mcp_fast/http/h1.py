@@ -230,6 +230,21 @@ def _field_line(line: bytes) -> tuple[bytes, bytes]:
     return kv
 
 
+def _fields(lines: list[bytes]) -> dict[bytes, bytes]:
+    """Field lines, parsed and cached; a repeated name's values joined with ", " in order
+    (RFC 9110 section 5.3)."""
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, value = _FIELD_CACHE.get(line) or _field_line(line)
+        if name in headers:
+            if name == b"host":
+                # RFC 9112 section 3.2: more than one Host -> 400.
+                raise ProtocolError(400, "multiple Host header fields")
+            value = headers[name] + b", " + value
+        headers[name] = value
+    return headers
+
+
 # ---------------------------------------------------------------------------
 # Field semantics
 
@@ -394,6 +409,37 @@ class H1Connection:
             self._src = b""
             self._pos = 0
 
+    def feed(self, data: bytes) -> Event:
+        """``receive_data(data)`` then ``next_event()``, in one call.
+
+        The common case -- nothing pending and ``data`` starts with a whole
+        request head -- goes straight to the head parser: no copy, no state
+        juggling. Everything else takes the general path.
+        """
+        if (
+            self._state == _IDLE
+            and not self._buf
+            and self._pos == len(self._src)
+            and type(data) is bytes
+            and data
+            and not self._eof
+            and _IS_TCHAR[data[0]]
+        ):
+            end = data.find(b"\r\n\r\n", 0, self._max_head)
+            if end >= 0:
+                # Nothing was pending, so the per-head state (_scan, _line_ok,
+                # _empty_lines) is still at rest: _parse_head may skip resetting it.
+                self._src = data
+                self._pos = 0
+                self._empty_lines = 0  # CRLFs skipped before this head (section 2.2) count no more
+                try:
+                    return self._parse_head(data, 0, end)
+                except ProtocolError as exc:
+                    self._fail(exc)
+                    raise
+        self.receive_data(data)
+        return self.next_event()
+
     # -- output --------------------------------------------------------------
 
     def next_event(self) -> Event:
@@ -514,6 +560,7 @@ class H1Connection:
                 # The head is complete: continue from an immutable copy.
                 self._src = src = bytes(buf)
                 buf.clear()
+                self._reset_head_state()
                 return self._parse_head(src, 0, end)
         src = self._src
         pos = self._pos
@@ -530,7 +577,14 @@ class H1Connection:
         end = src.find(b"\r\n\r\n", pos + self._scan, pos + self._max_head)
         if end < 0:
             return self._head_incomplete(src, pos)
+        self._reset_head_state()
         return self._parse_head(src, pos, end)
+
+    def _reset_head_state(self) -> None:
+        """The head is complete: what was remembered while it arrived is done with."""
+        self._scan = 0
+        self._line_ok = False
+        self._empty_lines = 0
 
     def _parse_head(self, src: bytes, pos: int, end: int) -> Event:
         """Parse the head ``src[pos:end + 4]`` (``end`` is where CRLFCRLF starts)."""
@@ -548,21 +602,16 @@ class H1Connection:
             raise ProtocolError(431, "too many header fields")
 
         # Field lines: lower-cased names, repeated fields joined with ", "
-        # (RFC 9110 section 5.3).
-        headers: dict[bytes, bytes] = {}
-        cache = _FIELD_CACHE
+        # (RFC 9110 section 5.3). Known lines come from the cache in one pass;
+        # a name seen twice shows as a dict shorter than the list of fields.
         del lines[0]
-        for line in lines:
-            kv = cache.get(line)
-            if kv is None:
-                kv = _field_line(line)
-            name, value = kv
-            if name in headers:
-                if name == b"host":
-                    # RFC 9112 section 3.2: more than one Host -> 400.
-                    raise ProtocolError(400, "multiple Host header fields")
-                value = headers[name] + b", " + value
-            headers[name] = value
+        try:
+            headers = dict(map(_FIELD_CACHE.__getitem__, lines))
+        except KeyError:
+            headers = _fields(lines)
+        else:
+            if len(headers) != len(lines):
+                headers = _fields(lines)
 
         if authority is not None:
             # RFC 9112 section 3.2.2: with an absolute-form target the Host
@@ -629,11 +678,7 @@ class H1Connection:
         self._pos = stop
         req = Request(method, target, path, headers, body, keep_alive, version)
         if keep_alive:
-            # _finish, inlined for the common case.
-            self._scan = 0
-            self._line_ok = False
-            self._empty_lines = 0
-            return req
+            return req  # _finish for the common case: the head state was reset before parsing
         return self._finish(req)
 
     def _start_body(self, req: Request, start: int, length: int) -> Event:

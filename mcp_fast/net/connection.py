@@ -79,7 +79,6 @@ class HttpConnection(asyncio.Protocol):
         "_processing",
         "_streaming",
         "_task",
-        "_timeout_of",
         "_timeouts",
         "_transport",
         "deadline",
@@ -96,11 +95,6 @@ class HttpConnection(asyncio.Protocol):
         self._app = app
         self._limits = limits
         self._timeouts = timeouts
-        self._timeout_of = {
-            Phase.IDLE: timeouts.keep_alive,
-            Phase.HEAD: timeouts.header,
-            Phase.BODY: timeouts.body,
-        }
         self._connections = connections
         self._core = h1.H1Connection(limits)
         self._loop = asyncio.get_event_loop()
@@ -127,13 +121,14 @@ class HttpConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._flow = FlowControl(self._transport, self._timeouts.write)
         self._connections.add(self)
-        self._set_phase(Phase.IDLE)
+        self._idle()
 
     def data_received(self, data: bytes) -> None:
-        self._core.receive_data(data)
         if self._current is None:
-            self._process()
-        elif self._core.buffered_bytes > _PIPELINE_BUFFER_LIMIT:
+            self._process(data)
+            return
+        self._core.receive_data(data)
+        if self._core.buffered_bytes > _PIPELINE_BUFFER_LIMIT:
             assert self._flow is not None
             self._flow.pause_reading(ReadPause.PIPELINE_FULL)
 
@@ -170,48 +165,68 @@ class HttpConnection(asyncio.Protocol):
     # -- request loop ------------------------------------------------------------
 
     def _set_phase(self, phase: Phase) -> None:
-        if phase is self.phase and phase is not Phase.IDLE:
+        """Waiting for the rest of a head (HEAD) or body (BODY): that phase's timeout runs."""
+        if phase is self.phase:
             return  # a slow client trickling bytes does not move its deadline
         self.phase = phase
-        if phase is Phase.BUSY:
-            self.deadline = _NEVER
-        else:
-            self.deadline = self._loop.time() + self._timeout_of[phase]
+        self.deadline = self._loop.time() + (
+            self._timeouts.header if phase is Phase.HEAD else self._timeouts.body
+        )
 
-    def _process(self) -> None:
-        """Pull and start requests until one is in flight or more bytes are needed."""
-        if self._processing or self._lost or self._transport is None:
+    def _idle(self) -> None:
+        """Between requests: the keep-alive timeout runs."""
+        self.phase = Phase.IDLE
+        self.deadline = self._loop.time() + self._timeouts.keep_alive
+
+    def _process(self, data: bytes | None = None) -> None:
+        """Pull and start requests until one is in flight or more bytes are needed.
+
+        ``data`` just arrived (the core takes it with its one-call fast path)."""
+        transport = self._transport
+        if self._processing or self._lost or transport is None:
+            if data is not None:
+                self._core.receive_data(data)
             return
-        assert self._flow is not None
+        flow = self._flow
+        assert flow is not None
+        core = self._core
         self._processing = True
         try:
-            while self._current is None and not self._transport.is_closing():
-                if self._flow.write_paused:
+            while self._current is None and not transport.is_closing():
+                if flow.write_paused:
                     # The peer does not read our answers: stop taking its requests.
-                    self._flow.pause_reading(ReadPause.WRITE_BLOCKED)
+                    if data is not None:
+                        core.receive_data(data)
+                    flow.pause_reading(ReadPause.WRITE_BLOCKED)
                     return
                 try:
-                    event = self._core.next_event()
+                    if data is None:
+                        event = core.next_event()
+                    else:
+                        event = core.feed(data)
+                        data = None
                 except ProtocolError as exc:
                     self._fail(exc.status, exc.reason)
                     return
                 if event is NEED_DATA:
-                    if self._core.in_body:
+                    if core.in_body:
                         self._set_phase(Phase.BODY)
-                    elif self._core.has_partial_head:
+                    elif core.has_partial_head:
                         self._set_phase(Phase.HEAD)
                     elif self.phase is not Phase.IDLE:
-                        self._set_phase(Phase.IDLE)
+                        self._idle()  # only empty lines came (RFC 9112 section 2.2)
                     return
                 if event is CONNECTION_CLOSED:
-                    self._transport.close()
+                    transport.close()
                     return
-                if isinstance(event, ContinueRequested):
-                    self._transport.write(h1.CONTINUE_RESPONSE)
+                if type(event) is ContinueRequested:
+                    transport.write(h1.CONTINUE_RESPONSE)
                     continue
-                assert isinstance(event, Request)
+                assert type(event) is Request
                 self._start(event)
-            self._flow.resume_reading(ReadPause.PIPELINE_FULL)
+            if data is not None:
+                core.receive_data(data)  # closing: the core drops or keeps it, as it sees fit
+            flow.resume_reading(ReadPause.PIPELINE_FULL)
         finally:
             self._processing = False
 
@@ -221,7 +236,8 @@ class HttpConnection(asyncio.Protocol):
         self._answered = False
         self._streaming = False
         self._keep_alive = request.keep_alive and not self._closing
-        self._set_phase(Phase.BUSY)
+        self.phase = Phase.BUSY  # no HTTP timeout while the application has the request
+        self.deadline = _NEVER
         try:
             pending = self._app(request, self)
             task = None if pending is None else start_eagerly(self._loop, pending)
@@ -263,7 +279,7 @@ class HttpConnection(asyncio.Protocol):
         if not self._keep_alive and self._transport is not None:
             self._transport.close()
         else:
-            self._set_phase(Phase.IDLE)
+            self._idle()
 
     def _fail(self, status: int, reason: str) -> None:
         """Answer a protocol error and close: the byte stream can't be trusted any more."""

@@ -555,7 +555,7 @@ class StreamableHTTP:
             return None
         header_policy = verdict.policy
         if (header_policy is not None and not header_policy.handshake) or (
-            type(body) is dict and is_modern(body.get("params"))
+            type(body) is dict and type(params := body.get("params")) is dict and is_modern(params)
         ):
             return self.post_modern(body, request, responder, verdict)
         if header_policy is None:
