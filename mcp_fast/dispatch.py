@@ -196,6 +196,38 @@ class Dispatcher:
             result = self.finalize(message.method, result)
         return _encode(message, result)
 
+    def plain_call(self, message: Message, policy: VersionPolicy) -> tuple[bytes, int | None] | None:
+        """A tools/call of a ``plain`` tool answered without a Context: the encoded response and
+        its error code (None for a result); None when the request is anything else (the general
+        path takes it, errors and all).
+
+        Most tool calls are plain functions with nothing to ask or report: for them a
+        Context would be built only to be thrown away.
+        """
+        params = message.params
+        if message.method != "tools/call" or params is None:
+            return None
+        name = params.get("name")
+        arguments = params.get("arguments")
+        if type(name) is not str or (arguments is not None and type(arguments) is not dict):
+            return None
+        tool = self.server.registry.tools.get(name)
+        if tool is None or not tool.plain or (policy.tasks and "task" in params):
+            return None
+        if not policy.handshake and ("requestState" in params or "inputResponses" in params):
+            return None  # 2026-07-28: the general path checks what came back from a round
+        try:
+            result: Any = self.server.run_plain_tool(tool, arguments, policy)
+        except RpcError as exc:
+            return jsonrpc.encode_error(message.id, exc), exc.code
+        except Exception:  # logged with its traceback; boundary, as in dispatch
+            logger.exception("internal error in %s", message.method)
+            error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error")
+            return jsonrpc.encode_error(message.id, error), error.code
+        if policy.result_type:
+            result = self.finalize(message.method, result)
+        return _encode(message, result), None
+
     async def _complete(self, message: Message, pending: Coroutine[Any, Any, Any], ctx: Context) -> bytes:
         try:
             result = await pending

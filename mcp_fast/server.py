@@ -100,6 +100,13 @@ class Tool:
     task_start: Literal["call", "detach"] = "call"
     # Arguments mirrored into Mcp-Param-* headers (2026-07-28 x-mcp-header).
     header_params: tuple[tuple[str, bytes, str], ...] = ()
+    # Called on the loop, takes no Context, never a task: such a call needs no Context at all.
+    plain: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plain = (
+            self.mode is RunMode.INLINE and self.signature.context_param is None and self.task_support is None
+        )
 
     def definition(self, policy: VersionPolicy) -> dict[str, Any]:
         """The tools/list entry, shaped for the version in force."""
@@ -457,17 +464,12 @@ class MCPServer:
 
     def run_tool(self, tool: Tool, arguments: Any, ctx: Context) -> Any:
         """call_tool once the tool is known (the dispatcher looked it up already)."""
-        name = tool.name
-        if arguments is None:
-            arguments = {}
-        validator = tool.signature.validator
+        if tool.plain:
+            return self.run_plain_tool(tool, arguments, ctx.policy)
         try:
-            kwargs = dict(arguments) if validator is None else validator.validate_python(arguments)
+            kwargs = _tool_arguments(tool, arguments)
         except pydantic.ValidationError as exc:
-            message = f"Invalid arguments for tool '{name}': {describe_validation_error(exc)}"
-            if ctx.policy.input_errors_as_tool_errors:
-                return _error_result(message)
-            raise RpcError(INVALID_PARAMS, message) from None
+            return _invalid_arguments(tool.name, exc, ctx.policy)
         if tool.signature.context_param is not None:
             kwargs[tool.signature.context_param] = ctx
         if tool.mode is not RunMode.INLINE:
@@ -475,8 +477,20 @@ class MCPServer:
         try:
             value = tool.func(**kwargs)
         except Exception as exc:  # noqa: BLE001 - logged with its traceback; the tool's own failure becomes an isError result
-            return _tool_failed(name, exc)
+            return _tool_failed(tool.name, exc)
         return tool_result(value, tool.output, ctx.policy)
+
+    def run_plain_tool(self, tool: Tool, arguments: Any, policy: VersionPolicy) -> dict[str, Any]:
+        """A ``plain`` tool (inline, no Context): validate, call, shape -- nothing else is needed."""
+        try:
+            kwargs = _tool_arguments(tool, arguments)
+        except pydantic.ValidationError as exc:
+            return _invalid_arguments(tool.name, exc, policy)
+        try:
+            value = tool.func(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - as in run_tool
+            return _tool_failed(tool.name, exc)
+        return tool_result(value, tool.output, policy)
 
     async def _run_tool(self, tool: Tool, kwargs: dict[str, Any], ctx: Context) -> dict[str, Any]:
         try:
@@ -542,6 +556,23 @@ def _tool_failed(name: str, exc: Exception) -> dict[str, Any]:
         return _error_result(str(exc))
     logger.error("tool %r raised", name, exc_info=exc)
     return _error_result(f"Tool '{name}' failed: {exc}")
+
+
+def _tool_arguments(tool: Tool, arguments: dict[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of a call (a fresh dict: the caller may add the Context)."""
+    validator = tool.signature.validator
+    if validator is None:
+        return {} if arguments is None else dict(arguments)
+    kwargs: dict[str, Any] = validator.validate_python({} if arguments is None else arguments)
+    return kwargs
+
+
+def _invalid_arguments(name: str, exc: pydantic.ValidationError, policy: VersionPolicy) -> dict[str, Any]:
+    """Arguments that fail the schema: an isError result (2025-11-25 on), -32602 before."""
+    message = f"Invalid arguments for tool '{name}': {describe_validation_error(exc)}"
+    if policy.input_errors_as_tool_errors:
+        return _error_result(message)
+    raise RpcError(INVALID_PARAMS, message) from None
 
 
 def _validate(signature: Signature, arguments: dict[str, Any]) -> dict[str, Any]:

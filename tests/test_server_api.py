@@ -278,6 +278,71 @@ def test_tool_failures_become_is_error_results(caplog: pytest.LogCaptureFixture)
     assert answer["error"] == {"code": -32602, "message": "custom protocol error"}
 
 
+def _modern_post(server: MCPServer, name: str, arguments: dict[str, Any]) -> Recorder:
+    """A 2026-07-28 tools/call through the transport (envelope in _meta, routing headers)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    message = {
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": name, "arguments": arguments, "_meta": meta},
+    }  # fmt: skip
+    request = Request(
+        method=b"POST", target=b"/mcp", path=b"/mcp",
+        headers={
+            b"host": b"127.0.0.1", b"content-type": b"application/json",
+            b"accept": b"application/json, text/event-stream",
+            b"mcp-protocol-version": b"2026-07-28", b"mcp-method": b"tools/call",
+            b"mcp-name": name.encode(),
+        },
+        body=orjson.dumps(message), keep_alive=True,
+    )  # fmt: skip
+    recorder = Recorder()
+    assert StreamableHTTP(server)(request, recorder) is None  # a plain tool answers at once
+    return recorder
+
+
+def test_plain_tools_answer_like_the_general_path_in_every_era() -> None:
+    """An inline tool without Context takes the no-Context path; its answers must be the ones
+    a Context-taking twin gets, in every version: results, invalid arguments (-32602 before
+    2025-11-25, isError from it on), the tool's own RpcError (2026: its HTTP status)."""
+    server = MCPServer("t")
+
+    @server.tool(inline=True)
+    def plain(n: int) -> str:
+        """p"""
+        if n < 0:
+            raise RpcError(-32602, "n must not be negative")
+        return str(n)
+
+    @server.tool(inline=True)
+    def general(n: int, ctx: Context) -> str:
+        """g"""
+        if n < 0:
+            raise RpcError(-32602, "n must not be negative")
+        return str(n)
+
+    assert server.registry.tools["plain"].plain and not server.registry.tools["general"].plain
+    for version in ("2025-03-26", "2025-06-18", "2025-11-25"):
+        for arguments in ({"n": 3}, {"n": "3"}, {"n": -1}, {}):
+            answers = [
+                post(server, "tools/call", {"name": name, "arguments": arguments}, version).body
+                for name in ("plain", "general")
+            ]
+            assert answers[0] == answers[1].replace(b"'general'", b"'plain'"), (version, arguments)
+    assert "error" in post(server, "tools/call", {"name": "plain", "arguments": {"n": "3"}}, "2025-06-18").messages()[-1]
+    for arguments in ({"n": 3}, {"n": "3"}, {"n": -1}):
+        plain_answer, general_answer = (_modern_post(server, name, arguments) for name in ("plain", "general"))
+        assert plain_answer.status == general_answer.status, arguments
+        assert plain_answer.body == general_answer.body.replace(b"'general'", b"'plain'"), arguments
+    refused = _modern_post(server, "plain", {"n": -1})
+    assert refused.status == 400 and orjson.loads(refused.body)["error"]["code"] == -32602
+    ok = orjson.loads(_modern_post(server, "plain", {"n": 5}).body)["result"]
+    assert ok["resultType"] == "complete" and ok["content"] == [{"type": "text", "text": "5"}]
+    assert "io.modelcontextprotocol/serverInfo" in ok["_meta"]
+
+
 def test_tool_result_and_content_passthrough() -> None:
     server = MCPServer("t")
 

@@ -589,6 +589,10 @@ class StreamableHTTP:
             channel.resumable = self._resumable(session, policy)
             channel.session_state = self.state_of(session)
         if message.kind is Kind.REQUEST:
+            plain = self.dispatcher.plain_call(message, policy)
+            if plain is not None:
+                channel.finish(plain[0])
+                return None
             ctx = self._context(message, policy, channel, session)
             if ctx.session is not None:
                 ctx.session.inflight[message.id] = ctx  # type: ignore[index]
@@ -695,6 +699,10 @@ class StreamableHTTP:
             return None
         channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
         channel.error_status = policy.error_status
+        plain = self.dispatcher.plain_call(message, policy)
+        if plain is not None:
+            channel.finish(*plain)
+            return None
         ctx = Context(
             self.server,
             message.id,
