@@ -984,6 +984,29 @@ def test_in_body_and_has_partial_head() -> None:
     assert not conn.in_body and not conn.has_partial_head and conn.buffered_bytes == 0
 
 
+def test_at_rest_only_when_next_event_would_wait_for_bytes() -> None:
+    """The server skips next_event() when the core is at rest; it must be exactly then."""
+    get = head(b"GET / HTTP/1.1", b"Host: a")
+    conn = H1Connection()
+    assert conn.at_rest
+    ev = conn.feed(get)
+    assert isinstance(ev, Request) and conn.at_rest
+    assert conn.next_event() is NEED_DATA
+    ev = conn.feed(get + get[:5])  # a second request under way
+    assert isinstance(ev, Request) and not conn.at_rest
+    assert conn.next_event() is NEED_DATA and not conn.at_rest
+    conn.receive_data(get[5:])
+    assert isinstance(conn.next_event(), Request) and conn.at_rest
+    conn.receive_data(b"")  # EOF: next_event has CONNECTION_CLOSED to report
+    assert not conn.at_rest and conn.next_event() is CONNECTION_CLOSED
+    body = H1Connection()
+    assert body.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na") is NEED_DATA
+    assert not body.at_rest
+    closing = H1Connection()
+    assert isinstance(closing.feed(head(b"GET / HTTP/1.1", b"Host: a", b"Connection: close")), Request)
+    assert not closing.at_rest and closing.next_event() is CONNECTION_CLOSED
+
+
 def test_in_body_for_chunked() -> None:
     conn = H1Connection()
     conn.receive_data(CHUNKED_HEAD + b"3\r\nab")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,6 +295,23 @@ def test_keep_alive_and_pipelining_keep_order(server: RunningServer) -> None:
     assert first.sse_messages()[-1]["id"] == 1
     assert second.json()["id"] == 2 and second.json()["result"]["content"][0]["text"] == "second"
     assert third.json() == {"jsonrpc": "2.0", "id": 3, "result": {}}
+
+
+def test_pipelined_requests_beyond_the_buffer_limit_all_get_answers(server: RunningServer) -> None:
+    """While a slow request runs, the server stops reading once 256 KiB of further pipelined
+    requests wait; when it has answered those it must read again (regression: it stayed paused
+    and the client hung)."""
+    slow = rpc_bytes("tools/call", {"name": "slow_report", "arguments": {"seconds": 0.3}}, request_id=0)
+    pings = [rpc_bytes("ping", request_id=n) for n in range(1, 4001)]
+    assert sum(map(len, pings)) > 2 * 256 * 1024
+    with RawClient(server.port, timeout=20) as client:
+        sender = threading.Thread(target=client.send, args=(slow + b"".join(pings),), daemon=True)
+        sender.start()
+        first = client.read_response()
+        ids = [client.read_response().json()["id"] for _ in pings]
+        sender.join(timeout=20)
+    assert first.sse_messages()[-1]["id"] == 0 if first.headers["content-type"] == "text/event-stream" else first.json()["id"] == 0
+    assert ids == list(range(1, 4001))
 
 
 def test_chunked_request_body(server: RunningServer) -> None:

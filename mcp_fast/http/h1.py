@@ -380,6 +380,11 @@ class H1Connection:
         return self._state == _IDLE and (bool(self._buf) or self._pos < len(self._src))
 
     @property
+    def at_rest(self) -> bool:
+        """Nothing to parse: no pending bytes, no message under way, no EOF to report."""
+        return self._state == _IDLE and not self._eof and not self._buf and self._pos == len(self._src)
+
+    @property
     def buffered_bytes(self) -> int:
         """Received bytes not yet consumed (decoded chunk data is not counted)."""
         return len(self._buf) + len(self._src) - self._pos

@@ -208,6 +208,11 @@ class HttpConnection(asyncio.Protocol):
                 except ProtocolError as exc:
                     self._fail(exc.status, exc.reason)
                     return
+                if type(event) is Request:
+                    self._start(event)
+                    if self._current is None and core.at_rest:
+                        break  # answered at once, nothing more arrived: the common case
+                    continue
                 if event is NEED_DATA:
                     if core.in_body:
                         self._set_phase(Phase.BODY)
@@ -215,18 +220,18 @@ class HttpConnection(asyncio.Protocol):
                         self._set_phase(Phase.HEAD)
                     elif self.phase is not Phase.IDLE:
                         self._idle()  # only empty lines came (RFC 9112 section 2.2)
-                    return
+                    break
                 if event is CONNECTION_CLOSED:
                     transport.close()
                     return
-                if type(event) is ContinueRequested:
-                    transport.write(h1.CONTINUE_RESPONSE)
-                    continue
-                assert type(event) is Request
-                self._start(event)
+                assert type(event) is ContinueRequested
+                transport.write(h1.CONTINUE_RESPONSE)
             if data is not None:
                 core.receive_data(data)  # closing: the core drops or keeps it, as it sees fit
-            flow.resume_reading(ReadPause.PIPELINE_FULL)
+            if flow.reading_paused:
+                # Whatever waited behind the request in flight has been taken (or a request
+                # is in flight again, and data_received pauses anew if too much waits).
+                flow.resume_reading(ReadPause.PIPELINE_FULL)
         finally:
             self._processing = False
 

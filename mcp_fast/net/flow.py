@@ -24,13 +24,24 @@ class ReadPause(Flag):
 
 
 class FlowControl:
-    __slots__ = ("_closed", "_drain_waiters", "_reasons", "_transport", "_write_paused", "_write_timeout")
+    __slots__ = (
+        "_closed",
+        "_drain_waiters",
+        "_reasons",
+        "_transport",
+        "_write_timeout",
+        "reading_paused",
+        "write_paused",
+    )
 
     def __init__(self, transport: asyncio.Transport, write_timeout: float = 30.0) -> None:
         self._transport = transport
         self._write_timeout = write_timeout
         self._reasons = ReadPause.NONE
-        self._write_paused = False
+        # Plain attributes, read on every request (a property would cost a call): read-only
+        # outside this class.
+        self.reading_paused = False
+        self.write_paused = False
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
@@ -41,6 +52,7 @@ class FlowControl:
             return
         if not self._reasons:
             self._transport.pause_reading()
+            self.reading_paused = True
         self._reasons |= reason
 
     def resume_reading(self, reason: ReadPause) -> None:
@@ -49,19 +61,16 @@ class FlowControl:
         self._reasons &= ~reason
         if not self._reasons:
             self._transport.resume_reading()
+            self.reading_paused = False
 
     # -- writing ---------------------------------------------------------------
 
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
     def on_pause_writing(self) -> None:
         """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark."""
-        self._write_paused = True
+        self.write_paused = True
 
     def on_resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         self._wake_writers()
 
     async def drain(self) -> None:
@@ -71,7 +80,7 @@ class FlowControl:
         so a client that stopped reading cannot hold a producer (and its
         buffered output) forever.
         """
-        if not self._write_paused or self._closed:
+        if not self.write_paused or self._closed:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -95,7 +104,7 @@ class FlowControl:
     def on_connection_lost(self) -> None:
         """Writers waiting for a gone peer go on (their output is dropped)."""
         self._closed = True
-        self._write_paused = False
+        self.write_paused = False
         self._wake_writers()
 
     def _wake_writers(self) -> None:
