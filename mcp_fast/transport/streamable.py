@@ -23,10 +23,10 @@ from mcp_fast import jsonrpc
 from mcp_fast.context import Context, ServerRequests, SessionState
 from mcp_fast.dispatch import Dispatcher
 from mcp_fast.envelope import (
+    PROTOCOL_VERSION_KEY,
     check_header_params,
     check_headers,
     check_version,
-    is_modern,
     read_envelope,
     unsupported_version,
 )
@@ -519,6 +519,16 @@ class StreamableHTTP:
             self._states.put(session.id, state)
         return state
 
+    def _channel(
+        self, responder: Responder, verdict: Accepted, session: Session | None, policy: VersionPolicy
+    ) -> PostChannel:
+        """The answer channel of a request; in a session its SSE stream is resumable."""
+        channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
+        if session is not None:
+            channel.resumable = self._resumable(session, policy)
+            channel.session_state = self.state_of(session)
+        return channel
+
     def _context(
         self,
         message: jsonrpc.Message,
@@ -555,14 +565,16 @@ class StreamableHTTP:
             return None
         header_policy = verdict.policy
         if (header_policy is not None and not header_policy.handshake) or (
-            type(body) is dict and type(params := body.get("params")) is dict and is_modern(params)
+            type(body) is dict
+            and type(params := body.get("params")) is dict
+            and type(meta := params.get("_meta")) is dict
+            and PROTOCOL_VERSION_KEY in meta  # the request speaks the 2026 envelope
         ):
             return self.post_modern(body, request, responder, verdict)
         if header_policy is None:
             error = unsupported_version(verdict.version_text)
             _rpc_error(responder, 400, error)
             return None
-        channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
         session: Session | None = None
         policy = header_policy
         if type(body) is list:
@@ -571,6 +583,7 @@ class StreamableHTTP:
                 if session is None:
                     return None
                 policy = POLICIES[session.protocol_version]
+            channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
             return self.post_batch(body, policy, channel, session)
         try:
             message = jsonrpc.parse_message(body)
@@ -578,7 +591,7 @@ class StreamableHTTP:
             _rpc_error(responder, 400, exc, exc.request_id)
             return None
         if message.kind is Kind.REQUEST and message.method == "initialize":
-            return self.initialize(message, policy, channel)
+            return self.initialize(message, policy, PostChannel(responder, verdict.json_ok, verdict.sse_ok))
         if self.sessions is not None:
             session = self._session(request, responder, message.id)
             if session is None:
@@ -586,13 +599,15 @@ class StreamableHTTP:
             # Within a session the negotiated version rules, whatever the header
             # says (a client may send any supported version there).
             policy = POLICIES[session.protocol_version]
-            channel.resumable = self._resumable(session, policy)
-            channel.session_state = self.state_of(session)
         if message.kind is Kind.REQUEST:
             plain = self.dispatcher.plain_call(message, policy)
             if plain is not None:
-                channel.finish(plain[0])
+                if verdict.json_ok:
+                    responder.respond(200, JSON_HEADERS, plain[0])  # PostChannel.finish, JSON case
+                else:
+                    self._channel(responder, verdict, session, policy).finish(plain[0])
                 return None
+            channel = self._channel(responder, verdict, session, policy)
             ctx = self._context(message, policy, channel, session)
             if ctx.session is not None:
                 ctx.session.inflight[message.id] = ctx  # type: ignore[index]
