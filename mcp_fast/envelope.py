@@ -47,7 +47,7 @@ TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 _SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
 class Envelope:
     version: str
     capabilities: dict[str, Any]
@@ -63,11 +63,12 @@ def read_envelope(params: dict[str, Any] | None) -> Envelope:
             INVALID_PARAMS,
             f"Invalid params: _meta with {PROTOCOL_VERSION_KEY} and {CLIENT_CAPABILITIES_KEY} is required",
         )
-    missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
-    if missing:
-        raise RpcError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
-    version = meta[PROTOCOL_VERSION_KEY]
-    capabilities = meta[CLIENT_CAPABILITIES_KEY]
+    version = meta.get(PROTOCOL_VERSION_KEY)
+    capabilities = meta.get(CLIENT_CAPABILITIES_KEY)
+    if version is None or capabilities is None:
+        missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
+        if missing:
+            raise RpcError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
     if type(version) is not str:
         raise RpcError(INVALID_PARAMS, f"Invalid params: {PROTOCOL_VERSION_KEY} must be a string")
     if type(capabilities) is not dict:
