@@ -17,10 +17,10 @@ is doing (``--callgrind`` prints the command).
 from __future__ import annotations
 
 import argparse
-from collections import deque
 import asyncio
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from mcp_fast.cache import ResultCache
 from mcp_fast.config import Config
 from mcp_fast.http.h1 import H1Limits
 from mcp_fast.net.connection import Timeouts
@@ -80,6 +81,7 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             keepalive_interval=config.sse_keepalive,
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
+            cache=ResultCache(config.cache_size, config.cache_max_bytes) if config.cache_size > 0 else None,
         ),
     )
     settings = NetSettings(

@@ -70,6 +70,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("keepalive_timeout", float, 75.0, "seconds an idle keep-alive connection stays open"),
     Option("shutdown_timeout", float, 10.0, "seconds to let requests finish on SIGTERM"),
     Option("backlog", int, 2048, "listen backlog"),
+    Option(
+        "cache_size",
+        int,
+        10_000,
+        "results the in-process cache keeps (tools/resources declared with cache_ttl, lists); 0: off",
+    ),
+    Option("cache_max_bytes", _size, 64 << 20, "bytes the result cache may hold, e.g. 64M"),
     Option("workers", int, 1, "processes serving the port (pre-forked, SO_REUSEPORT); one core each"),
     Option(
         "allowed_origins",
@@ -130,6 +137,8 @@ class Config:
     keepalive_timeout: float
     shutdown_timeout: float
     backlog: int
+    cache_size: int
+    cache_max_bytes: int
     workers: int
     allowed_origins: list[str]
     allowed_hosts: list[str]

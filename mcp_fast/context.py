@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
+from mcp_fast.cache import CacheSlot
 from mcp_fast.jsonrpc import RequestId, RpcError, encode_request
 from mcp_fast.mrtr import DetachRequested, InputRequired, InputRound, check_answer
 from mcp_fast.versions import VersionPolicy
@@ -144,6 +145,7 @@ class Context:
         "_outbound",
         "_server_requests",
         "asker",
+        "cache_slot",
         "cancelled",
         "client_capabilities",
         "client_info",
@@ -190,6 +192,7 @@ class Context:
         self.asker: Callable[[dict[str, dict[str, Any]]], Awaitable[dict[str, Any]]] | None = None
         self.task: asyncio.Task[Any] | None = None  # the handler's Task, for cancellation
         self.cancelled = False
+        self.cache_slot: CacheSlot | None = None  # a cacheable request's result goes there
 
     @property
     def protocol_version(self) -> str:

@@ -62,6 +62,17 @@ def echo(message: str) -> str:
     return message
 
 
+@server.tool(annotations={"readOnlyHint": True}, cache_ttl=60, cache_scope="public")
+async def slow_square(n: int) -> int:
+    """Square a number, slowly (0.2 s) the first time: the result cache answers repeats for 60 s.
+
+    Args:
+        n: the number to square
+    """
+    await asyncio.sleep(0.2)
+    return n * n
+
+
 @server.tool(
     input_schema={
         "type": "object",

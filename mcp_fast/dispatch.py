@@ -15,7 +15,10 @@ from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any, Final
 
+import orjson
+
 from mcp_fast import jsonrpc
+from mcp_fast.cache import NO_EXPIRY, CacheSlot, ResultCache
 from mcp_fast.context import LOG_LEVELS, Context
 from mcp_fast.envelope import TASKS_EXTENSION
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
@@ -50,6 +53,13 @@ CACHEABLE_METHODS: Final = frozenset(
     }
 )
 _CURSOR_PREFIX: Final = b"mcp_fast:"
+# List methods and the registry kind (list_changed name) each lists.
+LIST_KINDS: Final = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "prompts/list": "prompts",
+}
 
 
 def require_str(params: JsonObject, key: str) -> str:
@@ -122,9 +132,22 @@ class Dispatcher:
     """Routes requests and notifications of every 2025-era version to their method."""
 
     def __init__(
-        self, server: MCPServer, *, page_size: int = 100, state_codec: StateCodec | None = None
+        self,
+        server: MCPServer,
+        *,
+        page_size: int = 100,
+        state_codec: StateCodec | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.server = server
+        self.cache = cache
+        # The methods whose requests may be answered from the cache (from_cache); empty
+        # without a cache, so other requests pay one set lookup.
+        self.cached_methods: frozenset[str] = frozenset()
+        self._refresh_cached_methods()
+        server.on_list_changed(self._registry_changed)
+        server.on_resource_updated(self._resource_updated)
+        server.on_invalidate(self._invalidate)
         self.page_size = page_size
         self.state_codec = state_codec or StateCodec()
         self._list_cache: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
@@ -166,6 +189,117 @@ class Dispatcher:
             impls = {**self.methods, **extension_methods} if policy.tasks_extension else self.methods
             self._tables[version] = {name: impl for name, impl in impls.items() if name in policy.methods}
 
+    # -- the result cache ----------------------------------------------------
+
+    def _refresh_cached_methods(self) -> None:
+        if self.cache is None:
+            return
+        registry = self.server.registry
+        methods = set(LIST_KINDS)
+        if any(tool.cache_ttl is not None for tool in registry.tools.values()):
+            methods.add("tools/call")
+        resources = (*registry.resources.values(), *registry.templates.values())
+        if any(resource.cache_ttl is not None for resource in resources):
+            methods.add("resources/read")
+        self.cached_methods = frozenset(methods)
+
+    def _registry_changed(self, kind: str) -> None:
+        """A tool, resource or prompt came or went: its lists, and what it answered, are stale."""
+        if self.cache is not None:
+            self.cache.invalidate("list:" + kind)
+            if kind == "tools":
+                self.cache.invalidate_prefix("tool:")
+            elif kind == "resources":
+                self.cache.invalidate_prefix("uri:")
+        self._refresh_cached_methods()
+
+    def _resource_updated(self, uri: str) -> None:
+        if self.cache is not None:
+            self.cache.invalidate("uri:" + uri)
+
+    def _invalidate(self, tool: str | None, uri: str | None) -> None:
+        if self.cache is None:
+            return
+        if tool is None and uri is None:
+            self.cache.clear()
+        if tool is not None:
+            self.cache.invalidate("tool:" + tool)
+        if uri is not None:
+            self.cache.invalidate("uri:" + uri)
+
+    def from_cache(
+        self, message: Message, policy: VersionPolicy, identity: Callable[[], str | None]
+    ) -> bytes | CacheSlot | None:
+        """For a method in ``cached_methods``: the response from the cache (a hit), where its
+        result is to be kept (a miss), or None when this request is not cacheable.
+
+        ``identity`` names the caller, asked only for a ``private`` result (None: anonymous,
+        nothing private is cached for it).
+        """
+        assert self.cache is not None
+        params = message.params or EMPTY_PARAMS
+        method = message.method
+        if not policy.handshake and ("requestState" in params or "inputResponses" in params):
+            return None  # retries of an input-required round are never cached (caching.mdx)
+        target = ""
+        arguments = b""
+        if method == "tools/call":
+            name = params.get("name")
+            if type(name) is not str:
+                return None
+            tool = self.server.registry.tools.get(name)
+            if tool is None or tool.cache_ttl is None or "task" in params:
+                return None
+            try:
+                arguments = orjson.dumps(params.get("arguments"), option=orjson.OPT_SORT_KEYS)
+            except TypeError:  # beyond 64-bit integers, say: not worth a key
+                return None
+            target, ttl, scope, tag = name, tool.cache_ttl, tool.cache_scope, "tool:" + name
+        elif method == "resources/read":
+            uri = params.get("uri")
+            if type(uri) is not str:
+                return None
+            try:
+                resource, _ = self.server.find_resource(uri, policy.resource_not_found)
+            except RpcError:
+                return None  # the general path answers the error
+            if resource.cache_ttl is None:
+                return None
+            target, ttl, scope, tag = uri, resource.cache_ttl, resource.cache_scope, "uri:" + uri
+        else:
+            cursor = params.get("cursor")
+            if cursor is not None and type(cursor) is not str:
+                return None
+            arguments = b"" if cursor is None else cursor.encode()
+            ttl, scope, tag = NO_EXPIRY, "public", "list:" + LIST_KINDS[method]
+        who = ""
+        if scope == "private":
+            caller = identity()
+            if caller is None:
+                return None
+            who = caller
+        key = (policy.version, method, target, arguments, who)
+        value = self.cache.get(key)
+        if value is not None:
+            return jsonrpc.encode_result(message.id, orjson.Fragment(value))
+        return CacheSlot(key, ttl, tag)
+
+    def _encode_kept(self, message: Message, result: Any, slot: CacheSlot) -> bytes:
+        """Encode a result; a complete, successful one of a cacheable request is kept too."""
+        if (
+            type(result) is not dict
+            or result.get("isError") is True
+            or result.get("resultType", "complete") != "complete"
+        ):
+            return _encode(message, result)
+        try:
+            value = jsonrpc.dumps(result)
+        except TypeError:
+            return _encode(message, result)  # which logs it and answers the error
+        assert self.cache is not None
+        self.cache.put(slot.key, value, slot.ttl, slot.tag)
+        return jsonrpc.encode_result(message.id, orjson.Fragment(value))
+
     # -- entry points --------------------------------------------------------
 
     def dispatch(self, message: Message, ctx: Context) -> bytes | Coroutine[Any, Any, bytes]:
@@ -194,9 +328,13 @@ class Dispatcher:
             return self._complete(message, result, ctx)
         if ctx.policy.result_type:
             result = self.finalize(message.method, result)
-        return _encode(message, result)
+        if ctx.cache_slot is None:
+            return _encode(message, result)
+        return self._encode_kept(message, result, ctx.cache_slot)
 
-    def plain_call(self, message: Message, policy: VersionPolicy) -> tuple[bytes, int | None] | None:
+    def plain_call(
+        self, message: Message, policy: VersionPolicy, slot: CacheSlot | None = None
+    ) -> tuple[bytes, int | None] | None:
         """A tools/call of a ``plain`` tool answered without a Context: the encoded response and
         its error code (None for a result); None when the request is anything else (the general
         path takes it, errors and all).
@@ -226,7 +364,9 @@ class Dispatcher:
             return jsonrpc.encode_error(message.id, error), error.code
         if policy.result_type:
             result = self.finalize(message.method, result)
-        return _encode(message, result), None
+        if slot is None:
+            return _encode(message, result), None
+        return self._encode_kept(message, result, slot), None
 
     async def _complete(self, message: Message, pending: Coroutine[Any, Any, Any], ctx: Context) -> bytes:
         try:
@@ -241,7 +381,9 @@ class Dispatcher:
             return _internal_error(message, ctx)
         if ctx.policy.result_type:
             result = self.finalize(message.method, result)
-        return _encode(message, result)
+        if ctx.cache_slot is None:
+            return _encode(message, result)
+        return self._encode_kept(message, result, ctx.cache_slot)
 
     def _detached(self, message: Message, ctx: Context) -> JsonObject:
         """ctx.detach(): start the same call again as a task, with the answers so far."""

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import orjson
 import pydantic
@@ -46,6 +46,38 @@ logger = logging.getLogger("mcp_fast.server")
 F = TypeVar("F", bound=Callable[..., Any])
 # Tasks (2025-11-25): may a client call the tool as a task, or must it?
 TaskSupport = Literal["forbidden", "optional", "required"]
+# Who may share a cached result: every caller, or only the one who asked (server/utilities/caching).
+CacheScope = Literal["public", "private"]
+
+
+class ToolOptions(TypedDict, total=False):
+    """What ``@server.tool(...)`` and ``server.add_tool(func, ...)`` take besides the function.
+
+    ``annotations`` take the spec's names (readOnlyHint, destructiveHint, idempotentHint,
+    openWorldHint, title). ``structured_output=False`` turns off outputSchema/structuredContent
+    for a typed return value. ``input_schema`` replaces the schema derived from type hints:
+    arguments are then passed as keyword arguments without validation. ``inline=True`` runs a
+    plain ``def`` on the event loop. ``task_support`` ("optional" or "required") lets clients
+    call the tool as a task (2025-11-25, and the 2026 tasks extension); ``task_start="detach"``
+    answers input-required rounds first and becomes a task at ``ctx.detach()``.
+    ``cache_ttl`` (seconds) declares that the result depends only on the arguments for that
+    long: the in-process result cache answers repeated calls (``--cache-size``);
+    ``cache_scope="public"`` shares a result between callers, the default ``"private"`` keeps
+    one per session or Authorization header (and caches nothing for anonymous callers).
+    """
+
+    title: str | None
+    description: str | None
+    annotations: Mapping[str, Any] | None
+    icons: list[dict[str, Any]] | None
+    structured_output: bool | None
+    input_schema: dict[str, Any] | None
+    inline: bool
+    meta: dict[str, Any] | None
+    task_support: TaskSupport | None
+    task_start: Literal["call", "detach"]
+    cache_ttl: float | None
+    cache_scope: CacheScope
 
 
 class RunMode(enum.Enum):
@@ -100,6 +132,9 @@ class Tool:
     task_start: Literal["call", "detach"] = "call"
     # Arguments mirrored into Mcp-Param-* headers (2026-07-28 x-mcp-header).
     header_params: tuple[tuple[str, bytes, str], ...] = ()
+    # The result depends only on the arguments for this many seconds: the result cache keeps it.
+    cache_ttl: float | None = None
+    cache_scope: CacheScope = "private"  # "public": the same for every caller
     # Called on the loop, takes no Context, never a task: such a call needs no Context at all.
     plain: bool = field(init=False)
 
@@ -144,6 +179,8 @@ class Resource:
     annotations: dict[str, Any] | None
     icons: list[dict[str, Any]] | None
     size: int | None
+    cache_ttl: float | None = None  # seconds a read stays valid: result cache and 2026 ttlMs
+    cache_scope: CacheScope = "private"
 
     def definition(self, policy: VersionPolicy) -> dict[str, Any]:
         key = "uriTemplate" if self.pattern is not None else "uri"
@@ -249,51 +286,16 @@ class MCPServer:
         self.registry = Registry()
         self._changed_listeners: list[Callable[[str], None]] = []
         self._resource_listeners: list[Callable[[str], None]] = []
+        self._invalidation_listeners: list[Callable[[str | None, str | None], None]] = []
 
     # -- registration ------------------------------------------------------
 
-    def tool(
-        self,
-        name: str | None = None,
-        *,
-        title: str | None = None,
-        description: str | None = None,
-        annotations: Mapping[str, Any] | None = None,
-        icons: list[dict[str, Any]] | None = None,
-        structured_output: bool | None = None,
-        input_schema: dict[str, Any] | None = None,
-        inline: bool = False,
-        meta: dict[str, Any] | None = None,
-        task_support: TaskSupport | None = None,
-        task_start: Literal["call", "detach"] = "call",
-    ) -> Callable[[F], F]:
-        """Register a tool. Its input schema comes from the type hints, its
-        description from the docstring (``Args:`` lines describe parameters).
-
-        ``annotations`` take the spec's names (readOnlyHint, destructiveHint,
-        idempotentHint, openWorldHint, title). ``structured_output=False`` turns off
-        outputSchema/structuredContent for a typed return value. ``input_schema``
-        replaces the schema derived from type hints: arguments are then passed as
-        keyword arguments without validation (for schemas type hints can't say).
-        ``task_support`` ("optional" or "required") lets clients of 2025-11-25 call
-        the tool as a task and poll for its result (experimental in the spec).
-        """
+    def tool(self, name: str | None = None, **options: Unpack[ToolOptions]) -> Callable[[F], F]:
+        """Register a tool. Its input schema comes from the type hints, its description from
+        the docstring (``Args:`` lines describe parameters); the options are ``ToolOptions``."""
 
         def register(func: F) -> F:
-            self.add_tool(
-                func,
-                name=name,
-                title=title,
-                description=description,
-                annotations=annotations,
-                icons=icons,
-                structured_output=structured_output,
-                input_schema=input_schema,
-                inline=inline,
-                meta=meta,
-                task_support=task_support,
-                task_start=task_start,
-            )
+            self.add_tool(func, name=name, **options)
             return func
 
         return register
@@ -313,7 +315,14 @@ class MCPServer:
         meta: dict[str, Any] | None = None,
         task_support: TaskSupport | None = None,
         task_start: Literal["call", "detach"] = "call",
+        cache_ttl: float | None = None,
+        cache_scope: CacheScope = "private",
     ) -> Tool:
+        """Register ``func`` as a tool (``ToolOptions`` says what each option does)."""
+        if cache_ttl is not None and not cache_ttl > 0:
+            raise ValueError("cache_ttl must be a positive number of seconds")
+        if cache_ttl is not None and task_support is not None:
+            raise ValueError("cache_ttl with task_support: a tool that runs as a task has no result to cache")
         tool_name = name or func.__name__
         if input_schema is not None:
             signature = explicit_signature(func, Context, input_schema)
@@ -334,6 +343,8 @@ class MCPServer:
             task_support=task_support,
             task_start=task_start,
             header_params=header_params(signature.input_schema),
+            cache_ttl=cache_ttl,
+            cache_scope=cache_scope,
         )
         self.registry.tools[tool_name] = tool
         self._changed("tools")
@@ -355,12 +366,20 @@ class MCPServer:
         icons: list[dict[str, Any]] | None = None,
         size: int | None = None,
         inline: bool = False,
+        cache_ttl: float | None = None,
+        cache_scope: CacheScope = "private",
     ) -> Callable[[F], F]:
         """Register a resource at ``uri``, or a resource template when ``uri``
         holds ``{var}`` expressions (their values are passed as arguments).
 
         The handler returns str (text), bytes (blob), or a list of contents dicts.
+        ``cache_ttl`` (seconds): how long a read stays valid -- the result cache keeps it
+        and 2026-07-28 clients get it as ``ttlMs`` with ``cacheScope`` (``cache_scope``:
+        "public" for content that is the same for every caller, default "private").
+        ``notify_resource_updated(uri)`` drops the cached read at once.
         """
+        if cache_ttl is not None and not cache_ttl > 0:
+            raise ValueError("cache_ttl must be a positive number of seconds")
 
         def register(func: F) -> F:
             pattern = compile_template(uri)
@@ -377,6 +396,8 @@ class MCPServer:
                 annotations=dict(annotations) if annotations else None,
                 icons=icons,
                 size=size,
+                cache_ttl=cache_ttl,
+                cache_scope=cache_scope,
             )
             if pattern is None:
                 self.registry.resources[uri] = resource
@@ -436,6 +457,17 @@ class MCPServer:
         on the GET stream of every session that subscribed to it in this process)."""
         for listener in self._resource_listeners:
             listener(uri)
+
+    def invalidate_cache(self, *, tool: str | None = None, uri: str | None = None) -> None:
+        """Drop cached results: of ``tool``, of the resource at ``uri``, or (neither) all.
+
+        For data that changed before its ``cache_ttl`` ran out. Per process, as the cache is.
+        """
+        for listener in self._invalidation_listeners:
+            listener(tool, uri)
+
+    def on_invalidate(self, listener: Callable[[str | None, str | None], None]) -> None:
+        self._invalidation_listeners.append(listener)
 
     def on_resource_updated(self, listener: Callable[[str], None]) -> None:
         self._resource_listeners.append(listener)
@@ -521,12 +553,14 @@ class MCPServer:
         if resource.signature.context_param is not None:
             kwargs[resource.signature.context_param] = ctx
         if resource.mode is not RunMode.INLINE:
-            return self._read_resource(uri, resource, kwargs)
-        return {"contents": resource_contents(uri, resource.mime_type, resource.func(**kwargs))}
+            return self._read_resource(uri, resource, kwargs, ctx.policy)
+        return _read_result(uri, resource, resource.func(**kwargs), ctx.policy)
 
-    async def _read_resource(self, uri: str, resource: Resource, kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def _read_resource(
+        self, uri: str, resource: Resource, kwargs: dict[str, Any], policy: VersionPolicy
+    ) -> dict[str, Any]:
         value = await invoke(resource.func, resource.mode, kwargs)
-        return {"contents": resource_contents(uri, resource.mime_type, value)}
+        return _read_result(uri, resource, value, policy)
 
     def get_prompt(self, name: str, arguments: Any, ctx: Context) -> Any:
         """prompts/get: the result, or a coroutine producing it."""
@@ -546,6 +580,15 @@ class MCPServer:
 
     async def _get_prompt(self, prompt: Prompt, kwargs: dict[str, Any]) -> dict[str, Any]:
         return prompt_result(await invoke(prompt.func, prompt.mode, kwargs), prompt.description)
+
+
+def _read_result(uri: str, resource: Resource, value: Any, policy: VersionPolicy) -> dict[str, Any]:
+    """A ReadResourceResult; from 2026-07-28 with the resource's declared cache hints."""
+    result: dict[str, Any] = {"contents": resource_contents(uri, resource.mime_type, value)}
+    if policy.cache_hints and resource.cache_ttl is not None:
+        result["ttlMs"] = int(resource.cache_ttl * 1000)
+        result["cacheScope"] = resource.cache_scope
+    return result
 
 
 def _tool_failed(name: str, exc: Exception) -> dict[str, Any]:

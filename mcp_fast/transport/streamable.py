@@ -14,12 +14,14 @@ Sessions are signed tokens (``sessions.py``), so any process serves any session.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mcp_fast import jsonrpc
+from mcp_fast.cache import CacheSlot, ResultCache
 from mcp_fast.context import Context, ServerRequests, SessionState
 from mcp_fast.dispatch import Dispatcher
 from mcp_fast.envelope import (
@@ -83,6 +85,8 @@ class StreamableSettings:
     state_secrets: tuple[str, ...] = ()
     # The SSE retry field: how long a client waits before it reconnects.
     retry_ms: int = 1000
+    # The in-process result cache (cache.py); None: nothing is cached.
+    cache: ResultCache | None = None
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -388,7 +392,10 @@ class StreamableHTTP:
         self.settings = settings or StreamableSettings()
         self.sessions = self.settings.sessions
         self.dispatcher = Dispatcher(
-            server, page_size=self.settings.page_size, state_codec=StateCodec(self.settings.state_secrets)
+            server,
+            page_size=self.settings.page_size,
+            state_codec=StateCodec(self.settings.state_secrets),
+            cache=self.settings.cache,
         )
         self.server_requests = ServerRequests()
         # Per-process state of sessions (log level, in-flight requests, GET stream).
@@ -519,6 +526,21 @@ class StreamableHTTP:
             self._states.put(session.id, state)
         return state
 
+    def _answer(
+        self,
+        responder: Responder,
+        verdict: Accepted,
+        session: Session | None,
+        policy: VersionPolicy,
+        response: bytes,
+    ) -> None:
+        """A response ready at once: JSON when the client takes it (PostChannel.finish's JSON
+        case, without building a channel), else a one-event SSE stream."""
+        if verdict.json_ok:
+            responder.respond(200, JSON_HEADERS, response)
+        else:
+            self._channel(responder, verdict, session, policy).finish(response)
+
     def _channel(
         self, responder: Responder, verdict: Accepted, session: Session | None, policy: VersionPolicy
     ) -> PostChannel:
@@ -600,15 +622,20 @@ class StreamableHTTP:
             # says (a client may send any supported version there).
             policy = POLICIES[session.protocol_version]
         if message.kind is Kind.REQUEST:
-            plain = self.dispatcher.plain_call(message, policy)
+            slot: CacheSlot | None = None
+            if message.method in self.dispatcher.cached_methods:
+                probe = self.dispatcher.from_cache(message, policy, lambda: _identity(request, session))
+                if isinstance(probe, bytes):
+                    self._answer(responder, verdict, session, policy, probe)
+                    return None
+                slot = probe
+            plain = self.dispatcher.plain_call(message, policy, slot)
             if plain is not None:
-                if verdict.json_ok:
-                    responder.respond(200, JSON_HEADERS, plain[0])  # PostChannel.finish, JSON case
-                else:
-                    self._channel(responder, verdict, session, policy).finish(plain[0])
+                self._answer(responder, verdict, session, policy, plain[0])
                 return None
             channel = self._channel(responder, verdict, session, policy)
             ctx = self._context(message, policy, channel, session)
+            ctx.cache_slot = slot
             if ctx.session is not None:
                 ctx.session.inflight[message.id] = ctx  # type: ignore[index]
                 return self._run_tracked(message, ctx, channel)
@@ -712,9 +739,16 @@ class StreamableHTTP:
             status = status_of.get(exc.code, 400)
             responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(message.id, exc))
             return None
+        slot: CacheSlot | None = None
+        if message.method in self.dispatcher.cached_methods:
+            probe = self.dispatcher.from_cache(message, policy, lambda: _identity(request, None))
+            if isinstance(probe, bytes):
+                self._answer(responder, verdict, None, policy, probe)
+                return None
+            slot = probe
         channel = PostChannel(responder, verdict.json_ok, verdict.sse_ok)
         channel.error_status = policy.error_status
-        plain = self.dispatcher.plain_call(message, policy)
+        plain = self.dispatcher.plain_call(message, policy, slot)
         if plain is not None:
             channel.finish(*plain)
             return None
@@ -728,6 +762,7 @@ class StreamableHTTP:
             client_info=envelope.client_info,
             log_level=envelope.log_level,
         )
+        ctx.cache_slot = slot
         if message.method == "subscriptions/listen" and not verdict.sse_ok:
             error = RpcError(INVALID_REQUEST, "subscriptions/listen answers with text/event-stream")
             responder.respond(406, JSON_HEADERS, jsonrpc.encode_error(message.id, error))
@@ -913,6 +948,17 @@ async def _finish(channel: PostChannel, outcome: Awaitable[bytes], ctx: Context 
         channel.abandon()
         return
     channel.finish(response, ctx.error_code if ctx is not None else None)
+
+
+def _identity(request: Request, session: Session | None) -> str | None:
+    """Who asks, for results cached per caller (cacheScope "private"): the session, else the
+    credentials (a digest: the cache keeps no bearer tokens), else nobody (None)."""
+    if session is not None:
+        return "session " + session.id
+    credentials = request.headers.get(b"authorization")
+    if credentials is None:
+        return None
+    return "authorization " + hashlib.blake2b(credentials, digest_size=16).hexdigest()
 
 
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:
