@@ -20,6 +20,7 @@ from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
+from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 
 logger = logging.getLogger("mcp_fast")
@@ -119,11 +120,15 @@ def run(config: Config) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # stdio: take stdin/stdout before the app is imported, so what it prints goes to stderr.
+    streams = claim_standard_streams() if config.transport == "stdio" else None
     try:
         server = load_app(config.app)
     except AppLoadError as exc:
         logger.error("%s", exc)
         return 2
+    if streams is not None:
+        return run_stdio(server, config, *streams)
     if config.workers > 1:
         return run_workers(server, config)
     return serve_one(server, config, reuse_port=False)
@@ -144,6 +149,23 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    return 0
+
+
+def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) -> int:
+    """One client on stdin/stdout until it closes stdin (or SIGTERM); then exit 0."""
+    if config.workers > 1:
+        logger.warning("--workers is ignored with --transport stdio (one client per process)")
+    install_event_loop()
+    settings = StdioSettings(
+        max_message_size=config.max_body_size,
+        shutdown_timeout=config.shutdown_timeout,
+        page_size=config.page_size,
+        state_secrets=tuple(config.session_secret),
+    )
+    logger.info("mcp_fast serving %r over stdio", server.name)
+    reason = asyncio.run(serve_stdio(server, settings, input_fd, output_fd))
+    logger.info("mcp_fast stopped: %s", reason)
     return 0
 
 
