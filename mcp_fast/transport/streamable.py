@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -83,6 +83,8 @@ class StreamableSettings:
     state_secrets: tuple[str, ...] = ()
     # The SSE retry field: how long a client waits before it reconnects.
     retry_ms: int = 1000
+    # Serves every other path (the old HTTP+SSE transport); None: 404.
+    fallback: Callable[[Request, Responder], Coroutine[Any, Any, None] | None] | None = None
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -408,6 +410,8 @@ class StreamableHTTP:
 
     def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         if request.path != self.settings.path:
+            if self.settings.fallback is not None:
+                return self.settings.fallback(request, responder)
             _plain(responder, 404, "Not found: the MCP endpoint is " + self.settings.path.decode())
             return None
         headers = request.headers
