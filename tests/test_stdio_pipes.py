@@ -347,3 +347,29 @@ def test_files_instead_of_pipes(tmp_path: Path) -> None:
     answers = [orjson.loads(line) for line in output.read_bytes().splitlines()]
     assert [answer["id"] for answer in answers] == [1, 2, 3]
     assert answers[1]["result"]["content"][0]["text"] == "f"
+
+
+def test_2026_subscriptions_listen_shares_stdout_and_ends_on_cancel(start: Any) -> None:
+    """draft stdio.mdx "Receiving Messages": listen deliveries are multiplexed onto stdout, tagged
+    with the listen request's id; cancelling the listen stops them (no further messages for it)."""
+    server = start()
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    server.request(
+        "listen", "subscriptions/listen", {"notifications": {"toolsListChanged": True}, "_meta": envelope}
+    )
+    ack = server.read()
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen"
+    server.request(1, "tools/call", {"name": "test_trigger_tool_change", "arguments": {}, "_meta": envelope})
+    changed, _ = server.read_until(1)[1][0], None
+    assert changed["method"] == "notifications/tools/list_changed"
+    assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen"
+    server.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "listen"}})
+    server.request(2, "tools/call", {"name": "test_trigger_tool_change", "arguments": {}, "_meta": envelope})
+    response, before = server.read_until(2)
+    assert before == [] and response["result"]["resultType"] == "complete"
+    server.close_stdin()
+    assert server.read() is None and server.wait() == 0

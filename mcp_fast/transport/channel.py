@@ -70,6 +70,44 @@ class _Running:
         self.task = task
 
 
+class _RequestOutbound:
+    """The ``Outbound`` of one request: the session's channel, silent from the moment the
+    request is cancelled, before its handler has unwound (a thread cannot be stopped at all):
+    basic/utilities/cancellation.mdx, no further messages for a cancelled request."""
+
+    __slots__ = ("ctx", "session")
+
+    def __init__(self, session: ChannelSession) -> None:
+        self.session = session
+        self.ctx: Context | None = None  # set right after the Context is made
+
+    @property
+    def _silent(self) -> bool:
+        return self.ctx is not None and self.ctx.cancelled
+
+    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
+        if not self._silent:
+            await self.session.notify(method, params)
+
+    def notify_nowait(self, method: str, params: dict[str, Any] | None) -> None:
+        if not self._silent:
+            self.session.notify_nowait(method, params)
+
+    async def send_request(self, message: bytes) -> None:
+        if self._silent:
+            raise RpcError(jsonrpc.INTERNAL_ERROR, "The request was cancelled")
+        await self.session.send_request(message)
+
+    async def close_stream(self) -> None:
+        return None
+
+    async def wait_closed(self) -> None:
+        await self.session.wait_closed()
+
+    def detached(self) -> ChannelSession:
+        return self.session  # a task outlives its request, and its cancellation
+
+
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:
     meta = params.get("_meta") if params is not None else None
     return meta if type(meta) is dict else None
@@ -80,8 +118,8 @@ def _error(request_id: RequestId | None, code: int, message: str) -> bytes:
 
 
 class ChannelSession:
-    """One client's session on one channel; also the ``Outbound`` of all its requests
-    (every message goes to the same place, in the order it was sent)."""
+    """One client's session on one channel. Also an ``Outbound``: every message goes to the
+    same place, in the order it was sent (each request talks through a ``_RequestOutbound``)."""
 
     __slots__ = (
         "_batches",
@@ -196,17 +234,19 @@ class ChannelSession:
             if message.method != "ping":
                 return _error(message.id, INVALID_REQUEST, _BEFORE_INITIALIZE)
             policy = POLICIES[LATEST_VERSION]
-        return Context(
+        outbound = _RequestOutbound(self)
+        outbound.ctx = Context(
             self.server,
             message.id,
             _meta(params),
             policy,
-            self,
+            outbound,
             client_capabilities=self.client_capabilities,
             client_info=self.client_info,
             server_requests=self.server_requests,
             session=self.state,
         )
+        return outbound.ctx
 
     def _modern_context(self, message: Message) -> Context | bytes:
         """A 2026-07-28 request: everything it needs travels with it. The envelope is checked
@@ -218,16 +258,18 @@ class ChannelSession:
             policy = check_version(envelope.version)
         except RpcError as exc:
             return jsonrpc.encode_error(message.id, exc)
-        return Context(
+        outbound = _RequestOutbound(self)
+        outbound.ctx = Context(
             self.server,
             message.id,
             _meta(message.params),
             policy,
-            self,
+            outbound,
             client_capabilities=envelope.capabilities,
             client_info=envelope.client_info,
             log_level=envelope.log_level,
         )
+        return outbound.ctx
 
     def _initialize(self, message: Message) -> bytes:
         """initialize (basic/lifecycle.mdx, "Initialization"): once per session."""
