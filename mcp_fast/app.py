@@ -138,8 +138,14 @@ def run(config: Config) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # stdio: take stdin/stdout before the app is imported, so what it prints goes to stderr.
-    streams = claim_standard_streams() if config.transport == "stdio" else None
+    streams: tuple[int, int] | None = None
+    if config.transport == "stdio":
+        # Take stdin/stdout before the app is imported, so what it prints goes to stderr.
+        try:
+            streams = claim_standard_streams()
+        except OSError as exc:  # stdin or stdout is not open at all
+            logger.error("cannot serve stdio: %s", exc)
+            return 2
     try:
         server = load_app(config.app)
     except AppLoadError as exc:

@@ -314,6 +314,35 @@ def test_stdout_backpressure_bounds_memory(start: Any) -> None:
     assert len(before) == 40_000
 
 
+def test_a_client_that_does_not_read_is_not_read_either(start: Any) -> None:
+    """Pings flooded in without reading the answers: once stdout is blocked the server stops
+    reading stdin, so the client's writes block instead of the server buffering 8 MB."""
+    server = start()
+    total = 200_000
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+    written = [0]
+
+    def flood() -> None:
+        for _ in range(total):
+            server.send_raw(ping)
+            written[0] += 1
+
+    writer = threading.Thread(target=flood, daemon=True)
+    writer.start()
+    last = -1
+    deadline = time.monotonic() + 10
+    while written[0] != last and time.monotonic() < deadline:  # until the writer is stuck
+        last = written[0]
+        time.sleep(0.2)
+    assert written[0] < total // 4, written[0]
+    answers = 0
+    while answers < total:
+        assert server.read() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        answers += 1
+    writer.join(TIMEOUT_S)
+    assert written[0] == total
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -155,10 +155,6 @@ class ChannelSession:
         self._loop = asyncio.get_running_loop()
 
     @property
-    def session_id(self) -> str:
-        return self.state.session_id
-
-    @property
     def in_flight(self) -> int:
         return len(self._running) + len(self._batches)
 
@@ -394,10 +390,6 @@ class ChannelSession:
             self.sink.send(jsonrpc.encode_notification("notifications/tasks/status", task.to_json()))
 
     # -- the end ---------------------------------------------------------------------
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
 
     def end(self) -> None:
         """No more input will come: wake what waits for the end (subscriptions/listen) and
