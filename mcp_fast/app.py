@@ -19,8 +19,10 @@ from mcp_fast.http.h1 import H1Limits
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
 from mcp_fast.server import MCPServer
+from mcp_fast.transport.legacy_sse import LegacySettings, LegacySSE
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
+from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 
 logger = logging.getLogger("mcp_fast")
@@ -70,6 +72,21 @@ def build_sessions(config: Config) -> SessionStore | None:
     return sessions
 
 
+def build_legacy_sse(server: MCPServer, transport: StreamableHTTP, config: Config) -> LegacySSE:
+    """The old HTTP+SSE transport on two more paths, sharing the endpoint's dispatcher."""
+    mcp_path = config.path.encode()
+    settings = LegacySettings(
+        sse_path=config.legacy_sse_path.encode(),
+        messages_path=config.legacy_messages_path.encode(),
+        host_policy=transport.settings.host_policy,
+        keepalive_interval=config.sse_keepalive,
+        not_found=b"Not found: the MCP endpoint is " + mcp_path + b"\n",
+    )
+    if mcp_path in (settings.sse_path, settings.messages_path):
+        raise ValueError("the old HTTP+SSE transport's paths must differ from --path")
+    return LegacySSE(server, transport.dispatcher, settings)
+
+
 def build_http_server(server: MCPServer, config: Config) -> HttpServer:
     transport = StreamableHTTP(
         server,
@@ -84,6 +101,8 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             cache=ResultCache(config.cache_size, config.cache_max_bytes) if config.cache_size > 0 else None,
         ),
     )
+    if config.legacy_sse:
+        transport.settings.fallback = build_legacy_sse(server, transport, config)
     settings = NetSettings(
         host=config.host,
         port=config.port,
@@ -121,11 +140,21 @@ def run(config: Config) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    streams: tuple[int, int] | None = None
+    if config.transport == "stdio":
+        # Take stdin/stdout before the app is imported, so what it prints goes to stderr.
+        try:
+            streams = claim_standard_streams()
+        except OSError as exc:  # stdin or stdout is not open at all
+            logger.error("cannot serve stdio: %s", exc)
+            return 2
     try:
         server = load_app(config.app)
     except AppLoadError as exc:
         logger.error("%s", exc)
         return 2
+    if streams is not None:
+        return run_stdio(server, config, *streams)
     if config.workers > 1:
         return run_workers(server, config)
     return serve_one(server, config, reuse_port=False)
@@ -136,16 +165,35 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     install_event_loop()
     try:
         http = build_http_server(server, config)
-    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm
-        logger.error("cannot set up sessions: %s", exc)
+    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths
+        logger.error("cannot start: %s", exc)
         return 2
     http.settings.reuse_port = reuse_port
     ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
+    if config.legacy_sse:
+        ready += f" (and the old HTTP+SSE transport on {config.legacy_sse_path})"
     try:
         asyncio.run(serve_forever(http, ready))
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    return 0
+
+
+def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) -> int:
+    """One client on stdin/stdout until it closes stdin (or SIGTERM); then exit 0."""
+    if config.workers > 1:
+        logger.warning("--workers is ignored with --transport stdio (one client per process)")
+    install_event_loop()
+    settings = StdioSettings(
+        max_message_size=config.max_body_size,
+        shutdown_timeout=config.shutdown_timeout,
+        page_size=config.page_size,
+        state_secrets=tuple(config.session_secret),
+    )
+    logger.info("mcp_fast serving %r over stdio", server.name)
+    reason = asyncio.run(serve_stdio(server, settings, input_fd, output_fd))
+    logger.info("mcp_fast stopped: %s", reason)
     return 0
 
 
@@ -161,6 +209,12 @@ def run_workers(server: MCPServer, config: Config) -> int:
         config.session_secret = [secrets.token_urlsafe(32)]
     elif config.effective_session_mode == "memory":
         logger.warning("--session-mode memory with several workers: a session works only on its own worker")
+    if config.legacy_sse:
+        logger.warning(
+            "the old HTTP+SSE transport with several workers: a client's POSTs reach its stream only "
+            "when they land on the same worker; run one worker per instance behind a load balancer "
+            "that routes by session_id, or --no-legacy-sse"
+        )
     stopping = False
     children: set[int] = set()
 

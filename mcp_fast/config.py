@@ -32,6 +32,13 @@ def _session_mode(value: str) -> str:
     return mode
 
 
+def _transport(value: str) -> str:
+    name = value.strip().lower()
+    if name not in ("http", "stdio"):
+        raise ValueError("transport must be http or stdio")
+    return name
+
+
 def _size(value: str) -> int:
     """Bytes, with an optional K/M/G suffix (powers of 1024)."""
     text = value.strip().upper().removesuffix("B").removesuffix("I")
@@ -57,6 +64,13 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option(
+        "transport",
+        _transport,
+        "http",
+        "http (Streamable HTTP, and the old HTTP+SSE) or stdio (JSON-RPC lines on stdin/stdout, "
+        "one client per process)",
+    ),
     Option("host", str, "127.0.0.1", "address to bind"),
     Option("port", int, 8000, "TCP port"),
     Option("path", str, "/mcp", "path of the MCP endpoint"),
@@ -90,6 +104,14 @@ OPTIONS: tuple[Option, ...] = (
         [],
         "comma-separated Host names accepted; default loopback names when bound to loopback, else any",
     ),
+    Option(
+        "legacy_sse",
+        _bool,
+        True,
+        "also serve the old HTTP+SSE transport of MCP 2024-11-05 (--no-legacy-sse: off)",
+    ),
+    Option("legacy_sse_path", str, "/sse", "path of the old transport's SSE stream (GET)"),
+    Option("legacy_messages_path", str, "/messages", "path the old transport's clients POST messages to"),
     Option("page_size", int, 100, "items per page of tools/resources/prompts lists"),
     Option(
         "session_mode",
@@ -124,6 +146,7 @@ OPTIONS: tuple[Option, ...] = (
 @dataclass
 class Config:
     app: str | None
+    transport: str
     host: str
     port: int
     path: str
@@ -142,6 +165,9 @@ class Config:
     workers: int
     allowed_origins: list[str]
     allowed_hosts: list[str]
+    legacy_sse: bool
+    legacy_sse_path: str
+    legacy_messages_path: str
     page_size: int
     session_mode: str
     stateless: bool
@@ -163,7 +189,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcp-fast",
         description=(
-            "Serve an MCP server over Streamable HTTP."
+            "Serve an MCP server over Streamable HTTP (and the old HTTP+SSE transport) or stdio."
             " Every flag also reads MCP_FAST_<FLAG> from the environment."
         ),
     )
@@ -180,10 +206,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         except ValueError:
             parser.error(f"{option.env}={raw!r} is not a valid value ({option.help})")
         if option.type is _bool:
+            # --flag and --no-flag, so a setting that defaults to on can be turned off.
             parser.add_argument(
                 option.flag,
                 dest=option.name,
-                action="store_true",
+                action=argparse.BooleanOptionalAction,
                 default=default,
                 help=f"{option.help} [{option.env}]",
             )

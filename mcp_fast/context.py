@@ -134,6 +134,12 @@ class ServerRequests:
             future.set_result(result if isinstance(result, dict) else {})
         return True
 
+    def fail_all(self, code: int, message: str) -> None:
+        """The client is gone: every waiter gets this error now instead of waiting out its timeout."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RpcError(code, message))
+
     def __len__(self) -> int:
         return len(self._pending)
 

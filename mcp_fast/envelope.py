@@ -55,6 +55,14 @@ class Envelope:
     log_level: int | None  # rank in LOG_LEVELS; None: send no log notifications
 
 
+def is_modern(params: object) -> bool:
+    """A request that speaks the per-request envelope (its ``_meta`` names a version)."""
+    if type(params) is not dict:
+        return False
+    meta = params.get("_meta")
+    return type(meta) is dict and PROTOCOL_VERSION_KEY in meta
+
+
 def read_envelope(params: dict[str, Any] | None) -> Envelope:
     """Rung 1: the required ``_meta`` fields are there and well-typed, else -32602."""
     meta = params.get("_meta") if params is not None else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -87,6 +87,8 @@ class StreamableSettings:
     retry_ms: int = 1000
     # The in-process result cache (cache.py); None: nothing is cached.
     cache: ResultCache | None = None
+    # Serves every other path (the old HTTP+SSE transport); None: 404.
+    fallback: Callable[[Request, Responder], Coroutine[Any, Any, None] | None] | None = None
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -415,6 +417,8 @@ class StreamableHTTP:
 
     def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         if request.path != self.settings.path:
+            if self.settings.fallback is not None:
+                return self.settings.fallback(request, responder)
             _plain(responder, 404, "Not found: the MCP endpoint is " + self.settings.path.decode())
             return None
         headers = request.headers
@@ -590,7 +594,7 @@ class StreamableHTTP:
             type(body) is dict
             and type(params := body.get("params")) is dict
             and type(meta := params.get("_meta")) is dict
-            and PROTOCOL_VERSION_KEY in meta  # the request speaks the 2026 envelope
+            and PROTOCOL_VERSION_KEY in meta  # envelope.is_modern, inlined: asked on every POST
         ):
             return self.post_modern(body, request, responder, verdict)
         if header_policy is None:
