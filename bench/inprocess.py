@@ -92,7 +92,7 @@ def request_bytes(workload: str, session_id: str | None = None) -> bytes:
     if workload == "list":
         method, params = "tools/list", {}
     if workload == "cached":
-        params = {"name": "cached_echo", "arguments": {"message": "hello"}}
+        params = {"name": "lookup", "arguments": {"key": "hello"}}
     if workload == "modern":
         headers["MCP-Protocol-Version"] = MODERN
         headers["Mcp-Method"] = method

@@ -20,6 +20,7 @@ Per process: in a fleet each process has its own cache, and TTLs bound how stale
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ from typing import Final
 CacheKey = tuple[str, str, str, bytes, str]
 
 NO_EXPIRY: Final = float("inf")
+
+
+def caller_key(session_id: str | None, credentials: bytes | None) -> str | None:
+    """Who asks, for results kept per caller (cacheScope "private"): the session, else the
+    credentials (a digest: the cache keeps no bearer tokens), else nobody (None)."""
+    if session_id is not None:
+        return "session " + session_id
+    if credentials is None:
+        return None
+    return "authorization " + hashlib.blake2b(credentials, digest_size=16).hexdigest()
 
 
 @dataclass(slots=True)

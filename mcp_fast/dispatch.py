@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from mcp_fast import jsonrpc
-from mcp_fast.cache import NO_EXPIRY, CacheSlot, ResultCache
+from mcp_fast.cache import NO_EXPIRY, CacheSlot, ResultCache, caller_key
 from mcp_fast.context import LOG_LEVELS, Context
 from mcp_fast.envelope import TASKS_EXTENSION
 from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
@@ -228,19 +228,16 @@ class Dispatcher:
             self.cache.invalidate("uri:" + uri)
 
     def from_cache(
-        self, message: Message, policy: VersionPolicy, identity: Callable[[], str | None]
+        self, message: Message, policy: VersionPolicy, session_id: str | None, credentials: bytes | None
     ) -> bytes | CacheSlot | None:
         """For a method in ``cached_methods``: the response from the cache (a hit), where its
         result is to be kept (a miss), or None when this request is not cacheable.
 
-        ``identity`` names the caller, asked only for a ``private`` result (None: anonymous,
-        nothing private is cached for it).
+        ``session_id`` and ``credentials`` (an Authorization header) name the caller of a
+        ``private`` result; with neither, nothing private is cached.
         """
-        assert self.cache is not None
         params = message.params or EMPTY_PARAMS
         method = message.method
-        if not policy.handshake and ("requestState" in params or "inputResponses" in params):
-            return None  # retries of an input-required round are never cached (caching.mdx)
         target = ""
         arguments = b""
         if method == "tools/call":
@@ -272,13 +269,16 @@ class Dispatcher:
                 return None
             arguments = b"" if cursor is None else cursor.encode()
             ttl, scope, tag = NO_EXPIRY, "public", "list:" + LIST_KINDS[method]
+        if not policy.handshake and ("requestState" in params or "inputResponses" in params):
+            return None  # retries of an input-required round are never cached (caching.mdx)
         who = ""
         if scope == "private":
-            caller = identity()
+            caller = caller_key(session_id, credentials)
             if caller is None:
                 return None
             who = caller
         key = (policy.version, method, target, arguments, who)
+        assert self.cache is not None
         value = self.cache.get(key)
         if value is not None:
             return jsonrpc.encode_result(message.id, orjson.Fragment(value))

@@ -14,7 +14,6 @@ Sessions are signed tokens (``sessions.py``), so any process serves any session.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -628,7 +627,12 @@ class StreamableHTTP:
         if message.kind is Kind.REQUEST:
             slot: CacheSlot | None = None
             if message.method in self.dispatcher.cached_methods:
-                probe = self.dispatcher.from_cache(message, policy, lambda: _identity(request, session))
+                probe = self.dispatcher.from_cache(
+                    message,
+                    policy,
+                    session.id if session is not None else None,
+                    request.headers.get(b"authorization"),
+                )
                 if isinstance(probe, bytes):
                     self._answer(responder, verdict, session, policy, probe)
                     return None
@@ -745,7 +749,7 @@ class StreamableHTTP:
             return None
         slot: CacheSlot | None = None
         if message.method in self.dispatcher.cached_methods:
-            probe = self.dispatcher.from_cache(message, policy, lambda: _identity(request, None))
+            probe = self.dispatcher.from_cache(message, policy, None, request.headers.get(b"authorization"))
             if isinstance(probe, bytes):
                 self._answer(responder, verdict, None, policy, probe)
                 return None
@@ -952,17 +956,6 @@ async def _finish(channel: PostChannel, outcome: Awaitable[bytes], ctx: Context 
         channel.abandon()
         return
     channel.finish(response, ctx.error_code if ctx is not None else None)
-
-
-def _identity(request: Request, session: Session | None) -> str | None:
-    """Who asks, for results cached per caller (cacheScope "private"): the session, else the
-    credentials (a digest: the cache keeps no bearer tokens), else nobody (None)."""
-    if session is not None:
-        return "session " + session.id
-    credentials = request.headers.get(b"authorization")
-    if credentials is None:
-        return None
-    return "authorization " + hashlib.blake2b(credentials, digest_size=16).hexdigest()
 
 
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:
