@@ -216,8 +216,9 @@ class CheckResult:
 class Workload:
     name: str
     description: str
-    method: str = "tools/call"  # tools/call of echo, or tools/list
-    message: str = "hello"  # echo's argument in the load test
+    method: str = "tools/call"  # tools/call of ``tool``, or tools/list
+    tool: str = "echo"  # echo (answers its message) or lookup (answers lookup_answer(message))
+    message: str = "hello"  # the tool's argument in the load test
     check_message: Callable[[], str] = lambda: f"check-{uuid.uuid4().hex}"
     expect: str = "json"  # content type of the answer: json (application/json) or sse
     session: bool = False  # initialize once, then Mcp-Session-Id on every request
@@ -264,8 +265,12 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             name="tools_call_cache_hit",
-            description="tools/call answered from the server's result cache",
-            skip="not yet: mcp_fast has no result cache (nor do the peers)",
+            description=(
+                'tools/call lookup {"key":"hello"} (~0.1 ms of PBKDF2 per call), the same key again and '
+                "again: mcp_fast declares it cache_ttl and answers from its result cache; the peers "
+                "have no result cache and compute it each time"
+            ),
+            tool="lookup",
         ),
         Workload(
             name="tools_call_echo_h2",
@@ -288,7 +293,8 @@ def request_for(
     """The exact headers and body a workload sends to a server (check and load alike)."""
     params: dict[str, Any] = {}
     if workload.method == "tools/call":
-        params = {"name": "echo", "arguments": {"message": message}}
+        argument = "key" if workload.tool == "lookup" else "message"
+        params = {"name": workload.tool, "arguments": {argument: message}}
     version = MODERN_VERSION if workload.modern else PROTOCOL_VERSION
     headers = {
         "Content-Type": "application/json",
@@ -429,8 +435,8 @@ def check_once(
     if workload.method == "tools/list":
         tools = result.get("tools")
         names = [t.get("name") for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
-        if names != ["echo"]:
-            return CheckResult(False, f"tools {names!r} (expected ['echo'])")
+        if sorted(names) != ["echo", "lookup"]:
+            return CheckResult(False, f"tools {names!r} (expected echo and lookup)")
         return CheckResult(True, "ok", len(data))
     if result.get("isError") is True:
         return CheckResult(False, f"isError true: {snippet}")
@@ -444,10 +450,16 @@ def check_once(
         if isinstance(content, list)
         else []
     )
-    if message not in texts:
+    expected = lookup_answer(message) if workload.tool == "lookup" else message
+    if expected not in texts:
         shown = [t[:40] + "..." if isinstance(t, str) and len(t) > 40 else t for t in texts]
-        return CheckResult(False, f"echoed text {shown!r} != the {len(message)}-character message")
+        return CheckResult(False, f"text {shown!r} != the expected {len(expected)}-character answer")
     return CheckResult(True, "ok", len(data))
+
+
+def lookup_answer(key: str) -> str:
+    """What every server's ``lookup`` tool answers (bench/peers/*: the same PBKDF2)."""
+    return hashlib.pbkdf2_hmac("sha256", key.encode(), b"mcp-fast-bench", 400).hex()
 
 
 def check_pair(workload: Workload, spec: ServerSpec, port: int, session_id: str | None) -> CheckResult:

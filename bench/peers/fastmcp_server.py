@@ -16,6 +16,7 @@ loopback Host names allowed).
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 import uvicorn
 from fastmcp import FastMCP
@@ -30,6 +31,11 @@ def build_app(*, stateful: bool = False, sse: bool = False):  # type: ignore[no-
     def echo(message: str) -> str:
         """Echo the message back."""
         return message
+
+    @server.tool
+    def lookup(key: str) -> str:
+        """Look a key up (the cache-hit workload; the same work as mcp_fast's bench app)."""
+        return hashlib.pbkdf2_hmac("sha256", key.encode(), b"mcp-fast-bench", 400).hex()
 
     return server.http_app(path="/mcp", stateless_http=not stateful, json_response=not sse)
 

@@ -26,6 +26,7 @@ httptools, one worker, no access log.
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -40,6 +41,11 @@ def build_app(host: str, *, stateful: bool = False, sse: bool = False):  # type:
     def echo(message: str) -> str:
         """Echo the message back."""
         return message
+
+    @server.tool()
+    def lookup(key: str) -> str:
+        """Look a key up (the cache-hit workload; the same work as mcp_fast's bench app)."""
+        return hashlib.pbkdf2_hmac("sha256", key.encode(), b"mcp-fast-bench", 400).hex()
 
     # host= only decides the SDK's DNS-rebinding allow-list (127.0.0.1:* / localhost:*).
     return server.streamable_http_app(stateless_http=not stateful, json_response=not sse, host=host)
