@@ -1402,3 +1402,21 @@ def test_property_mutated_requests_only_raise_protocol_error(data: bytes, cuts: 
     whole = _events_or_error([data], H1Limits())
     assert _events_or_error(split_at(data, cuts), H1Limits()) == whole
     assert _events_or_error(bytewise(data), H1Limits()) == whole
+
+
+def test_date_line_from_set_date_in_every_head() -> None:
+    """RFC 9110 section 6.6.1: the network layer sets the date once a second; cached heads follow it."""
+    from mcp_fast.http.h1 import encode_response, response_head, set_date
+
+    headers = ((b"content-type", b"application/json"),)
+    try:
+        set_date("Tue, 24 Nov 2026 01:02:03 GMT")
+        head = encode_response(200, headers, b"{}", keep_alive=True)[0]
+        assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: Tue, 24 Nov 2026 01:02:03 GMT\r\n")
+        assert b"Date: " in response_head(200, [], content_length=None, keep_alive=True, chunked=True)
+        set_date("Tue, 24 Nov 2026 01:02:04 GMT")
+        assert b"01:02:04 GMT" in encode_response(200, headers, b"{}", keep_alive=True)[0]
+        set_date("")
+        assert b"Date" not in encode_response(200, headers, b"{}", keep_alive=True)[0]
+    finally:
+        set_date("")

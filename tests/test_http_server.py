@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import orjson
@@ -44,6 +45,16 @@ def test_tools_call_echo_answers_json(server: RunningServer) -> None:
         "id": 1,
         "result": {"content": [{"type": "text", "text": "hi"}], "isError": False},
     }
+
+
+def test_responses_carry_a_current_date(server: RunningServer) -> None:
+    """RFC 9110 section 6.6.1: an origin server with a clock sends Date (IMF-fixdate)."""
+    with RawClient(server.port) as client:
+        client.send(rpc_bytes("ping"))
+        response = client.read_response()
+    sent = parsedate_to_datetime(response.headers["date"])
+    assert response.headers["date"].endswith(" GMT")
+    assert abs(sent.timestamp() - time.time()) < 5
 
 
 def test_initialize_negotiates_version(server: RunningServer) -> None:

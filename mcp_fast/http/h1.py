@@ -877,6 +877,21 @@ def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
 
 
+# RFC 9110 section 6.6.1: an origin server with a clock MUST send Date. The network layer
+# calls set_date once a second; every head built in that second carries the same line.
+_date_line = b""
+
+
+def set_date(http_date: str) -> None:
+    """The current time as an IMF-fixdate (``email.utils.formatdate(usegmt=True)``), sent in
+    every response head from now on; ``""``: no Date (a server without a clock)."""
+    global _date_line
+    line = b"Date: " + http_date.encode("ascii") + _CRLF if http_date else b""
+    if line != _date_line:
+        _date_line = line
+        _HEAD_PREFIXES.clear()  # their heads carry the old date
+
+
 def response_head(
     status: int,
     headers: Iterable[tuple[bytes, bytes]],
@@ -899,6 +914,9 @@ def response_head(
         raise ValueError("chunked responses need HTTP/1.1 and no Content-Length")
     parts = [_status_line(status)]
     lines = 2  # status line and the final empty line
+    if _date_line:
+        parts.append(_date_line)
+        lines += 1
     for name, value in headers:
         parts += (name, _COLON_SP, value, _CRLF)
         lines += 1

@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 from mcp_fast.http import h1
 from mcp_fast.net.connection import App, HttpConnection, Timeouts
@@ -50,6 +51,7 @@ class HttpServer:
                 backlog=self.settings.backlog,
                 reuse_port=self.settings.reuse_port or None,
             )
+        h1.set_date(formatdate(usegmt=True))
         self._sweeper = loop.create_task(self._sweep())
 
     @property
@@ -57,10 +59,12 @@ class HttpServer:
         return [] if self._server is None else list(self._server.sockets)
 
     async def _sweep(self) -> None:
-        """Once a second, act on connections whose deadline passed (timeouts)."""
+        """Once a second: the Date of response heads, and connections whose deadline passed
+        (timeouts)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)
+            h1.set_date(formatdate(usegmt=True))
             now = loop.time()
             for connection in [c for c in self.connections if c.deadline <= now]:
                 connection.on_deadline()
