@@ -114,11 +114,6 @@ def _error(message: Message, ctx: Context, error: RpcError) -> bytes:
     return jsonrpc.encode_error(message.id, error)
 
 
-def _internal_error(message: Message, ctx: Context) -> bytes:
-    logger.exception("internal error in %s", message.method)
-    return _error(message, ctx, RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
-
-
 def _encode(message: Message, result: Any) -> bytes:
     try:
         return jsonrpc.encode_result(message.id, result)
@@ -316,21 +311,37 @@ class Dispatcher:
             if not ctx.policy.handshake and message.method in INPUT_METHODS:
                 ctx.inputs = open_round(message.method, params, self.state_codec)
             result = method(params, ctx)
-        except RpcError as exc:
-            return _error(message, ctx, exc)
-        except InputRequired:
-            return self._input_required(message, ctx)
-        except DetachRequested:
-            result = self._detached(message, ctx)
-        except Exception:  # noqa: BLE001 - logged with its traceback; boundary: a bug must not reach the client as text
-            return _internal_error(message, ctx)
+        except (InputRequired, DetachRequested, Exception) as exc:  # noqa: BLE001 - _failure answers each kind
+            failure = self._failure(message, ctx, exc)
+            if type(failure) is bytes:
+                return failure
+            result = failure
         if type(result) is CoroutineType:
             return self._complete(message, result, ctx)
+        return self._answer(message, result, ctx)
+
+    def _answer(self, message: Message, result: Any, ctx: Context) -> bytes:
+        """A method's result, shaped for the version and encoded (and kept, when cacheable)."""
         if ctx.policy.result_type:
             result = self.finalize(message.method, result)
         if ctx.cache_slot is None:
             return _encode(message, result)
         return self._encode_kept(message, result, ctx.cache_slot)
+
+    def _failure(
+        self, message: Message, ctx: Context, exc: InputRequired | DetachRequested | Exception
+    ) -> bytes | JsonObject:
+        """What a method's exception answers: an error response, an input-required result, or
+        (``ctx.detach()``) the CreateTaskResult to send instead of the result."""
+        if isinstance(exc, RpcError):
+            return _error(message, ctx, exc)
+        if isinstance(exc, InputRequired):
+            return self._input_required(message, ctx)
+        if isinstance(exc, DetachRequested):
+            return self._detached(message, ctx)
+        # A bug: logged with its traceback, never shown to the client as text.
+        logger.error("internal error in %s", message.method, exc_info=exc)
+        return _error(message, ctx, RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
 
     def plain_call(
         self, message: Message, policy: VersionPolicy, slot: CacheSlot | None = None
@@ -371,19 +382,12 @@ class Dispatcher:
     async def _complete(self, message: Message, pending: Coroutine[Any, Any, Any], ctx: Context) -> bytes:
         try:
             result = await pending
-        except RpcError as exc:
-            return _error(message, ctx, exc)
-        except InputRequired:
-            return self._input_required(message, ctx)
-        except DetachRequested:
-            result = self._detached(message, ctx)
-        except Exception:  # noqa: BLE001 - logged with its traceback; boundary, as above
-            return _internal_error(message, ctx)
-        if ctx.policy.result_type:
-            result = self.finalize(message.method, result)
-        if ctx.cache_slot is None:
-            return _encode(message, result)
-        return self._encode_kept(message, result, ctx.cache_slot)
+        except (InputRequired, DetachRequested, Exception) as exc:  # noqa: BLE001 - as in dispatch
+            failure = self._failure(message, ctx, exc)
+            if type(failure) is bytes:
+                return failure
+            result = failure
+        return self._answer(message, result, ctx)
 
     def _detached(self, message: Message, ctx: Context) -> JsonObject:
         """ctx.detach(): start the same call again as a task, with the answers so far."""
