@@ -81,6 +81,7 @@ class H2Peer:
         self.answers: dict[int, Answer] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.events: list[h2.events.Event] = []
+        self.pending: dict[int, tuple[bytes, bool]] = {}  # request bodies waiting for window
 
     def request(
         self,
@@ -105,11 +106,14 @@ class H2Peer:
         self.conn.send_headers(sid, encoded, end_stream=end and not body)
         self.answers[sid] = Answer()
         if body:
-            self.send_body(sid, body, end=end)
+            sent = self.send_body(sid, body, end=end)
+            if sent < len(body):
+                self.pending[sid] = (body[sent:], end)
         return sid
 
     def send_body(self, sid: int, body: bytes, end: bool = True) -> int:
-        """Send as much of ``body`` as the windows allow; returns the bytes sent."""
+        """Send as much of ``body`` as the windows allow now; returns the bytes sent
+        (``request`` sends the rest as the server gives the window back)."""
         sent = 0
         while sent < len(body):
             window = self.conn.local_flow_control_window(sid)
@@ -153,6 +157,15 @@ class H2Peer:
                 answer.reset = int(ev.error_code)
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.goaway = ev
+        for sid, (rest, end) in list(self.pending.items()):
+            if self.answers[sid].done or self.goaway is not None:
+                del self.pending[sid]
+                continue
+            sent = self.send_body(sid, rest, end)
+            if sent == len(rest):
+                del self.pending[sid]
+            else:
+                self.pending[sid] = (rest[sent:], end)
         return events
 
 
