@@ -123,6 +123,7 @@ _PRIORITY: Final = 0x2
 _RST_STREAM: Final = 0x3
 _SETTINGS: Final = 0x4
 _PING: Final = 0x6
+_GOAWAY: Final = 0x7
 _CONTINUATION: Final = 0x9
 _FLAG_END_STREAM: Final = 0x1  # DATA, HEADERS
 _FLAG_ACK: Final = 0x1  # SETTINGS, PING
@@ -331,6 +332,7 @@ class H2Connection:
         "_failed",
         "_head",
         "_idle_since",
+        "_input_done",
         "_limits",
         "_output_blocked",
         "_preface_done",
@@ -391,6 +393,7 @@ class H2Connection:
         self._skip = len(PREFACE)  # bytes of the current frame (first: the preface) to pass
         self._head = bytearray()  # a frame header split across reads
         self._violation: tuple[ErrorCodes, str] | None = None
+        self._input_done = False  # a GOAWAY came in: h2 takes no frame after it
         self._block_bytes = 0
         self._block_frames = 0
         self._block_since = 0.0  # a header block is in progress since (0: none)
@@ -473,7 +476,8 @@ class H2Connection:
 
     def _scan(self, data: bytes) -> int:
         """Check each frame header as it arrives. Returns -1, or the offset in
-        ``data`` of the frame that broke a limit (``_violation`` says which)."""
+        ``data`` where input for h2 ends: the frame that broke a limit
+        (``_violation`` says which), or the end of a GOAWAY."""
         i = 0
         n = len(data)
         skip = self._skip
@@ -489,6 +493,9 @@ class H2Connection:
                 if i == n:
                     self._skip = 0
                     return -1
+            if self._input_done:
+                self._skip = 0
+                return i
             if head:
                 start = 0  # the header began in an earlier read
                 need = _FRAME_HEADER - len(head)
@@ -519,6 +526,10 @@ class H2Connection:
         if length > _MAX_FRAME:
             # RFC 9113 section 4.2: FRAME_SIZE_ERROR, decided before buffering it.
             return self._violate(ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+        if kind == _GOAWAY and not self._block_since:
+            # h2 refuses every frame after the peer's GOAWAY (its state machine is
+            # closed), so the input ends with it, however the bytes were split.
+            self._input_done = True
         if self._block_since:
             # Inside a header block only CONTINUATION may follow (section 6.10;
             # h2 refuses anything else).
