@@ -39,6 +39,10 @@ _DRAIN_LOW: Final = 64 * 1024
 # DATA framed per flush round, so one stream cannot fill the transport alone.
 _FLUSH_BUDGET: Final = 64 * 1024
 _SWEEP: Final = 1.0  # the sweeper's period: on_deadline runs about this often
+# After our GOAWAY, how long we keep reading (and dropping) what the peer still sends
+# before closing: closing with unread input makes the kernel send a reset, and the
+# peer may then never read the GOAWAY that says why.
+_LINGER: Final = 1.0
 
 # Http2Stream flags.
 _ANSWERED: Final = 1
@@ -217,6 +221,7 @@ class Http2Connection(asyncio.Protocol):
         "_closing",
         "_connections",
         "_eof",
+        "_linger_until",
         "_loop",
         "_lost",
         "_processing",
@@ -251,6 +256,7 @@ class Http2Connection(asyncio.Protocol):
         self._closing = False  # server shutdown: finish open streams, then close
         self._eof = False
         self._lost = False
+        self._linger_until = 0.0  # closing: GOAWAY sent, input is dropped until then
         self.deadline = self._loop.time() + _SWEEP
 
     def take_over(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
@@ -267,10 +273,14 @@ class Http2Connection(asyncio.Protocol):
         raise RuntimeError("Http2Connection takes a connection over (take_over), it is not made with one")
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_until:
+            return  # closing: dropped
         self.core.receive_data(data)
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self._linger_until:
+            return False  # the peer is done too: close
         self.core.receive_data(b"")
         self._process()
         return True  # keep the transport open to finish the streams in flight
@@ -335,7 +345,20 @@ class Http2Connection(asyncio.Protocol):
         data = self.core.data_to_send()
         if data:
             transport.write(data)
-        transport.close()
+        self._close()
+
+    def _close(self) -> None:
+        """Half-close after the GOAWAY and linger (see ``_LINGER``), then close."""
+        transport = self._transport
+        if transport is None or self._linger_until or transport.is_closing():
+            return
+        self._linger_until = self._loop.time() + _LINGER
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # FIN once the GOAWAY is out
+        # Read on (to drop it), whatever paused reading before.
+        self.flow.resume_reading(ReadPause.PIPELINE_FULL | ReadPause.WRITE_BLOCKED)
 
     def _start(self, request: Request) -> None:
         stream = Http2Stream(self, request.stream_id, request.method == b"GET")
@@ -369,7 +392,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _write_out(self) -> None:
         transport = self._transport
-        if transport is None or self._lost:
+        if transport is None or self._lost or self._linger_until:
             return
         core = self.core
         flow = self.flow
@@ -387,12 +410,12 @@ class Http2Connection(asyncio.Protocol):
             for stream in list(self.drain_waiting):
                 if core.queued(stream.stream_id) <= _DRAIN_LOW:
                     stream.wake()
-        if flow.write_paused:
+        if core.closed or ((self._closing or self._eof) and not self._streams and not core.has_queued):
+            self._close()
+        elif flow.write_paused:
             # The peer does not read what we write: stop reading what it sends
             # (this also bounds what PING/SETTINGS answers can pile up).
             flow.pause_reading(ReadPause.WRITE_BLOCKED)
-        if core.closed or ((self._closing or self._eof) and not self._streams and not core.has_queued):
-            transport.close()
 
     @property
     def stuck(self) -> bool:
@@ -408,6 +431,10 @@ class Http2Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if self._linger_until:
+            if now >= self._linger_until:
+                transport.abort()  # (close() would wait for a peer that may never read)
+            return
         if self.flow.write_blocked_for(now) > self._timeouts.write:
             logger.info("dropping a connection whose client read nothing for %.3g s", self._timeouts.write)
             self.flow.abort()
@@ -418,7 +445,7 @@ class Http2Connection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Server shutdown: GOAWAY; open requests finish, GET streams end, then close."""
         self._closing = True
-        if self._transport is None or self._lost:
+        if self._transport is None or self._lost or self._linger_until:
             return
         self.core.goaway()
         for stream in list(self._streams.values()):
