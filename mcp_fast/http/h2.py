@@ -578,6 +578,10 @@ class H2Connection:
             # h2 queued GOAWAY with the matching code (RFC 9113 section 5.4.1).
             self._fail(_h2_error_code(exc), "HTTP/2 protocol error")
             return
+        if events and type(events[-1]) is h2.events.ConnectionTerminated:
+            # The peer's GOAWAY (always the last frame, see _scan): h2 sends nothing
+            # after it (section 6.8), not even answers to the frames before it.
+            self._dead = True
         for event in events:
             kind = type(event)
             if kind is h2.events.RequestReceived:
@@ -595,14 +599,12 @@ class H2Connection:
                 assert isinstance(event, h2.events.StreamReset)
                 self._on_reset(event.stream_id)
             elif kind is h2.events.ConnectionTerminated:
-                # The peer's GOAWAY: h2 lets nothing more be sent (section 6.8).
-                self._dead = True
                 self._events.append(CONNECTION_CLOSED)
             # WindowUpdated and RemoteSettingsChanged need nothing here: ``flush``
             # asks h2 for the current windows. PING and SETTINGS are answered by h2;
             # trailers, PRIORITY and unknown frames are ignored.
-            if self._dead:
-                return
+            if self._error is not None:
+                return  # a limit ended the connection: nothing after it counts
 
     def _on_request(self, stream_id: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
         limits = self._limits
@@ -680,7 +682,7 @@ class H2Connection:
         self._respond(stream_id, st, status, _TEXT_PLAIN, body)
 
     def _ack(self, size: int, stream_id: int) -> None:
-        if size:
+        if size and not self._dead:
             self._conn.acknowledge_received_data(size, stream_id)
 
     def _on_data(self, stream_id: int, data: bytes, flow_controlled: int, ended: bool) -> None:
@@ -837,10 +839,14 @@ class H2Connection:
             self._forget(stream_id)
 
     def _send_reset(self, stream_id: int, error_code: int) -> None:
+        if self._dead:
+            return
         with contextlib.suppress(*_STREAM_GONE):  # the peer reset it first
             self._conn.reset_stream(stream_id, error_code)
 
     def _send_headers(self, stream_id: int, st: _Stream, fields: _Fields, end: bool) -> bool:
+        if self._dead:
+            return False
         try:
             self._conn.send_headers(stream_id, fields, end_stream=end)
         except _STREAM_GONE:
@@ -855,6 +861,8 @@ class H2Connection:
         """Send as much as the windows allow now; queue the rest (RFC 9113 section 6.9)."""
         if end:
             st.finishing = True
+        if self._dead:
+            return
         if st.queue is not None or self._output_blocked:
             self._enqueue(stream_id, st, data, end)
             return
