@@ -618,8 +618,13 @@ def test_timeouts_body_idle_header_block_and_preface() -> None:
     server.check_timeouts()
     assert server.closed
 
-    server = H2Connection(H2Limits(), H2Timeouts(), clock)
-    server.receive_data(PREFACE[:10])
-    clock.now += 11
-    server.check_timeouts()
-    assert server.closed
+    for partial in (PREFACE[:10], PREFACE, PREFACE + settings_frame()[:5]):
+        # The client preface is the magic and a SETTINGS frame (RFC 9113 section 3.4).
+        server = H2Connection(H2Limits(), H2Timeouts(), clock)
+        server.receive_data(partial)
+        clock.now += 9
+        server.check_timeouts()
+        assert not server.closed
+        clock.now += 2
+        server.check_timeouts()
+        assert server.closed, partial

@@ -9,8 +9,11 @@ a complete exchange), ``CONNECTION_CLOSED``; a broken connection raises
 through ``respond`` / ``start_stream`` / ``send_data`` / ``end_stream`` /
 ``reset``, and ``data_to_send`` returns the bytes to write.
 
-``h2`` does the framing, HPACK and the stream state machines. This module adds
-what a server needs on top, enforced where the bytes arrive:
+``h2`` does the framing, HPACK and the stream state machines. It is fed one
+frame at a time, and the core reacts to each frame's events before the next
+frame, so the outcome depends on the frame sequence only, never on how the bytes
+were split into reads. This module adds what a server needs on top, enforced
+where the bytes arrive:
 
 * A frame-header scanner looks at every frame header before ``h2`` buffers the
   frame: an overlong frame is refused as soon as its 9-byte header is seen
@@ -325,6 +328,7 @@ class H2Connection:
         "_control",
         "_dead",
         "_draining",
+        "_ends",
         "_eof",
         "_error",
         "_events",
@@ -392,6 +396,7 @@ class H2Connection:
         # Frame scanner.
         self._skip = len(PREFACE)  # bytes of the current frame (first: the preface) to pass
         self._head = bytearray()  # a frame header split across reads
+        self._ends: list[int] = []  # where frames end in the current read
         self._violation: tuple[ErrorCodes, str] | None = None
         self._input_done = False  # a GOAWAY came in: h2 takes no frame after it
         self._block_bytes = 0
@@ -438,22 +443,37 @@ class H2Connection:
     # -- input ---------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Add received bytes; ``b""`` means the peer closed its side."""
+        """Add received bytes; ``b""`` means the peer closed its side.
+
+        h2 gets one frame at a time and its events are handled before the next
+        frame: what the core does about a frame (a refusal, a reset, a WINDOW_UPDATE)
+        is in effect for the next one, and the outcome does not depend on how the
+        bytes were split into reads.
+        """
         if self._dead or self._eof or self._failed or self._error is not None:
             return
         if not data:
             self._eof = True
             self._events.append(CONNECTION_CLOSED)
             return
+        ends = self._ends
         cut = self._scan(data)
-        if cut < 0:
-            self._feed(data)
-            return
-        # A frame broke a limit: h2 gets the frames before it (so the outcome
-        # does not depend on how the bytes were split), then the connection ends.
-        if cut:
-            self._feed(data[:cut])
-        if self._violation is not None and not self._dead:
+        stop = len(data) if cut < 0 else cut
+        if len(ends) == 1 and ends[0] == stop == len(data):
+            self._feed(data)  # the common case: one frame, or the end of one
+        else:
+            view = memoryview(data)
+            begin = 0
+            for end in ends:
+                self._feed(view[begin:end])
+                begin = end
+                if self._dead or self._error is not None:
+                    return
+            if begin < stop:
+                self._feed(view[begin:stop])  # the start of a frame that continues
+        if self._violation is not None and not self._dead and self._error is None:
+            # A frame broke a limit: the frames before it were handled, then the
+            # connection ends.
             code, reason = self._violation
             self._die(code, reason)
 
@@ -475,9 +495,12 @@ class H2Connection:
     # -- the frame scanner ---------------------------------------------------
 
     def _scan(self, data: bytes) -> int:
-        """Check each frame header as it arrives. Returns -1, or the offset in
+        """Check each frame header as it arrives, and note in ``_ends`` where each
+        frame (the preface first) ends in ``data``. Returns -1, or the offset in
         ``data`` where input for h2 ends: the frame that broke a limit
         (``_violation`` says which), or the end of a GOAWAY."""
+        ends = self._ends
+        ends.clear()
         i = 0
         n = len(data)
         skip = self._skip
@@ -489,7 +512,7 @@ class H2Connection:
                     return -1
                 i += skip
                 skip = 0
-                self._preface_done = True
+                ends.append(i)
                 if i == n:
                     self._skip = 0
                     return -1
@@ -520,9 +543,17 @@ class H2Connection:
                 self._skip = 0
                 return start
             skip = length
+            if not length:
+                ends.append(i)
+                if i == n:
+                    self._skip = 0
+                    return -1
 
     def _frame(self, length: int, kind: int, flags: int) -> bool:
         """One frame header; False when it breaks a limit."""
+        # RFC 9113 section 3.4: the client preface is the magic and a SETTINGS frame;
+        # a frame header after the magic ends the preface timeout.
+        self._preface_done = True
         if length > _MAX_FRAME:
             # RFC 9113 section 4.2: FRAME_SIZE_ERROR, decided before buffering it.
             return self._violate(ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
@@ -571,7 +602,7 @@ class H2Connection:
 
     # -- h2 events -----------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         try:
             events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
