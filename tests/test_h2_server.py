@@ -306,8 +306,23 @@ def test_official_sdk_client_over_http2(server: RunningServer) -> None:
 # -- switches, shutdown ------------------------------------------------------------------------
 
 
-def test_http2_can_be_switched_off(tmp_path: Path) -> None:
-    running = start_server(tmp_path, "--no-http2", "--stateless")
+def test_config_of_the_http2_options() -> None:
+    from mcp_fast.config import load_config
+
+    assert load_config([], {}).http2 is True
+    assert load_config(["--no-http2"], {}).http2 is False
+    assert load_config([], {"MCP_FAST_HTTP2": "off"}).http2 is False
+    assert load_config(["--http2"], {"MCP_FAST_HTTP2": "0"}).http2 is True  # the command line wins
+    assert load_config([], {}).h2_max_concurrent_streams == 100
+    assert load_config(["--h2-max-concurrent-streams", "8"], {}).h2_max_concurrent_streams == 8
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_http2_can_be_switched_off(tmp_path: Path, how: str) -> None:
+    if how == "flag":
+        running = start_server(tmp_path, "--no-http2", "--stateless")
+    else:
+        running = start_server(tmp_path, "--stateless", env={"MCP_FAST_HTTP2": "false"})
     try:
         with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
             sock.sendall(PREFACE)
