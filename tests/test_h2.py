@@ -546,7 +546,7 @@ def test_a_bad_preface_is_a_protocol_error() -> None:
         frame_bytes(0x3, 0, 0, b"\0\0\0\x08"),  # RST_STREAM on stream 0 (6.4)
         settings_frame({SettingCodes.INITIAL_WINDOW_SIZE: 2**31}),  # FLOW_CONTROL_ERROR (6.5.2)
         headers_frame(1, b"\xff\xff\xff\xff"),  # an undecodable header block (COMPRESSION_ERROR)
-        headers_frame(1, encode_block([(b":method", b"GET"), (b"Upper", b"x"), (b":path", b"/")])),
+        headers_frame(1, encode_block([(b":status", b"100")])),  # a response from a client
     ],
 )
 def test_peer_protocol_errors_send_goaway_and_raise_protocol_error(frames: bytes) -> None:
@@ -560,6 +560,78 @@ def test_peer_protocol_errors_send_goaway_and_raise_protocol_error(frames: bytes
     server.receive_data(b"anything")  # dropped
     with pytest.raises(ProtocolError):
         server.next_event()
+
+
+GOOD = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [*GOOD, (b"Upper", b"x")],  # upper-case name (RFC 9113 8.2.1)
+        [*GOOD, (b"x y", b"x")],  # not a token
+        [*GOOD, (b"", b"x")],  # empty name
+        [*GOOD, (b"x", b"a\x00b")],  # NUL in a value (8.2.1)
+        [*GOOD, (b"x", b" padded")],  # leading whitespace (8.2.1)
+        [*GOOD, (b"connection", b"close")],  # connection-specific (8.2.2)
+        [*GOOD, (b"transfer-encoding", b"chunked")],
+        [*GOOD, (b"te", b"gzip")],
+        [*GOOD, (b"host", b"b")],  # differs from :authority (8.3.1)
+        [*GOOD[:3], (b"host", b"a"), (b"host", b"a")],  # two hosts
+        GOOD[:3],  # neither :authority nor host
+        [*GOOD, (b":path", b"/again")],  # repeated pseudo-header (8.3)
+        [*GOOD, (b":protocol", b"websocket")],  # unknown pseudo-header
+        [(b":method", b"GET"), (b"x", b"1"), *GOOD[1:]],  # pseudo-header after a regular field
+        [GOOD[0], GOOD[2], GOOD[3]],  # no :scheme
+        [(b":method", b"G T"), *GOOD[1:]],  # :method not a token
+        [*GOOD[:2], (b":path", b""), GOOD[3]],  # empty :path
+        [*GOOD[:2], (b":path", b"/a b"), GOOD[3]],  # space in :path
+        [*GOOD[:3], (b":authority", b"user@host")],  # userinfo
+    ],
+)
+def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9113 section 8.1.1: a malformed request is a stream error (here a 400 first); the
+    connection and its other streams go on."""
+    import hpack
+
+    server, _ = connect()
+    server.receive_data(headers_frame(1, encode_block(fields)))
+    assert events(server) == []
+    frames = frames_of(server.data_to_send())
+    decoder = hpack.Decoder()
+    [head] = [f for f in frames if f.stream_id == 1 and type(f).__name__ == "HeadersFrame"]
+    assert dict(decoder.decode(head.data, raw=True))[b":status"] == b"400"
+    server.receive_data(headers_frame(3, encode_block(GOOD)))
+    [req] = events(server)
+    assert isinstance(req, Request) and req.stream_id == 3
+
+
+def test_malformed_request_with_a_body_coming_is_reset_with_protocol_error() -> None:
+    server, _ = connect()
+    server.receive_data(headers_frame(1, encode_block([*GOOD, (b"Bad", b"1")]), end_stream=False))
+    assert events(server) == []
+    rst = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "RstStreamFrame"]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.PROTOCOL_ERROR)]
+
+
+def test_malformed_trailers_drop_the_request() -> None:
+    server, client = connect()
+    sid = client.request("POST", "/", JSON, b"", end=False)
+    client.conn.send_data(sid, b"{}")
+    feed(server, client.data())
+    assert events(server) == []
+    server.receive_data(headers_frame(sid, encode_block([(b":path", b"/x")]), end_stream=True))
+    assert events(server) == []
+    client.receive(server.data_to_send())
+    assert client.answers[sid].status == 400
+    # Well-formed trailers are accepted (and dropped). (A new connection: the raw block above
+    # went past the client's HPACK encoder.)
+    server, client = connect()
+    sid = client.request("POST", "/", JSON, b"", end=False)
+    client.conn.send_data(sid, b"{}")
+    client.conn.send_headers(sid, [(b"x-checksum", b"1")], end_stream=True)
+    [req] = roundtrip(server, client)
+    assert isinstance(req, Request) and req.body == b"{}" and b"x-checksum" not in req.headers
 
 
 def test_eof_and_goaway_from_the_peer_close_the_connection() -> None:

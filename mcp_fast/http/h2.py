@@ -151,6 +151,12 @@ _CONNECTION_SPECIFIC: Final = frozenset(
 # no NUL, CR or LF in a value.
 _BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 section 5.6.2
+_TARGET: Final = re.compile(rb"[\x21-\x7e]+")  # visible ASCII, as h1 accepts in a target
+# Request fields (name, value) that passed _field_problem: clients repeat the same
+# ones on every request. Bounded; a miss is exactly as strict as a hit.
+_VALID_FIELDS: dict[tuple[bytes, bytes], None] = {}
+_VALID_FIELDS_MAX: Final = 1024
 _TEXT_PLAIN: Final = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 _Fields = list[tuple[bytes, bytes]]
@@ -244,7 +250,7 @@ class _Stream:
         self.finishing = False  # END_STREAM sent or queued: no more output
         self.closed = False  # END_STREAM sent or reset: done at the HTTP/2 level
         self.released = False  # the application is done with it (or never had it)
-        self.reset_after = False  # RST_STREAM(NO_ERROR) once the response is out
+        self.reset_after = -1  # RST_STREAM code to send once the response is out (-1: none)
         self.queue: deque[memoryview] | None = None  # output waiting for window
         self.queued = 0
         self.end_after = False  # END_STREAM after the queue
@@ -292,6 +298,42 @@ def _response_fields(status: int, headers: Sequence[tuple[bytes, bytes]]) -> _Fi
         if len(_FIELD_CACHE) < _FIELD_CACHE_MAX:
             _FIELD_CACHE[key] = fields
     return fields.copy()
+
+
+def _field_problem(name: bytes, value: bytes) -> str:
+    """What is wrong with a request field (RFC 9113 section 8.2), or ""."""
+    if not name or _BAD_NAME.search(name) is not None:
+        # Lower-case token characters only (sections 8.2 and 8.2.1; RFC 9110 5.1).
+        return "invalid field name"
+    if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+        return "connection-specific field"  # section 8.2.2
+    if value and (_BAD_VALUE.search(value) is not None or value[0] in b" \t" or value[-1] in b" \t"):
+        return "invalid field value"  # section 8.2.1
+    return ""
+
+
+def _request_problem(
+    method: bytes | None,
+    path: bytes | None,
+    scheme: bytes | None,
+    authority: bytes | None,
+    host: bytes | None,
+) -> str:
+    """What is wrong with a request's control data (RFC 9113 section 8.3.1), or ""."""
+    if method is None or path is None or scheme is None:
+        return "missing :method, :scheme or :path"
+    if _TOKEN.fullmatch(method) is None:
+        return "invalid :method"
+    if _TARGET.fullmatch(path) is None or (path[0] != 0x2F and not (path == b"*" and method == b"OPTIONS")):
+        return "invalid :path"  # origin-form, or "*" for OPTIONS (as in HTTP/1.1)
+    given = authority if authority is not None else host
+    if given is None:
+        return "no :authority or host"
+    if host is not None and given != host:
+        return ":authority and host differ"
+    if not valid_host(given):
+        return "invalid :authority"
+    return ""
 
 
 def _h2_error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes:
@@ -362,7 +404,10 @@ class H2Connection:
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
-            # Responses are validated and normalised by _response_fields (cheaper).
+            # Requests are validated by _on_request, responses by _response_fields:
+            # cheaper than h2's pipelines, and a malformed request is a stream error
+            # (RFC 9113 section 8.1.1), where h2 would end the whole connection.
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -629,11 +674,14 @@ class H2Connection:
             elif kind is h2.events.StreamReset:
                 assert isinstance(event, h2.events.StreamReset)
                 self._on_reset(event.stream_id)
+            elif kind is h2.events.TrailersReceived:
+                assert isinstance(event, h2.events.TrailersReceived)
+                self._on_trailers(event.stream_id, event.headers)
             elif kind is h2.events.ConnectionTerminated:
                 self._events.append(CONNECTION_CLOSED)
             # WindowUpdated and RemoteSettingsChanged need nothing here: ``flush``
             # asks h2 for the current windows. PING and SETTINGS are answered by h2;
-            # trailers, PRIORITY and unknown frames are ignored.
+            # PRIORITY and unknown frames are ignored.
             if self._error is not None:
                 return  # a limit ended the connection: nothing after it counts
 
@@ -642,54 +690,79 @@ class H2Connection:
         if self._draining or len(self._streams) >= limits.max_concurrent_streams:
             self._refuse(stream_id)
             return
-        method = path = authority = None
+        method = path = scheme = authority = None
         headers: dict[bytes, bytes] = {}
         size = 0
         count = 0
-        for name, value in fields:
+        malformed = ""
+        regular = False
+        for field in fields:
+            name, value = field
             size += len(name) + len(value) + 32  # RFC 9113 section 6.5.2
-            if name[0] == 0x3A:  # ":": pseudo-header fields (section 8.3.1)
-                if name == b":method":
+            if name.startswith(b":"):  # pseudo-header fields (section 8.3)
+                if regular:
+                    malformed = "pseudo-header field after a regular field"
+                elif name == b":method":
+                    malformed = malformed or ("repeated :method" if method is not None else "")
                     method = value
                 elif name == b":path":
+                    malformed = malformed or ("repeated :path" if path is not None else "")
                     path = value
+                elif name == b":scheme":
+                    malformed = malformed or ("repeated :scheme" if scheme is not None else "")
+                    scheme = value
                 elif name == b":authority":
+                    malformed = malformed or ("repeated :authority" if authority is not None else "")
                     authority = value
+                else:
+                    malformed = "unknown pseudo-header field"
                 continue
+            regular = True
             count += 1
+            if field not in _VALID_FIELDS:
+                problem = _field_problem(name, value)
+                if problem:
+                    malformed = problem
+                    continue
+                if len(_VALID_FIELDS) >= _VALID_FIELDS_MAX:
+                    _VALID_FIELDS.clear()
+                _VALID_FIELDS[field] = None
             previous = headers.get(name)
-            # Repeated fields joined as in HTTP/1.1 (RFC 9110 section 5.3); h2
-            # already joined cookie fields with "; " (section 8.2.3).
-            headers[name] = value if previous is None else previous + b", " + value
-        now = self._clock()
-        st = _Stream(None, now)
+            if previous is None:
+                headers[name] = value
+            elif name == b"host":
+                malformed = "repeated host"  # (as in HTTP/1.1, RFC 9112 section 3.2)
+            else:
+                # Repeated fields joined as in HTTP/1.1 (RFC 9110 section 5.3); h2
+                # already joined cookie fields with "; " (section 8.2.3).
+                headers[name] = previous + b", " + value
+        st = _Stream(None, self._clock())
         st.remote_ended = ended  # (its StreamEnded event follows)
         self._streams[stream_id] = st
-        status, reason = 0, ""
         if size > limits.max_header_bytes or count > limits.max_header_count:
-            status, reason = 431, "request header fields too large"
-        elif method is None or path is None:
-            # CONNECT (h2 has checked the other pseudo-header rules).
-            status, reason = 501, "method not implemented"
-        elif len(path) > limits.max_target_bytes:
-            status, reason = 414, "request-target too long"
-        elif path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
-            status, reason = 400, "invalid :path"
-        else:
-            if authority is not None and b"host" not in headers:
-                headers[b"host"] = authority  # section 8.3.1; h2 checked that they agree
-            host = headers.get(b"host")
-            if host is not None and not valid_host(host):
-                status, reason = 400, "invalid :authority"
-            else:
-                length = headers.get(b"content-length")
-                # h2 has checked that it is a number and will check it against the DATA.
-                if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-                    status, reason = 413, "request body too large"
-        if status:
-            self._reject(stream_id, st, status, reason)
+            self._reject(stream_id, st, 431, "request header fields too large")
+            return
+        if method == b"CONNECT":
+            self._reject(stream_id, st, 501, "CONNECT is not implemented")
+            return
+        if not malformed:
+            malformed = _request_problem(method, path, scheme, authority, headers.get(b"host"))
+        if malformed:
+            # Section 8.1.1: a malformed request is a stream error of type
+            # PROTOCOL_ERROR; a response may go first.
+            self._reject(stream_id, st, 400, "malformed request: " + malformed, ErrorCodes.PROTOCOL_ERROR)
             return
         assert method is not None and path is not None
+        if len(path) > limits.max_target_bytes:
+            self._reject(stream_id, st, 414, "request-target too long")
+            return
+        length = headers.get(b"content-length")
+        # h2 has checked that it is a number and checks it against the DATA.
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            self._reject(stream_id, st, 413, "request body too large")
+            return
+        if authority is not None and b"host" not in headers:
+            headers[b"host"] = authority  # section 8.3.1
         q = path.find(b"?")
         st.request = Request(method, path, path if q < 0 else path[:q], headers, b"", True, b"2", stream_id)
         expect = headers.get(b"expect")
@@ -697,18 +770,35 @@ class H2Connection:
             # RFC 9110 section 10.1.1; an END_STREAM already here makes it moot.
             self._send_headers(stream_id, st, [(b":status", b"100")], False)
 
+    def _on_trailers(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+        """Trailers are dropped, but must be well-formed (RFC 9113 section 8.1)."""
+        st = self._streams.get(stream_id)
+        if st is None or st.request is None:
+            return
+        for name, value in fields:
+            if name.startswith(b":"):
+                problem = "pseudo-header field in trailers"
+            else:
+                problem = _field_problem(name, value)
+            if problem:
+                self._reject(stream_id, st, 400, "malformed request: " + problem, ErrorCodes.PROTOCOL_ERROR)
+                return
+
     def _refuse(self, stream_id: int) -> None:
         """REFUSED_STREAM: the client may retry it (RFC 9113 section 8.7)."""
         self._send_reset(stream_id, ErrorCodes.REFUSED_STREAM)
         if not self._resets.spend(self._clock()):
             self._die(ErrorCodes.ENHANCE_YOUR_CALM, "too many refused streams")
 
-    def _reject(self, stream_id: int, st: _Stream, status: int, reason: str) -> None:
-        """Answer a request ourselves; its body (if still coming) is not read."""
+    def _reject(
+        self, stream_id: int, st: _Stream, status: int, reason: str, code: int = ErrorCodes.NO_ERROR
+    ) -> None:
+        """Answer a request ourselves, then (if its body is still coming) RST_STREAM
+        with ``code``: the body is not read."""
         st.request = None
         st.body = None
         st.released = True  # the application never sees it
-        st.reset_after = not st.remote_ended
+        st.reset_after = -1 if st.remote_ended else code
         body = (reason + "\n").encode()
         self._respond(stream_id, st, status, _TEXT_PLAIN, body)
 
@@ -746,7 +836,7 @@ class H2Connection:
         if st is None:
             return
         st.remote_ended = True
-        st.reset_after = False
+        st.reset_after = -1
         request = st.request
         if request is None:
             return
@@ -936,10 +1026,10 @@ class H2Connection:
 
     def _ended(self, stream_id: int, st: _Stream) -> None:
         """END_STREAM went out."""
-        if st.reset_after:
-            st.reset_after = False
+        if st.reset_after >= 0:
             # RFC 9113 section 8.1: the client may stop sending the request.
-            self._send_reset(stream_id, ErrorCodes.NO_ERROR)
+            self._send_reset(stream_id, st.reset_after)
+            st.reset_after = -1
             self._close_stream(stream_id, st)
         elif st.remote_ended:
             self._close_stream(stream_id, st)
