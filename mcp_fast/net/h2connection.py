@@ -301,8 +301,8 @@ class Http2Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.flow.on_resume_writing()
         self.core.set_output_blocked(False)
-        self._write_out()
         self.flow.resume_reading(ReadPause.WRITE_BLOCKED)
+        self._write_out()  # (pauses reading again if the transport fills up again)
 
     # -- events ------------------------------------------------------------------
 
