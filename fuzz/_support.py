@@ -46,6 +46,11 @@ def load_tests_conftest() -> ModuleType:
     return _load("_mcp_fast_tests_conftest", ROOT / "tests" / "conftest.py")
 
 
+def load_tests_h2client() -> ModuleType:
+    """``tests/h2client.py``: ``H2Socket``, ``H2Peer``, ``MCP_HEADERS``."""
+    return _load("_mcp_fast_tests_h2client", ROOT / "tests" / "h2client.py")
+
+
 def load_tests_httpclient() -> ModuleType:
     """``tests/httpclient.py``: ``RawClient``, ``client_request_bytes``, ``rpc_bytes``."""
     return _load("_mcp_fast_tests_httpclient", ROOT / "tests" / "httpclient.py")

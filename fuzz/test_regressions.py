@@ -202,3 +202,44 @@ def test_bug_integral_json_number_refused_for_integer_schema(
     assert answer["result"]["isError"] is False, answer
     if expected is not None:
         assert answer["result"]["structuredContent"] == expected
+
+
+def h2_outcome(chunks: list[bytes]) -> str:
+    from mcp_fast.http.events import CONNECTION_CLOSED, NEED_DATA
+    from mcp_fast.http.h2 import PREFACE, H2Connection
+
+    conn = H2Connection()
+    for chunk in [PREFACE, *chunks]:
+        conn.receive_data(chunk)
+        try:
+            while (event := conn.next_event()) is not NEED_DATA:
+                if event is CONNECTION_CLOSED:
+                    return "closed"
+        except ProtocolError:
+            return f"error {conn.error_code}"
+    return "open"
+
+
+def test_bug_h2_frames_after_a_goaway_depend_on_split() -> None:
+    """test_h2_frames::test_split_invariance. The client's GOAWAY and a HEADERS frame in one
+    read: h2 refuses any frame after a GOAWAY (its state machine is closed), so the connection
+    failed with PROTOCOL_ERROR, while the same bytes split after the GOAWAY ended cleanly.
+    Fixed in 1608c4c: the input ends with the GOAWAY."""
+    goaway = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(8)
+    headers = b"\x00\x00\x03\x01\x05\x00\x00\x00\x01\x82\x86\x84"  # GET / (static-table HPACK)
+    assert h2_outcome([goaway + headers]) == h2_outcome([goaway, headers]) == "closed"
+
+
+def test_bug_h2_request_answered_by_the_core_before_a_goaway_in_the_same_read() -> None:
+    """test_h2_frames::test_contract_generated_frames (long profile). A request the core
+    answers itself (here 400 for a :path without "/") and the client's GOAWAY in one read:
+    h2 had already closed its state machine when the core sent the 400, and its
+    ProtocolError escaped receive_data. Fixed: after a received GOAWAY nothing is sent."""
+    import hpack
+
+    block = hpack.Encoder().encode(
+        [(b":method", b"GET"), (b":path", b"mcp"), (b":scheme", b"http"), (b":authority", b"a")]
+    )
+    headers = len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + block
+    goaway = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(8)
+    assert h2_outcome([headers + goaway]) == h2_outcome([headers, goaway]) == "closed"

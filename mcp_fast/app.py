@@ -121,6 +121,8 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             max_stream_buffer=config.max_stream_buffer,
         ),
         shutdown_timeout=config.shutdown_timeout,
+        http2=config.http2,
+        h2_max_concurrent_streams=config.h2_max_concurrent_streams,
     )
     return HttpServer(transport, settings)
 

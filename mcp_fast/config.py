@@ -140,6 +140,13 @@ OPTIONS: tuple[Option, ...] = (
         1 << 20,
         "bytes of a stream waiting for a slow client before it is dropped",
     ),
+    Option("http2", _bool, True, "serve HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on the port"),
+    Option(
+        "h2_max_concurrent_streams",
+        int,
+        100,
+        "streams one HTTP/2 connection may have open at once (more are refused)",
+    ),
 )
 
 
@@ -179,6 +186,8 @@ class Config:
     sse_keepalive: float
     write_timeout: float
     max_stream_buffer: int
+    http2: bool
+    h2_max_concurrent_streams: int
 
     @property
     def effective_session_mode(self) -> str:
@@ -212,7 +221,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                 dest=option.name,
                 action=argparse.BooleanOptionalAction,
                 default=default,
-                help=f"{option.help} [{option.env}]",
+                help=f"{option.help} [{option.env}, default {'on' if option.default else 'off'}]",
             )
             continue
         parser.add_argument(

@@ -54,6 +54,18 @@ class Request:
 
 
 @dataclass(slots=True)
+class StreamReset:
+    """The stream ``stream_id`` ended without a complete exchange (HTTP/2 only).
+
+    The peer sent RST_STREAM, or the wire core reset the stream itself (a
+    stream-level protocol error, a reader that took nothing for too long).
+    Its responder is disconnected from now on; the other streams go on.
+    """
+
+    stream_id: int
+
+
+@dataclass(slots=True)
 class ContinueRequested:
     """The client sent ``Expect: 100-continue`` and waits before sending its body.
 
@@ -84,4 +96,4 @@ class _Closed:
 NEED_DATA: Final = _NeedData()
 CONNECTION_CLOSED: Final = _Closed()
 
-Event = Request | ContinueRequested | _NeedData | _Closed
+Event = Request | ContinueRequested | StreamReset | _NeedData | _Closed

@@ -52,6 +52,7 @@ __all__ = [
     "encode_response",
     "error_response",
     "response_head",
+    "valid_host",
 ]
 
 
@@ -189,6 +190,11 @@ def _parse_request_line(line: bytes) -> _RequestLine:
     if not authority or _HOST.fullmatch(authority) is None:
         raise ProtocolError(400, "invalid authority in request-target")
     return method, target, path or b"/", http10, authority
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether ``value`` is a valid ``Host`` / ``:authority`` (RFC 9110 section 7.2, no userinfo)."""
+    return _HOST.fullmatch(value) is not None
 
 
 def _request_line(line: bytes) -> _RequestLine:

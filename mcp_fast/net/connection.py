@@ -7,6 +7,11 @@ order (RFC 9112 section 9.3.2).
 
 Timeouts are deadlines checked by the server's sweeper once a second instead of
 a timer per request: setting a float is cheaper than ``call_later`` on the hot path.
+
+HTTP/2 with prior knowledge (RFC 9113 section 3.3) starts here too: while a new
+connection has received nothing else, its first bytes are compared with the
+client preface, and a match hands the transport to the HTTP/2 protocol
+(``handover``). Afterwards the check costs one attribute test per read.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import enum
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from mcp_fast.http import h1
 from mcp_fast.http.events import (
@@ -34,6 +39,26 @@ logger = logging.getLogger("mcp_fast.net")
 
 # The application answers a request at once (returns None) or returns a coroutine to run.
 App = Callable[[Request, Responder], Coroutine[Any, Any, None] | None]
+# Takes over a connection whose first bytes were the HTTP/2 client preface:
+# (transport, its FlowControl, the bytes received so far).
+Handover = Callable[[asyncio.Transport, FlowControl, bytes], None]
+
+# RFC 9113 section 3.4: the client connection preface.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class Connection(Protocol):
+    """What the server's sweeper and shutdown need of a connection (HTTP/1.1 or HTTP/2)."""
+
+    deadline: float
+
+    def on_deadline(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def cancel_application(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 _NEVER = float("inf")
 # Bytes of further pipelined requests we hold while one is in flight.
@@ -71,12 +96,15 @@ class HttpConnection(asyncio.Protocol):
         "_current",
         "_disconnected",
         "_flow",
+        "_handover",
         "_keep_alive",
         "_limits",
         "_loop",
         "_lost",
         "_on_disconnect",
         "_processing",
+        "_sniffed",
+        "_sniffing",
         "_streaming",
         "_task",
         "_timeouts",
@@ -90,7 +118,8 @@ class HttpConnection(asyncio.Protocol):
         app: App,
         limits: h1.H1Limits,
         timeouts: Timeouts,
-        connections: set[HttpConnection],
+        connections: set[Any],
+        handover: Handover | None = None,
     ) -> None:
         self._app = app
         self._limits = limits
@@ -111,6 +140,9 @@ class HttpConnection(asyncio.Protocol):
         self._disconnected: asyncio.Future[None] | None = None  # made when a stream waits on it
         self._on_disconnect: Callable[[], None] | None = None
         self._closing = False  # server shutdown: finish the current request, then close
+        self._handover = handover  # None: HTTP/2 is off
+        self._sniffing = handover is not None  # nothing but a preface prefix received yet
+        self._sniffed = b""
         self.phase = Phase.IDLE
         self.deadline = _NEVER
 
@@ -124,6 +156,10 @@ class HttpConnection(asyncio.Protocol):
         self._idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._sniffing:
+            data = self._sniff(data)
+            if not data:
+                return
         if self._current is None:
             self._process(data)
             return
@@ -133,6 +169,10 @@ class HttpConnection(asyncio.Protocol):
             self._flow.pause_reading(ReadPause.PIPELINE_FULL)
 
     def eof_received(self) -> bool | None:
+        if self._sniffing:
+            self._sniffing = False
+            if self._sniffed:
+                self._core.receive_data(self._sniffed)
         self._core.receive_data(b"")
         if self._current is None:
             self._process()
@@ -161,6 +201,35 @@ class HttpConnection(asyncio.Protocol):
         self._flow.resume_reading(ReadPause.WRITE_BLOCKED)
         if self._current is None:
             self._process()
+
+    # -- HTTP/2 with prior knowledge ------------------------------------------------
+
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes of a connection: HTTP/2's preface, or HTTP/1.1.
+
+        Returns the bytes for the HTTP/1.1 parser, or b"" when they were handed
+        to HTTP/2 or may still be the start of its preface (it can arrive in
+        pieces, down to one byte per read).
+        """
+        if self._sniffed:
+            data = self._sniffed + data
+        n = min(len(data), len(_H2_PREFACE))
+        if data[:n] != _H2_PREFACE[:n]:
+            self._sniffing = False
+            self._sniffed = b""
+            return data
+        if n < len(_H2_PREFACE):
+            self._sniffed = data
+            self._set_phase(Phase.HEAD)  # a slow preface gets the header timeout
+            return b""
+        self._sniffing = False
+        self._sniffed = b""
+        handover = self._handover
+        assert handover is not None and self._transport is not None and self._flow is not None
+        self._connections.discard(self)
+        self.deadline = _NEVER
+        handover(self._transport, self._flow, data)
+        return b""
 
     # -- request loop ------------------------------------------------------------
 

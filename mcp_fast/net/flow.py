@@ -27,6 +27,7 @@ class FlowControl:
     __slots__ = (
         "_closed",
         "_drain_waiters",
+        "_paused_at",
         "_reasons",
         "_transport",
         "_write_timeout",
@@ -42,6 +43,7 @@ class FlowControl:
         # outside this class.
         self.reading_paused = False
         self.write_paused = False
+        self._paused_at = 0.0  # loop time of the last pause_writing
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
@@ -68,6 +70,14 @@ class FlowControl:
     def on_pause_writing(self) -> None:
         """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark."""
         self.write_paused = True
+        self._paused_at = asyncio.get_running_loop().time()
+
+    def write_blocked_for(self, now: float) -> float:
+        """Seconds (loop time) the transport has been refusing more output; 0 when it is not.
+
+        For a connection with no writer waiting in ``drain`` (HTTP/2 answers PINGs and
+        SETTINGS by itself): its sweeper drops a peer that reads nothing this long."""
+        return now - self._paused_at if self.write_paused and not self._closed else 0.0
 
     def on_resume_writing(self) -> None:
         self.write_paused = False

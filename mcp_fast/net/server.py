@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from mcp_fast.http import h1
-from mcp_fast.net.connection import App, HttpConnection, Timeouts
+from mcp_fast.http.h2 import H2Limits
+from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
+from mcp_fast.net.flow import FlowControl
+from mcp_fast.net.h2connection import Http2Connection
 
 logger = logging.getLogger("mcp_fast.net")
 
@@ -24,18 +27,44 @@ class NetSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     shutdown_timeout: float = 10.0
     reuse_port: bool = False
+    http2: bool = True  # h2c with prior knowledge (TLS and ALPN are the proxy's job)
+    h2_max_concurrent_streams: int = 100
+
+    def h2_limits(self) -> H2Limits:
+        """The HTTP/1.1 size limits, applied to HTTP/2 requests too."""
+        return H2Limits(
+            max_header_bytes=self.limits.max_header_bytes,
+            max_header_count=self.limits.max_header_count,
+            max_target_bytes=self.limits.max_target_bytes,
+            max_body_bytes=self.limits.max_body_bytes,
+            max_concurrent_streams=self.h2_max_concurrent_streams,
+        )
 
 
 class HttpServer:
     def __init__(self, app: App, settings: NetSettings) -> None:
         self.app = app
         self.settings = settings
-        self.connections: set[HttpConnection] = set()
+        self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._h2_limits = settings.h2_limits() if settings.http2 else None
 
     def _make_protocol(self) -> HttpConnection:
-        return HttpConnection(self.app, self.settings.limits, self.settings.timeouts, self.connections)
+        return HttpConnection(
+            self.app,
+            self.settings.limits,
+            self.settings.timeouts,
+            self.connections,
+            self._to_http2 if self._h2_limits is not None else None,
+        )
+
+    def _to_http2(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
+        """A new connection began with the HTTP/2 preface: switch its protocol."""
+        assert self._h2_limits is not None
+        protocol = Http2Connection(self.app, self._h2_limits, self.settings.timeouts, self.connections)
+        transport.set_protocol(protocol)
+        protocol.take_over(transport, flow, data)
 
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
