@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -403,6 +404,25 @@ def test_body_over_limit_chunked_is_413(server: RunningServer) -> None:
     with RawClient(server.port) as client:
         client.send(head + b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2)
         assert client.read_response().status == 413
+
+
+def test_a_refused_body_still_sent_does_not_destroy_the_413(server: RunningServer) -> None:
+    """Lingering close (RFC 9112 section 9.6): the client goes on sending a body the server
+    refused; it must read the 413, not a connection reset, and then see the connection end."""
+    chunk = b"a" * 65536
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for _ in range(3):
+        with RawClient(server.port) as client:
+
+            def send_everything() -> None:
+                with contextlib.suppress(OSError):
+                    client.send(head + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 48)  # 3 MiB
+
+            sender = threading.Thread(target=send_everything, daemon=True)
+            sender.start()
+            sender.join(timeout=10)  # all of it is read (and dropped) while the server lingers
+            assert client.read_response().status == 413
+            assert client.expect_closed()
 
 
 def test_timeouts(tmp_path: Path) -> None:

@@ -1010,13 +1010,6 @@ def test_sse_flows_through_nginx_while_the_tool_runs(blocking: Nginx) -> None:
     assert _counters(blocking)["started"] == before + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcp_fast/net/connection.py HttpConnection.eof_received keeps a half-closed connection "
-    "open to finish the answer and tells no one: a client (or nginx, when its client left) that "
-    "closes the connection is noticed only at the next write, so a silent 2026 request is never "
-    "cancelled",
-)
 def test_closing_the_stream_through_nginx_cancels_the_request(blocking: Nginx) -> None:
     """2026-07-28 "Cancellation": closing a request's stream cancels it. Behind nginx the
     client's close reaches mcp_fast as nginx closing the upstream connection."""
@@ -1028,13 +1021,6 @@ def test_closing_the_stream_through_nginx_cancels_the_request(blocking: Nginx) -
     assert _counters(blocking)["cancelled"] == before + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="same cause as above (HttpConnection.eof_received): when nginx closes the upstream "
-    "connection of a GET stream whose client left, the session's stream stays 'open' in the "
-    "instance until its second keep-alive write fails (2 x --sse-keepalive), so the client's "
-    "new GET gets 409; the official client tries twice, 1 s apart, then gives up on its stream",
-)
 def test_a_client_that_dropped_its_get_stream_can_open_it_again(tmp_path: Path) -> None:
     server = start_backend(tmp_path, "a", "--sse-keepalive", "15")  # the default
     try:
@@ -1117,12 +1103,6 @@ def test_tls_and_http2_at_nginx_with_the_shipped_server_block(fleet: Fleet) -> N
 # -- a misconfiguration that mcp_fast could survive ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcp_fast/net/connection.py HttpConnection._fail closes the socket right after its 413 "
-    "while nginx is still sending the body (no lingering close, RFC 9112 section 9.6): the kernel "
-    "resets the connection, nginx answers 502 and marks the instance failed for fail_timeout",
-)
 def test_mcp_fast_refusing_a_body_mid_upload_keeps_the_fleet_up(tmp_path: Path) -> None:
     """nginx's client_max_body_size above the instances' --max-body-size (4m against 1M here):
     mcp_fast refuses the body itself. The client should get that 413, and the fleet go on."""

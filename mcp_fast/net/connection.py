@@ -63,6 +63,10 @@ class Connection(Protocol):
 _NEVER = float("inf")
 # Bytes of further pipelined requests we hold while one is in flight.
 _PIPELINE_BUFFER_LIMIT = 256 * 1024
+# After an error answer: how long, and how many bytes, a client's further sending is read and
+# dropped before the connection closes (the lingering close of _fail).
+_LINGER_SECONDS = 2.0
+_LINGER_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class HttpConnection(asyncio.Protocol):
         "_handover",
         "_keep_alive",
         "_limits",
+        "_lingered",
         "_loop",
         "_lost",
         "_on_disconnect",
@@ -141,6 +146,7 @@ class HttpConnection(asyncio.Protocol):
         self._on_disconnect: Callable[[], None] | None = None
         self._closing = False  # server shutdown: finish the current request, then close
         self._handover = handover  # None: HTTP/2 is off
+        self._lingered = -1  # bytes dropped since an error answer; -1: not lingering
         self._sniffing = handover is not None  # nothing but a preface prefix received yet
         self._sniffed = b""
         self.phase = Phase.IDLE
@@ -156,6 +162,9 @@ class HttpConnection(asyncio.Protocol):
         self._idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingered >= 0:
+            self._linger_on(len(data))
+            return
         if self._sniffing:
             data = self._sniff(data)
             if not data:
@@ -173,23 +182,38 @@ class HttpConnection(asyncio.Protocol):
             self._sniffing = False
             if self._sniffed:
                 self._core.receive_data(self._sniffed)
+        if self._lingered >= 0:
+            assert self._transport is not None
+            self._transport.close()  # the client has sent everything: our answer is safe
+            return True
         self._core.receive_data(b"")
         if self._current is None:
             self._process()
+        elif self._streaming or self._on_disconnect is not None:
+            # The client closed its side while a stream or a cancellable (2026) request was
+            # open. Behind a proxy this is how a client's departure shows (nginx closes its
+            # upstream connection): streams end and a 2026 request is cancelled at once instead
+            # of when a later write fails. A plain JSON answer to a half-closed client is
+            # still written (RFC 9112 section 9.6 lets a client half-close).
+            self._peer_gone()
         return True  # keep the transport open to finish answering the current request
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._connections.discard(self)
+        self._peer_gone()
+        if self._flow is not None:
+            self._flow.on_connection_lost()
+        # A disconnect is not a cancellation (MCP 2025 transports): a running
+        # handler finishes and its answer is dropped.
+
+    def _peer_gone(self) -> None:
+        """Whatever waits for the client to leave learns it now (once)."""
         if self._disconnected is not None and not self._disconnected.done():
             self._disconnected.set_result(None)
         if self._on_disconnect is not None and self._current is not None:
             callback, self._on_disconnect = self._on_disconnect, None
             callback()
-        if self._flow is not None:
-            self._flow.on_connection_lost()
-        # A disconnect is not a cancellation (MCP 2025 transports): a running
-        # handler finishes and its answer is dropped.
 
     def pause_writing(self) -> None:
         assert self._flow is not None
@@ -356,16 +380,36 @@ class HttpConnection(asyncio.Protocol):
             self._idle()
 
     def _fail(self, status: int, reason: str) -> None:
-        """Answer a protocol error and close: the byte stream can't be trusted any more."""
-        assert self._transport is not None
-        self._transport.writelines(h1.error_response(status, reason))
-        self._transport.close()
+        """Answer a protocol error and close: the byte stream can't be trusted any more.
+
+        A lingering close (RFC 9112 section 9.6): the sending side closes first, then what the
+        client still sends (the rest of a refused body, say) is read and dropped for a moment.
+        Closing at once would let those bytes turn into a reset that destroys our answer
+        before the client reads it -- behind nginx, a 502 that takes the instance out of the
+        upstream instead of the 413.
+        """
+        transport = self._transport
+        assert transport is not None
+        transport.writelines(h1.error_response(status, reason))
+        if self._lingered >= 0 or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingered = 0
+        self.phase = Phase.BUSY  # no HTTP timeout: the linger deadline below rules
+        self.deadline = self._loop.time() + _LINGER_SECONDS
+
+    def _linger_on(self, received: int) -> None:
+        """Bytes after our error answer: dropped, up to a bound."""
+        self._lingered += received
+        if self._lingered > _LINGER_MAX_BYTES and self._transport is not None:
+            self._transport.close()
 
     def on_deadline(self) -> None:
         """Called by the sweeper when ``deadline`` passed."""
         if self._transport is None or self._transport.is_closing():
             return
-        if self.phase is Phase.IDLE:
+        if self.phase is Phase.IDLE or self._lingered >= 0:
             self._transport.close()
         elif self.phase in (Phase.HEAD, Phase.BODY):
             self._fail(408, "Request timeout: the request was not received in time")
