@@ -14,8 +14,10 @@ serve older clients keep hosting the old SSE and POST endpoints):
 
 A session is its stream: it lives in the process that holds the GET, and ends
 when the client drops it (requests still running are cancelled; later POSTs get
-404). A fleet must route ``/messages?session_id=`` to the instance that holds the
-stream (nginx: ``hash $arg_session_id``). The session itself (lifecycle,
+404). A fleet must route the POSTs to the instance that holds the stream: give each
+instance its own ``--legacy-messages-path`` and route by path (README "Deployment";
+hashing the session id does not work, the instance that took the GET minted it). The
+session itself (lifecycle,
 concurrency, cancellation, server-to-client requests) is ``channel.ChannelSession``,
 shared with stdio.
 """
