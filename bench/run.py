@@ -254,7 +254,7 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             name="tools_list",
-            description="tools/list (each server has the one echo tool)",
+            description="tools/list (each server has the same two tools, echo and lookup)",
             method="tools/list",
         ),
         Workload(

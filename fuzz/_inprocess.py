@@ -98,11 +98,12 @@ class Recorder:
         )
 
     def sse_events(self) -> list[_whatwg_sse.SseEvent]:
-        return _whatwg_sse.parse(b"".join(self.chunks)).events
+        """The events of an SSE answer: streamed in chunks, or (known at once) one body."""
+        return _whatwg_sse.parse(self.body + b"".join(self.chunks)).events
 
     def messages(self) -> list[Any]:
         """The JSON-RPC messages of the answer: the JSON body, or every SSE data event."""
-        if self.calls and self.calls[0] == "respond":
+        if self.calls and self.calls[0] == "respond" and self.content_type != b"text/event-stream":
             return [strict_json(self.body)] if self.body else []
         return [strict_json(event.data) for event in self.sse_events() if event.data]
 

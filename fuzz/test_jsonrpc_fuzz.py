@@ -361,13 +361,13 @@ def check_exchange(h: Harness, body: bytes, version: bytes | None, accept: bytes
         return rec
     assert rec.status == 200
     messages = rec.messages()
-    if rec.calls[0] == "respond":
-        assert json_ok and rec.content_type == b"application/json"
+    if rec.content_type == b"application/json":
+        assert json_ok and rec.calls[0] == "respond"
         assert len(messages) == 1
     else:
-        event(f"sse with {len(messages) - 1} notifications")
-    if rec.calls[0] != "respond":
+        # SSE: streamed, or (known at once) one response with a length.
         assert rec.content_type == b"text/event-stream"
+        event(f"sse with {len(messages) - 1} notifications")
         # Notifications first (no id), then the one response.
         for notification in messages[:-1]:
             assert "method" in notification and "id" not in notification, notification
@@ -387,7 +387,7 @@ def check_batch(rec: Recorder, batch: list[Any], version: bytes | None, json_ok:
         assert (rec.status, rec.body) == (202, b"")
         return
     assert rec.status == 200
-    if rec.calls[0] == "respond":
+    if rec.content_type == b"application/json":
         assert json_ok, "a batch answered with JSON to a client that accepts only text/event-stream"
         responses = strict_json(rec.body)
         assert type(responses) is list

@@ -47,9 +47,12 @@ class Recorder:
         self.ended = True
 
     def messages(self) -> list[Any]:
-        if self.body:
+        if self.body and dict(self.headers).get(b"content-type") != b"text/event-stream":
             return [orjson.loads(self.body)]
-        return [orjson.loads(chunk[len(b"data: ") :]) for chunk in self.chunks]
+        # SSE: streamed in chunks, or (an answer known at once) one body with a length.
+        events = b"".join([self.body, *self.chunks]).split(b"\n\n")
+        lines = [line for event in events for line in event.split(b"\n")]
+        return [orjson.loads(line[len(b"data: ") :]) for line in lines if line.startswith(b"data: {")]
 
 
 def post(

@@ -166,29 +166,40 @@ class PostChannel:
     def detached(self) -> SessionOutbound:
         return SessionOutbound(self.session_state)
 
+    def _sse_headers(self) -> Headers:
+        return SSE_HEADERS if self.extra_headers is None else [*SSE_HEADERS, *self.extra_headers]
+
     def open_stream(self) -> None:
         self.streaming = True
         assert self.responder is not None
-        headers = SSE_HEADERS if self.extra_headers is None else [*SSE_HEADERS, *self.extra_headers]
-        self.responder.start_stream(200, headers)
+        self.responder.start_stream(200, self._sse_headers())
+        opening = self._opening()
+        if opening:
+            self.responder.send_stream(opening)
+
+    def _opening(self) -> bytes:
+        """What a stream starts with: in a session, its place in the event store, and from
+        2025-11-25 a priming event (an id and empty data, so the client can resume even
+        before the first real event, and how soon to retry)."""
         resumable = self.resumable
         if resumable is None:
-            return
+            return b""
         resumable.stream = resumable.store.open_stream(resumable.session_id)
         resumable.live[resumable.stream] = self
-        if resumable.priming:
-            # 2025-11-25: an event with an id and empty data first, so the client
-            # can resume even before the first real event, and how soon to retry.
-            event = sse.encode_event(b"", event_id=priming_id(resumable.stream), retry_ms=resumable.retry_ms)
-            self.responder.send_stream(event)
+        if not resumable.priming:
+            return b""
+        return sse.encode_event(b"", event_id=priming_id(resumable.stream), retry_ms=resumable.retry_ms)
+
+    def _event(self, message: bytes) -> bytes:
+        """One message as an SSE event, kept in the event store when resumable."""
+        resumable = self.resumable
+        if resumable is not None:
+            return sse.encode_event(message, event_id=resumable.store.append(resumable.stream, message))
+        return sse.encode_message(message)
 
     def emit(self, message: bytes) -> None:
         """One message on the stream: stored when resumable, written when a client is attached."""
-        resumable = self.resumable
-        if resumable is not None:
-            event = sse.encode_event(message, event_id=resumable.store.append(resumable.stream, message))
-        else:
-            event = sse.encode_message(message)
+        event = self._event(message)
         if self.responder is not None:
             self.responder.send_stream(event)
 
@@ -267,7 +278,13 @@ class PostChannel:
             self.responder.respond(status, headers, response)
             return
         if not self.streaming:
-            self.open_stream()
+            # Nothing came before the result: the whole stream is known, so it goes out as
+            # one response with a length (one write) instead of a chunked stream of three.
+            assert self.responder is not None
+            body = self._opening() + self._event(response)
+            self._complete()
+            self.responder.respond(200, self._sse_headers(), body)
+            return
         self.emit(response)
         self._complete()
         if self.responder is not None:
