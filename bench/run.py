@@ -239,7 +239,7 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             name="tools_call_echo_sse",
-            description="the headline request answered as text/event-stream (one SSE event, chunked)",
+            description="the headline request answered as text/event-stream (one SSE event)",
             expect="sse",
         ),
         Workload(
