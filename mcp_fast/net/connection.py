@@ -31,7 +31,7 @@ from mcp_fast.http.events import (
     ProtocolError,
     Request,
 )
-from mcp_fast.net.eager import start_eagerly
+from mcp_fast.net.eager import request_failed, start_eagerly
 from mcp_fast.net.flow import FlowControl, ReadPause
 from mcp_fast.transport.responder import Headers, Responder
 
@@ -351,13 +351,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._task = None
-        failed = False
-        if task.cancelled():
-            failed = True
-        elif task.exception() is not None:
-            logger.error("unhandled error while serving a request", exc_info=task.exception())
-            failed = True
-        self._application_done(failed)
+        self._application_done(request_failed(task))
         if self._current is None:
             self._process()
 

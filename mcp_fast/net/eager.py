@@ -14,9 +14,12 @@ get a Task of their own (see ``mcp_fast.server.invoke``), because code such as
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from collections.abc import Coroutine, Generator
 from typing import Any
+
+logger = logging.getLogger("mcp_fast.net")
 
 
 @types.coroutine
@@ -58,3 +61,13 @@ def start_eagerly(
     except StopIteration:
         return None
     return loop.create_task(_finish(coro, yielded))
+
+
+def request_failed(task: asyncio.Task[None]) -> bool:
+    """A finished request Task: did it fail (cancelled, or raised -- logged here)?"""
+    if task.cancelled():
+        return True
+    if task.exception() is not None:
+        logger.error("unhandled error while serving a request", exc_info=task.exception())
+        return True
+    return False

@@ -28,7 +28,7 @@ from typing import Any, Final
 from mcp_fast.http.events import NEED_DATA, ProtocolError, Request, StreamReset
 from mcp_fast.http.h2 import H2Connection, H2Limits, H2Timeouts
 from mcp_fast.net.connection import App, Timeouts
-from mcp_fast.net.eager import start_eagerly
+from mcp_fast.net.eager import request_failed, start_eagerly
 from mcp_fast.net.flow import FlowControl, ReadPause
 from mcp_fast.transport.responder import Headers
 
@@ -185,13 +185,7 @@ class Http2Stream:
 
     def task_done(self, task: asyncio.Task[None]) -> None:
         self._task = None
-        failed = False
-        if task.cancelled():
-            failed = True
-        elif task.exception() is not None:
-            logger.error("unhandled error while serving a request", exc_info=task.exception())
-            failed = True
-        self._conn.application_done(self, failed)
+        self._conn.application_done(self, request_failed(task))
 
     def cancel(self) -> None:
         if self._task is not None:
