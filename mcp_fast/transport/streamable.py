@@ -824,7 +824,9 @@ class StreamableHTTP:
                 continue
             if message.kind is Kind.REQUEST:
                 if message.method == "initialize":
-                    error = RpcError(INVALID_REQUEST, "initialize must not be part of a batch")
+                    error = RpcError(
+                        INVALID_REQUEST, "Invalid request: initialize must not be part of a batch"
+                    )
                     responses.append(jsonrpc.encode_error(message.id, error))
                     continue
                 ctx = self._context(message, policy, channel, session)
