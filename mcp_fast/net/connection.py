@@ -60,6 +60,7 @@ class Connection(Protocol):
 
     def abort(self) -> None: ...
 
+
 _NEVER = float("inf")
 # Bytes of further pipelined requests we hold while one is in flight.
 _PIPELINE_BUFFER_LIMIT = 256 * 1024
