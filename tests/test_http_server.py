@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -423,6 +425,32 @@ def test_a_refused_body_still_sent_does_not_destroy_the_413(server: RunningServe
             sender.join(timeout=10)  # all of it is read (and dropped) while the server lingers
             assert client.read_response().status == 413
             assert client.expect_closed()
+
+
+def test_shutdown_still_serves_a_request_on_an_idle_keep_alive_connection(tmp_path: Path) -> None:
+    """A proxy's pooled connection may carry a request just as the server begins to shut down:
+    for a moment it is answered, with Connection: close, instead of being reset."""
+    running = start_server(tmp_path, "--stateless")
+    try:
+        with RawClient(running.port) as client:
+            client.send(rpc_bytes("ping"))
+            assert client.read_response().status == 200  # now idle, keep-alive
+            running.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # shutdown has begun once the listener is gone
+                try:
+                    socket.create_connection(("127.0.0.1", running.port), timeout=0.2).close()
+                except OSError:
+                    break
+                time.sleep(0.01)
+            client.send(rpc_bytes("ping", request_id=2))
+            response = client.read_response()
+            assert response.status == 200 and response.json()["id"] == 2
+            assert response.headers.get("connection") == "close"
+            assert client.expect_closed()
+        assert running.process.wait(timeout=10) == 0
+    finally:
+        stop_server(running)
 
 
 def test_timeouts(tmp_path: Path) -> None:

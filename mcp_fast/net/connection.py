@@ -68,6 +68,8 @@ _PIPELINE_BUFFER_LIMIT = 256 * 1024
 # dropped before the connection closes (the lingering close of _fail).
 _LINGER_SECONDS = 2.0
 _LINGER_MAX_BYTES = 64 << 20
+# Seconds an idle keep-alive connection is still served after shutdown begins (see shutdown()).
+_SHUTDOWN_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -410,13 +412,20 @@ class HttpConnection(asyncio.Protocol):
             self._fail(408, "Request timeout: the request was not received in time")
 
     def shutdown(self) -> None:
-        """Server shutdown: idle connections close now, busy ones after their answer."""
+        """Server shutdown: busy connections close after their answer (``Connection: close``),
+        GET streams end, idle ones close after a short grace."""
         self._closing = True
         self._keep_alive = False
         if self._transport is None:
             return
         if self._current is None:
-            self._transport.close()
+            if self.phase is Phase.IDLE:
+                # A proxy may be sending on this pooled connection right now: closing at once
+                # would turn that request into a reset (nginx answers a POST with 502). For a
+                # moment a request is still served, with Connection: close, which takes the
+                # connection out of the proxy's pool; the sweeper closes it after that.
+                self.deadline = min(self.deadline, self._loop.time() + _SHUTDOWN_GRACE)
+            # A request under way (HEAD/BODY) is finished, within its own timeouts.
         elif self._streaming and self._current.method == b"GET":
             # A GET stream never ends by itself: end it (clients reconnect elsewhere).
             self.end_stream()
