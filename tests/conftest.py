@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,24 @@ def stop_server(server: RunningServer) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+def module_server(*flags: str) -> Any:
+    """A module-scoped fixture running the demo app with ``flags``; fails on a server traceback.
+
+    ``name = module_server("--stateless")`` at module level makes a fixture called ``name``.
+    """
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+        server = start_server(tmp_path_factory.mktemp("server"), *flags)
+        try:
+            yield server
+        finally:
+            stop_server(server)
+        assert "Traceback" not in server.log(), server.log()
+
+    return fixture
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ client/sampling.mdx, client/elicitation.mdx, basic/utilities/progress.mdx.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ import anyio
 import httpx2
 import orjson
 import pytest
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, module_server
 from httpclient import RawClient, rpc_bytes
 from mcp import Client, types
 from mcp.client.context import ClientRequestContext
@@ -43,22 +43,9 @@ T = TypeVar("T")
 # -- servers ---------------------------------------------------------------------------------------
 
 
-def _module_server(*flags: str) -> Any:
-    @pytest.fixture(scope="module")
-    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-        server = start_server(tmp_path_factory.mktemp("server"), *flags)
-        try:
-            yield server
-        finally:
-            stop_server(server)
-        assert "Traceback" not in server.log(), server.log()
-
-    return fixture
-
-
-jwt_a = _module_server("--session-secret", SECRET)
-jwt_b = _module_server("--session-secret", SECRET)
-memory = _module_server("--session-mode", "memory")
+jwt_a = module_server("--session-secret", SECRET)
+jwt_b = module_server("--session-secret", SECRET)
+memory = module_server("--session-mode", "memory")
 
 
 # -- a recording HTTP client -----------------------------------------------------------------------

@@ -12,14 +12,14 @@ basic/transports.mdx "Backwards Compatibility".
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import mcp.client.session as sdk_session
 import pytest
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, module_server
 from httpclient import RawClient, client_request_bytes
 from mcp import Client, ClientSession, types
 from mcp.client.context import ClientRequestContext
@@ -31,21 +31,8 @@ T = TypeVar("T")
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
-def _module_server(*args: str) -> Any:
-    @pytest.fixture(scope="module")
-    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-        server = start_server(tmp_path_factory.mktemp("legacy"), *args)
-        try:
-            yield server
-        finally:
-            stop_server(server)
-        assert "Traceback" not in server.log(), server.log()
-
-    return fixture
-
-
-demo = _module_server()
-app = _module_server("tests.apps.transport_app:server")
+demo = module_server()
+app = module_server("tests.apps.transport_app:server")
 
 
 def sse_url(server: RunningServer) -> str:

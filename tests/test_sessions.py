@@ -25,14 +25,14 @@ import base64
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jwt
 import orjson
 import pytest
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, module_server, start_server, stop_server
 from httpclient import RawClient, Response, client_request_bytes, rpc_bytes
 
 LATEST = "2025-11-25"
@@ -52,30 +52,15 @@ SSE_ACCEPT = "text/event-stream"
 # -- servers ------------------------------------------------------------------------------------
 
 
-def _module_server(*flags: str) -> Any:
-    """A module-scoped fixture running the demo app with `flags`; fails on a server traceback."""
-
-    @pytest.fixture(scope="module")
-    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-        server = start_server(tmp_path_factory.mktemp("server"), *flags)
-        try:
-            yield server
-        finally:
-            stop_server(server)
-        assert "Traceback" not in server.log(), server.log()
-
-    return fixture
-
-
 # Two processes of one "fleet": same secret, so each serves the other's sessions.
-fleet_a = _module_server("--session-secret", FLEET_SECRET, "--sse-keepalive", "0.5")
-fleet_b = _module_server("--session-secret", FLEET_SECRET)
-old_only = _module_server("--session-secret", OLD_SECRET)
-rotated = _module_server("--session-secret", f"{NEW_SECRET},{OLD_SECRET}")
-new_only = _module_server("--session-secret", NEW_SECRET)
-memory_a = _module_server("--session-mode", "memory")
-memory_b = _module_server("--session-mode", "memory")
-stateless = _module_server("--stateless")
+fleet_a = module_server("--session-secret", FLEET_SECRET, "--sse-keepalive", "0.5")
+fleet_b = module_server("--session-secret", FLEET_SECRET)
+old_only = module_server("--session-secret", OLD_SECRET)
+rotated = module_server("--session-secret", f"{NEW_SECRET},{OLD_SECRET}")
+new_only = module_server("--session-secret", NEW_SECRET)
+memory_a = module_server("--session-mode", "memory")
+memory_b = module_server("--session-mode", "memory")
+stateless = module_server("--stateless")
 
 
 # -- HTTP helpers --------------------------------------------------------------------------------
