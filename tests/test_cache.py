@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import orjson
 import pytest
-from test_server_api import Recorder
+from test_server_api import mcp_request, serve
 
 from mcp_fast import Context, MCPServer, RpcError
 from mcp_fast.cache import NO_EXPIRY, CacheKey, ResultCache
-from mcp_fast.http.events import Request
-from mcp_fast.net.eager import start_eagerly
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 
 MODERN = "2026-07-28"
@@ -152,12 +148,7 @@ class Harness:
         accept: bytes = b"application/json, text/event-stream",
     ) -> Any:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        all_headers = {
-            b"host": b"127.0.0.1",
-            b"content-type": b"application/json",
-            b"accept": accept,
-            b"mcp-protocol-version": version.encode(),
-        }
+        all_headers = {b"accept": accept, b"mcp-protocol-version": version.encode()}
         if version == MODERN:
             params = dict(params or {})
             params["_meta"] = {
@@ -171,19 +162,7 @@ class Harness:
         if params is not None:
             message["params"] = params
         all_headers.update(headers or {})
-        request = Request(b"POST", b"/mcp", b"/mcp", all_headers, orjson.dumps(message), True)
-        recorder = Recorder()
-
-        async def run() -> None:
-            pending = self.transport(request, recorder)
-            if pending is not None:
-                task = start_eagerly(asyncio.get_running_loop(), pending)
-                if task is not None:
-                    await task
-
-        asyncio.run(run())
-        assert recorder.ended
-        answer = recorder.messages()[-1]
+        answer = serve(self.transport, mcp_request(message, all_headers)).messages()[-1]
         assert answer["id"] == request_id
         return answer
 

@@ -55,27 +55,9 @@ class Recorder:
         return [orjson.loads(line[len(b"data: ") :]) for line in lines if line.startswith(b"data: {")]
 
 
-def post(
-    server: MCPServer, method: str, params: dict[str, Any] | None = None, version: str = "2025-11-25"
-) -> Recorder:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
-    if params is not None:
-        message["params"] = params
-    request = Request(
-        method=b"POST",
-        target=b"/mcp",
-        path=b"/mcp",
-        headers={
-            b"host": b"127.0.0.1",
-            b"content-type": b"application/json",
-            b"accept": b"application/json, text/event-stream",
-            b"mcp-protocol-version": version.encode(),
-        },
-        body=orjson.dumps(message),
-        keep_alive=True,
-    )
+def serve(transport: StreamableHTTP, request: Request) -> Recorder:
+    """One request through the transport, its coroutine (if any) run to the end."""
     recorder = Recorder()
-    transport = StreamableHTTP(server, StreamableSettings(page_size=100))
 
     async def run() -> None:
         pending = transport(request, recorder)
@@ -87,6 +69,27 @@ def post(
     asyncio.run(run())
     assert recorder.ended
     return recorder
+
+
+def mcp_request(message: dict[str, Any], headers: dict[bytes, bytes]) -> Request:
+    """A POST /mcp of ``message`` with the usual MCP headers, ``headers`` added or replacing."""
+    all_headers = {
+        b"host": b"127.0.0.1",
+        b"content-type": b"application/json",
+        b"accept": b"application/json, text/event-stream",
+        **headers,
+    }
+    return Request(b"POST", b"/mcp", b"/mcp", all_headers, orjson.dumps(message), True)
+
+
+def post(
+    server: MCPServer, method: str, params: dict[str, Any] | None = None, version: str = "2025-11-25"
+) -> Recorder:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        message["params"] = params
+    request = mcp_request(message, {b"mcp-protocol-version": version.encode()})
+    return serve(StreamableHTTP(server, StreamableSettings(page_size=100)), request)
 
 
 def result_of(server: MCPServer, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -291,16 +294,14 @@ def _modern_post(server: MCPServer, name: str, arguments: dict[str, Any]) -> Rec
         "jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": name, "arguments": arguments, "_meta": meta},
     }  # fmt: skip
-    request = Request(
-        method=b"POST", target=b"/mcp", path=b"/mcp",
-        headers={
-            b"host": b"127.0.0.1", b"content-type": b"application/json",
-            b"accept": b"application/json, text/event-stream",
-            b"mcp-protocol-version": b"2026-07-28", b"mcp-method": b"tools/call",
+    request = mcp_request(
+        message,
+        {
+            b"mcp-protocol-version": b"2026-07-28",
+            b"mcp-method": b"tools/call",
             b"mcp-name": name.encode(),
         },
-        body=orjson.dumps(message), keep_alive=True,
-    )  # fmt: skip
+    )
     recorder = Recorder()
     assert StreamableHTTP(server)(request, recorder) is None  # a plain tool answers at once
     return recorder
