@@ -22,7 +22,6 @@ import itertools
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import hpack
@@ -504,13 +503,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     assert "Traceback" not in log, log
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def echo(message: str) -> bytes:
     return orjson.dumps(
         {
@@ -585,7 +577,7 @@ GET_BLOCK = hpack.Encoder().encode(
 def test_rapid_reset_gets_enhance_your_calm(server: Any) -> None:
     """CVE-2023-44487: HEADERS + RST_STREAM pairs as fast as possible."""
     served(server.port)
-    baseline = rss_kib(server.process.pid)
+    baseline = conftest.rss_kib(server.process.pid)
     sock = hostile(server.port)
     with sock:
         burst = b"".join(
@@ -594,7 +586,7 @@ def test_rapid_reset_gets_enhance_your_calm(server: Any) -> None:
         send_quietly(sock, burst)
         data, closed = read_until_closed(sock, 5)
     assert closed and goaway_code(data) == ErrorCodes.ENHANCE_YOUR_CALM
-    assert rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
+    assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
     served(server.port)
 
 
@@ -614,7 +606,7 @@ def flood_is_cut_off(sock: socket.socket, frame: bytes, seconds: float) -> float
 
 def test_continuation_flood_gets_goaway_before_the_server_buffers_it(server: Any) -> None:
     """CVE-2024-27316: a header block that never ends, in 16 KiB CONTINUATION frames."""
-    baseline = rss_kib(server.process.pid)
+    baseline = conftest.rss_kib(server.process.pid)
     piece = fb(0x9, 0, 1, b"\x00" * 16384)
     with hostile(server.port) as sock:
         # 128 KiB of header block: the limit (twice --max-header-size) is 32 KiB.
@@ -624,7 +616,7 @@ def test_continuation_flood_gets_goaway_before_the_server_buffers_it(server: Any
     with hostile(server.port) as sock:
         send_quietly(sock, fb(0x1, 0x1, 1, GET_BLOCK[:4]))
         assert flood_is_cut_off(sock, piece, 8) < 4
-    assert rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
+    assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
     served(server.port)
 
 
@@ -645,10 +637,10 @@ def test_control_frame_flood_gets_enhance_your_calm(server: Any, frame: bytes) -
 def test_control_frame_flood_from_a_client_that_never_reads(server: Any, frame: bytes) -> None:
     """The answers must not pile up: reading pauses while they cannot be written, and the
     connection ends (budget, then the write timeout for a client that reads nothing)."""
-    baseline = rss_kib(server.process.pid)
+    baseline = conftest.rss_kib(server.process.pid)
     with hostile(server.port, rcvbuf=4096) as sock:
         assert flood_is_cut_off(sock, frame, 10) < WRITE_TIMEOUT + 5
-    assert rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
+    assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
     served(server.port)
 
 
@@ -660,19 +652,19 @@ def emit(count: int, size: int) -> bytes:
 def test_zero_window_reader_loses_its_stream_not_the_server(server: Any) -> None:
     """A client that never gives window back: its stream is reset after the write timeout."""
     served(server.port)
-    baseline = rss_kib(server.process.pid)
+    baseline = conftest.rss_kib(server.process.pid)
     with h2client.H2Socket(server.port, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}, timeout=10) as client:
         sids = [client.request("POST", "/mcp", h2client.MCP_HEADERS, emit(100_000, 1000)) for _ in range(3)]
         client.flush()
         client.wait(*sids, timeout=WRITE_TIMEOUT + 6)
         assert all(client.answers[sid].reset == ErrorCodes.CANCEL for sid in sids)
-    assert rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
+    assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
     served(server.port)
 
 
 def test_client_that_reads_nothing_at_all_is_dropped(server: Any) -> None:
     """Big windows, but the TCP connection is never read: the connection goes after the write timeout."""
-    baseline = rss_kib(server.process.pid)
+    baseline = conftest.rss_kib(server.process.pid)
     client = h2client.H2Peer(settings={SettingCodes.INITIAL_WINDOW_SIZE: 0x7FFFFFFF})
     client.conn.increment_flow_control_window(0x7FFFFFFF - 65535)
     for _ in range(3):
@@ -685,7 +677,7 @@ def test_client_that_reads_nothing_at_all_is_dropped(server: Any) -> None:
         peak = baseline
         start = time.monotonic()
         while time.monotonic() - start < WRITE_TIMEOUT + 3:
-            peak = max(peak, rss_kib(server.process.pid))
+            peak = max(peak, conftest.rss_kib(server.process.pid))
             time.sleep(0.1)
         served(server.port)
         _, closed = read_until_closed(sock, 5)
@@ -695,7 +687,7 @@ def test_client_that_reads_nothing_at_all_is_dropped(server: Any) -> None:
 
 
 def test_too_many_streams_are_refused_then_the_connection_ends(server: Any) -> None:
-    baseline = rss_kib(server.process.pid)
+    baseline = conftest.rss_kib(server.process.pid)
     body = orjson.dumps(
         {
             "jsonrpc": "2.0",
@@ -722,5 +714,5 @@ def test_too_many_streams_are_refused_then_the_connection_ends(server: Any) -> N
         send_quietly(client.sock, burst)
         data, closed = read_until_closed(client.sock, 5)
         assert closed and goaway_code(data) in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM)
-    assert rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
+    assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
     served(server.port)

@@ -15,7 +15,6 @@ import selectors
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -54,13 +53,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def open_fds(pid: int) -> int:
@@ -273,7 +265,7 @@ def test_idle_connections_do_not_starve_others_and_are_closed(server: Any) -> No
 def test_never_reading_pipelining_client_is_bounded(server: Any) -> None:
     pid = server.process.pid
     well_behaved(server.port)
-    baseline = rss_kib(pid)
+    baseline = conftest.rss_kib(pid)
     one = rpc("tools/call", {"name": "echo", "arguments": {"message": "y" * 4000}})
     batch = one * 64
     hog = socket.create_connection((HOST, server.port))
@@ -295,10 +287,10 @@ def test_never_reading_pipelining_client_is_bounded(server: Any) -> None:
                 time.sleep(0.02)
             except (BrokenPipeError, ConnectionResetError):
                 break  # dropped: also bounded
-            peak = max(peak, rss_kib(pid))
+            peak = max(peak, conftest.rss_kib(pid))
         # Meanwhile (the hog still connected) others are served.
         assert well_behaved(server.port) < 2.0
-        peak = max(peak, rss_kib(pid))
+        peak = max(peak, conftest.rss_kib(pid))
     finally:
         hog.close()
     assert sent < cap, "the server read 128 MiB of requests without pushing back"

@@ -79,6 +79,14 @@ def stop_server(server: RunningServer) -> None:
             server.process.wait()
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB (/proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 def module_server(*flags: str) -> Any:
     """A module-scoped fixture running the demo app with ``flags``; fails on a server traceback.
 

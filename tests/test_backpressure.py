@@ -6,15 +6,8 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import RunningServer, start_server, stop_server
+from conftest import rss_kib, start_server, stop_server
 from httpclient import RawClient, rpc_bytes
-
-
-def rss_kib(server: RunningServer) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_never_reading_client_is_dropped_and_memory_stays_bounded(tmp_path: Path) -> None:
@@ -25,7 +18,7 @@ def test_never_reading_client_is_dropped_and_memory_stays_bounded(tmp_path: Path
         with RawClient(server.port) as warm:  # load the demo app's code paths once
             warm.send(rpc_bytes("tools/call", {"name": "emit_notifications", "arguments": {"count": 10}}))
             warm.read_response()
-        baseline = rss_kib(server)
+        baseline = rss_kib(server.process.pid)
         # Ask for ~200 MB of notifications and read none of them.
         hog = socket.create_connection(("127.0.0.1", server.port))
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -35,7 +28,7 @@ def test_never_reading_client_is_dropped_and_memory_stays_bounded(tmp_path: Path
         peak = baseline
         deadline = time.monotonic() + 4  # write timeout is 1 s: the server gives up well before
         while time.monotonic() < deadline:
-            peak = max(peak, rss_kib(server))
+            peak = max(peak, rss_kib(server.process.pid))
             # Meanwhile a well-behaved client is served.
             with RawClient(server.port) as good:
                 good.send(rpc_bytes("ping"))
@@ -46,7 +39,7 @@ def test_never_reading_client_is_dropped_and_memory_stays_bounded(tmp_path: Path
         assert peak - baseline < 50 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB"
         # The producer was stopped: the server is idle again and keeps answering.
         time.sleep(0.5)
-        assert rss_kib(server) - baseline < 50 * 1024
+        assert rss_kib(server.process.pid) - baseline < 50 * 1024
         with RawClient(server.port) as good:
             good.send(rpc_bytes("ping"))
             assert good.read_response().status == 200
@@ -59,7 +52,7 @@ def test_pipelining_client_that_never_reads_is_throttled(tmp_path: Path) -> None
     """Many pipelined requests and no reads: the server stops reading rather than buffering."""
     server = start_server(tmp_path, "--stateless")
     try:
-        baseline = rss_kib(server)
+        baseline = rss_kib(server.process.pid)
         hog = socket.create_connection(("127.0.0.1", server.port))
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.setblocking(False)
@@ -75,7 +68,7 @@ def test_pipelining_client_that_never_reads_is_throttled(tmp_path: Path) -> None
         with RawClient(server.port) as good:
             good.send(rpc_bytes("ping"))
             assert good.read_response().status == 200
-        assert rss_kib(server) - baseline < 50 * 1024
+        assert rss_kib(server.process.pid) - baseline < 50 * 1024
         assert sent < 200 * 1024 * 1024, "the server read everything without pushing back"
         hog.close()
     finally:

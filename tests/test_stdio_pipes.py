@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import rss_kib
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSPORT_APP = "tests.apps.transport_app:server"
@@ -299,14 +300,14 @@ def test_stdout_backpressure_bounds_memory(start: Any) -> None:
     """A client that stops reading: handlers wait for stdout to drain instead of buffering 40 MB."""
     server = start()
     server.initialize()
-    rss_before = _rss_kib(server.process.pid)
+    rss_before = rss_kib(server.process.pid)
     server.request(
         1, "tools/call", {"name": "emit_notifications", "arguments": {"count": 40_000, "size": 1000}}
     )
     deadline = time.monotonic() + 1.5
     peak = rss_before
     while time.monotonic() < deadline:  # not reading stdout meanwhile
-        peak = max(peak, _rss_kib(server.process.pid))
+        peak = max(peak, rss_kib(server.process.pid))
         time.sleep(0.05)
     assert peak - rss_before < 16_000, (rss_before, peak)
     response, before = server.read_until(1)
@@ -341,13 +342,6 @@ def test_a_client_that_does_not_read_is_not_read_either(start: Any) -> None:
         answers += 1
     writer.join(TIMEOUT_S)
     assert written[0] == total
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_files_instead_of_pipes(tmp_path: Path) -> None:
