@@ -87,6 +87,13 @@ def build_legacy_sse(server: MCPServer, transport: StreamableHTTP, config: Confi
     return LegacySSE(server, transport.dispatcher, settings)
 
 
+def build_cache(config: Config) -> ResultCache | None:
+    """The in-process result cache (``--cache-size 0``: none)."""
+    if config.cache_size <= 0:
+        return None
+    return ResultCache(config.cache_size, config.cache_max_bytes)
+
+
 def build_http_server(server: MCPServer, config: Config) -> HttpServer:
     transport = StreamableHTTP(
         server,
@@ -98,7 +105,7 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             keepalive_interval=config.sse_keepalive,
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
-            cache=ResultCache(config.cache_size, config.cache_max_bytes) if config.cache_size > 0 else None,
+            cache=build_cache(config),
         ),
     )
     if config.legacy_sse:
@@ -192,6 +199,7 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
         shutdown_timeout=config.shutdown_timeout,
         page_size=config.page_size,
         state_secrets=tuple(config.session_secret),
+        cache=build_cache(config),
     )
     logger.info("mcp_fast serving %r over stdio", server.name)
     reason = asyncio.run(serve_stdio(server, settings, input_fd, output_fd))

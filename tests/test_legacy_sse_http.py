@@ -140,6 +140,34 @@ def test_messages_are_accepted_and_answered_on_the_stream(
     assert events.message()["error"]["code"] == -32601  # a method error is a response, on the stream
 
 
+def test_the_result_cache_keeps_private_results_per_session(server: RunningServer) -> None:
+    """The server's result cache serves HTTP+SSE sessions too; a private result is per session."""
+
+    def remember(events: SseStream, uri: str, request_id: int, key: str) -> str:
+        body = rpc(request_id, "tools/call", {"name": "remember", "arguments": {"key": key}})
+        assert post(server.port, uri, body)[0] == 202
+        answer = events.message()
+        assert answer["id"] == request_id
+        return str(answer["result"]["content"][0]["text"])
+
+    sessions = [SseStream(server.port), SseStream(server.port)]
+    try:
+        uris = []
+        for events in sessions:
+            uri = events.event()[1]
+            assert post(server.port, uri, rpc(0, "initialize", INIT))[0] == 202
+            events.message()
+            uris.append(uri)
+        first = remember(sessions[0], uris[0], 1, "k")
+        assert remember(sessions[0], uris[0], 2, "k") == first  # kept for this session
+        other = remember(sessions[1], uris[1], 1, "k")
+        assert other != first  # ran again for the other session
+        assert remember(sessions[1], uris[1], 2, "k") == other
+    finally:
+        for events in sessions:
+            events.close()
+
+
 def test_refusals(server: RunningServer, stream: tuple[SseStream, str]) -> None:
     _, uri = stream
     ping = rpc(1, "ping")

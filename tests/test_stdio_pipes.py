@@ -396,3 +396,21 @@ def test_2026_subscriptions_listen_shares_stdout_and_ends_on_cancel(start: Any) 
     assert before == [] and response["result"]["resultType"] == "complete"
     server.close_stdin()
     assert server.read() is None and server.wait() == 0
+
+
+def test_the_result_cache_serves_stdio_too(start: Any) -> None:
+    """A cache_ttl tool runs once per arguments; a private result is kept for the process's one
+    client; --cache-size 0 turns the cache off."""
+    server = start(TRANSPORT_APP)
+    server.initialize()
+    texts = []
+    for request_id, key in ((1, "a"), (2, "a"), (3, "b"), (4, "a")):
+        server.request(request_id, "tools/call", {"name": "remember", "arguments": {"key": key}})
+        texts.append(server.read_until(request_id)[0]["result"]["content"][0]["text"])
+    assert texts == ["a: run 1", "a: run 1", "b: run 2", "a: run 1"]
+    uncached = start(TRANSPORT_APP, "--cache-size", "0")
+    uncached.initialize()
+    for request_id in (1, 2):
+        uncached.request(request_id, "tools/call", {"name": "remember", "arguments": {"key": "a"}})
+        text = uncached.read_until(request_id)[0]["result"]["content"][0]["text"]
+        assert text == f"a: run {request_id}"

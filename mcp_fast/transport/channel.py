@@ -194,6 +194,13 @@ class ChannelSession:
         if type(ctx) is bytes:
             return ctx
         assert isinstance(ctx, Context)
+        if message.method in self.dispatcher.cached_methods:
+            # The result cache, as on Streamable HTTP; this channel's one client is the caller
+            # a private result is kept for.
+            probe = self.dispatcher.from_cache(message, ctx.policy, self.state.session_id, None)
+            if isinstance(probe, bytes):
+                return probe
+            ctx.cache_slot = probe
         outcome = self.dispatcher.dispatch(message, ctx)
         if isinstance(outcome, bytes):
             return outcome

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from mcp_fast import jsonrpc
+from mcp_fast.cache import ResultCache
 from mcp_fast.dispatch import Dispatcher
 from mcp_fast.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from mcp_fast.mrtr import StateCodec
@@ -57,6 +58,7 @@ class StdioSettings:
     shutdown_timeout: float = 10.0
     page_size: int = 100
     state_secrets: tuple[str, ...] = ()  # sign 2026-07-28 requestState; empty: random per process
+    cache: ResultCache | None = None  # the result cache (cache.py); None: nothing is cached
 
 
 def claim_standard_streams() -> tuple[int, int]:
@@ -368,7 +370,10 @@ async def serve_stdio(server: MCPServer, settings: StdioSettings, input_fd: int,
     """Serve one client on the two descriptors until it leaves; returns why the session ended."""
     loop = asyncio.get_running_loop()
     dispatcher = Dispatcher(
-        server, page_size=settings.page_size, state_codec=StateCodec(settings.state_secrets)
+        server,
+        page_size=settings.page_size,
+        state_codec=StateCodec(settings.state_secrets),
+        cache=settings.cache,
     )
     channel = StdioChannel(settings.max_message_size)
     session = ChannelSession(

@@ -2,7 +2,7 @@
 
 It prints to stdout at import time and from a tool (the stdio transport must keep that off the
 protocol stream), has a tool that blocks until it is cancelled (and counts cancellations), and a
-slow tool with progress.
+slow tool with progress, and a cached tool that counts how often it really ran.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from mcp_fast import Context, MCPServer
 
 server = MCPServer("transport-app", "1.0.0")
 _counters = {"started": 0, "cancelled": 0}
+_remember_runs = [0]
 
 print("noise at import time")  # a stray print: must reach stderr, never the protocol
 
@@ -59,3 +60,10 @@ async def slow(seconds: float, ctx: Context) -> str:
 def echo(message: str) -> str:
     """Echo the message back."""
     return message
+
+
+@server.tool(inline=True, cache_ttl=60)
+def remember(key: str) -> str:
+    """Private (the default scope), cached: answers how many times it really ran so far."""
+    _remember_runs[0] += 1
+    return f"{key}: run {_remember_runs[0]}"
