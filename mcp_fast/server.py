@@ -496,33 +496,23 @@ class MCPServer:
 
     def run_tool(self, tool: Tool, arguments: Any, ctx: Context) -> Any:
         """call_tool once the tool is known (the dispatcher looked it up already)."""
-        if tool.plain:
-            return self.run_plain_tool(tool, arguments, ctx.policy)
         try:
-            kwargs = _tool_arguments(tool, arguments)
+            kwargs = _validate(tool.signature, arguments or {})
         except pydantic.ValidationError as exc:
             return _invalid_arguments(tool.name, exc, ctx.policy)
         if tool.signature.context_param is not None:
             kwargs[tool.signature.context_param] = ctx
         if tool.mode is not RunMode.INLINE:
             return self._run_tool(tool, kwargs, ctx)
-        try:
-            value = tool.func(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - logged with its traceback; the tool's own failure becomes an isError result
-            return _tool_failed(tool.name, exc)
-        return tool_result(value, tool.output, ctx.policy)
+        return _call_inline(tool, kwargs, ctx.policy)
 
     def run_plain_tool(self, tool: Tool, arguments: Any, policy: VersionPolicy) -> dict[str, Any]:
         """A ``plain`` tool (inline, no Context): validate, call, shape -- nothing else is needed."""
         try:
-            kwargs = _tool_arguments(tool, arguments)
+            kwargs = _validate(tool.signature, arguments or {})
         except pydantic.ValidationError as exc:
             return _invalid_arguments(tool.name, exc, policy)
-        try:
-            value = tool.func(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - as in run_tool
-            return _tool_failed(tool.name, exc)
-        return tool_result(value, tool.output, policy)
+        return _call_inline(tool, kwargs, policy)
 
     async def _run_tool(self, tool: Tool, kwargs: dict[str, Any], ctx: Context) -> dict[str, Any]:
         try:
@@ -601,21 +591,21 @@ def _tool_failed(name: str, exc: Exception) -> dict[str, Any]:
     return _error_result(f"Tool '{name}' failed: {exc}")
 
 
-def _tool_arguments(tool: Tool, arguments: dict[str, Any] | None) -> dict[str, Any]:
-    """The keyword arguments of a call (a fresh dict: the caller may add the Context)."""
-    validator = tool.signature.validator
-    if validator is None:
-        return {} if arguments is None else dict(arguments)
-    kwargs: dict[str, Any] = validator.validate_python({} if arguments is None else arguments)
-    return kwargs
-
-
 def _invalid_arguments(name: str, exc: pydantic.ValidationError, policy: VersionPolicy) -> dict[str, Any]:
     """Arguments that fail the schema: an isError result (2025-11-25 on), -32602 before."""
     message = f"Invalid arguments for tool '{name}': {describe_validation_error(exc)}"
     if policy.input_errors_as_tool_errors:
         return _error_result(message)
     raise RpcError(INVALID_PARAMS, message) from None
+
+
+def _call_inline(tool: Tool, kwargs: dict[str, Any], policy: VersionPolicy) -> dict[str, Any]:
+    """Call an inline tool on the loop and shape its CallToolResult."""
+    try:
+        value = tool.func(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback; the tool's own failure becomes an isError result
+        return _tool_failed(tool.name, exc)
+    return tool_result(value, tool.output, policy)
 
 
 def _validate(signature: Signature, arguments: dict[str, Any]) -> dict[str, Any]:
