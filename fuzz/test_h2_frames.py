@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import hpack
@@ -488,19 +487,10 @@ WRITE_TIMEOUT = 1.0
 RSS_BOUND_KIB = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    running = conftest.start_server(
-        tmp_path_factory.mktemp("h2-hostile"),
-        "--stateless", "--write-timeout", str(WRITE_TIMEOUT), "--max-stream-buffer", "256K",
-        "--header-timeout", "1", "--keepalive-timeout", "2",
-    )  # fmt: skip
-    try:
-        yield running
-    finally:
-        conftest.stop_server(running)
-    log = running.log()
-    assert "Traceback" not in log, log
+server = conftest.module_server(
+    "--stateless", "--write-timeout", str(WRITE_TIMEOUT), "--max-stream-buffer", "256K",
+    "--header-timeout", "1", "--keepalive-timeout", "2",
+)  # fmt: skip
 
 
 def echo(message: str) -> bytes:

@@ -14,7 +14,6 @@ import os
 import selectors
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -35,20 +34,11 @@ SWEEP = 1.0  # the server checks deadlines once a second
 HOST = "127.0.0.1"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    running = conftest.start_server(
-        tmp_path_factory.mktemp("hostile"),
-        "--header-timeout", str(HEADER_TIMEOUT),
-        "--body-timeout", str(BODY_TIMEOUT),
-        "--keepalive-timeout", str(KEEPALIVE_TIMEOUT),
-    )  # fmt: skip
-    try:
-        yield running
-    finally:
-        conftest.stop_server(running)
-    log = running.log()
-    assert "Traceback" not in log, log
+server = conftest.module_server(
+    "--header-timeout", str(HEADER_TIMEOUT),
+    "--body-timeout", str(BODY_TIMEOUT),
+    "--keepalive-timeout", str(KEEPALIVE_TIMEOUT),
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
