@@ -33,7 +33,7 @@ import anyio
 import httpx2
 import orjson
 import pytest
-from conftest import ROOT, RunningServer, free_port, start_server, stop_server, wait_for_port
+from conftest import ROOT, RunningServer, free_ports, start_server, stop_server, wait_for_port
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes, rpc_bytes
 from mcp import Client, types
 from mcp.client.sse import sse_client
@@ -205,7 +205,7 @@ def start_nginx(
     binary = ensure_tool("nginx", "nginx")
     prefix.mkdir(parents=True, exist_ok=True)
     cert = make_certificate(prefix)
-    http_port, tls_port, redirect_port = free_port(), free_port(), free_port()
+    http_port, tls_port, redirect_port = free_ports(3)
     conf = prefix / "nginx.conf"
     conf.write_text(
         render_nginx_conf(
