@@ -203,9 +203,9 @@ class Spec:
             return b"*"
         authority = absolute_authority(self.target)
         if authority is None:
-            return self.target.partition(b"?")[0]
+            return self.target.partition(b"?")[0].partition(b"#")[0]  # no query, no fragment
         rest = self.target.split(b"://", 1)[1][len(authority) :]
-        return rest.partition(b"?")[0] or b"/"
+        return rest.partition(b"?")[0].partition(b"#")[0] or b"/"
 
     def expected_keep_alive(self) -> bool:
         """RFC 9112 section 9.3, independent of the parser's code."""

@@ -4,7 +4,7 @@
   the parser as one event whose data equals the input after LF-normalisation;
 - ids and event names round-trip, and ones holding CR, LF or NUL are refused with
   ValueError (they would start a new field, or make the id ignored);
-- a retry value round-trips;
+- a retry value round-trips, and a negative one is refused;
 - a stream of many events, comments and keep-alives parses to exactly those events, in
   order (a comment, whatever its text, never produces or corrupts an event).
 """
@@ -85,6 +85,14 @@ def test_ids_and_event_names_with_line_breaks_or_nul_are_refused(
             sse.encode_event(data, event_id=value)
         else:
             sse.encode_event(data, event=value)
+
+
+@settings(max_examples=examples(50))
+@given(data_bytes, st.integers(max_value=-1))
+def test_a_negative_retry_is_refused(data: bytes, retry: int) -> None:
+    # "retry: -1" is not a number to a parser (it ignores the field): refuse to write it.
+    with pytest.raises(ValueError):
+        sse.encode_event(data, retry_ms=retry)
 
 
 @settings(max_examples=examples(200))

@@ -59,7 +59,7 @@ def req_ev(
     version: bytes = b"1.1",
 ) -> Ev:
     if path is None:
-        path = target.partition(b"?")[0]
+        path = target.partition(b"?")[0].partition(b"#")[0]  # no query, no fragment
     if headers is None:
         headers = {b"host": b"a"}
     return ("req", method, target, path, headers, body, keep_alive, version)
@@ -166,6 +166,23 @@ def test_query_is_not_in_path() -> None:
     check(
         head(b"GET /mcp?x=1&y=%20 HTTP/1.1", b"Host: a"),
         [req_ev(target=b"/mcp?x=1&y=%20", path=b"/mcp"), ("closed",)],
+    )
+
+
+def test_fragment_is_not_in_path_in_either_target_form() -> None:
+    # A client must not send "#..." (RFC 9110 section 7.1); one that does is routed without it,
+    # the same in origin-form and absolute-form (and in HTTP/2, test_h2).
+    check(
+        head(b"GET /mcp#top HTTP/1.1", b"Host: a"),
+        [req_ev(target=b"/mcp#top", path=b"/mcp"), ("closed",)],
+    )
+    check(
+        head(b"GET /mcp?q=1#top HTTP/1.1", b"Host: a"),
+        [req_ev(target=b"/mcp?q=1#top", path=b"/mcp"), ("closed",)],
+    )
+    check(
+        head(b"GET http://a/mcp#top HTTP/1.1", b"Host: a"),
+        [req_ev(target=b"http://a/mcp#top", path=b"/mcp"), ("closed",)],
     )
 
 

@@ -115,6 +115,15 @@ def test_post_becomes_a_request_with_its_stream_id(mode: str) -> None:
     assert req.http_version == b"2"
 
 
+def test_path_ends_at_the_query_or_a_fragment() -> None:
+    for sent, path in ((b"/mcp?a=1", b"/mcp"), (b"/mcp#f", b"/mcp"), (b"/mcp?a#f", b"/mcp"), (b"/mcp", b"/mcp")):
+        server, client = connect()
+        fields = [(b":method", b"GET"), (b":path", sent), (b":scheme", b"http"), (b":authority", b"a")]
+        client.conn.send_headers(1, fields, end_stream=True)
+        [req] = roundtrip(server, client)
+        assert isinstance(req, Request) and (req.target, req.path) == (sent, path)
+
+
 def test_host_header_is_kept_and_authority_may_be_absent() -> None:
     server, client = connect()
     fields = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b"host", b"h.test")]

@@ -10,6 +10,7 @@ No asyncio here: these are plain data.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +32,20 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+_PATH_END: Final = re.compile(rb"[?#]")
+
+
+def path_of(target: bytes) -> bytes:
+    """The part of a request target that requests are routed on: up to the query.
+
+    A fragment ("#...") is never part of a request (RFC 9110 section 7.1: it is
+    not sent); a client that sends one anyway gets it dropped, the same way in
+    HTTP/1.1 origin-form, absolute-form and HTTP/2 ``:path``.
+    """
+    end = _PATH_END.search(target)
+    return target if end is None else target[: end.start()]
 
 
 @dataclass(slots=True)

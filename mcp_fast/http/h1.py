@@ -41,6 +41,7 @@ from mcp_fast.http.events import (
     Event,
     ProtocolError,
     Request,
+    path_of,
 )
 
 __all__ = [
@@ -174,7 +175,7 @@ def _parse_request_line(line: bytes) -> _RequestLine:
     http10 = minor == b"0"
     first = target[0]
     if first == 0x2F:  # "/": origin-form (RFC 9112 section 3.2.1)
-        return method, target, target.partition(b"?")[0], http10, None
+        return method, target, path_of(target), http10, None
     if target == b"*":
         # asterisk-form is only for a server-wide OPTIONS (section 3.2.4).
         if method != b"OPTIONS":

@@ -71,6 +71,7 @@ from mcp_fast.http.events import (
     ProtocolError,
     Request,
     StreamReset,
+    path_of,
 )
 from mcp_fast.http.h1 import valid_host
 
@@ -763,8 +764,7 @@ class H2Connection:
             return
         if authority is not None and b"host" not in headers:
             headers[b"host"] = authority  # section 8.3.1
-        q = path.find(b"?")
-        st.request = Request(method, path, path if q < 0 else path[:q], headers, b"", True, b"2", stream_id)
+        st.request = Request(method, path, path_of(path), headers, b"", True, b"2", stream_id)
         expect = headers.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue":
             # RFC 9110 section 10.1.1; an END_STREAM already here makes it moot.

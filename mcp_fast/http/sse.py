@@ -41,6 +41,9 @@ def encode_event(
         _check_field("event", event)
         head += b"event: " + event + b"\n"
     if retry_ms is not None:
+        # The field is ASCII digits only; a parser ignores anything else (9.2.6).
+        if retry_ms < 0:
+            raise ValueError("SSE retry must not be negative")
         head += b"retry: %d\n" % retry_ms
     if b"\n" not in data and b"\r" not in data:
         return head + b"data: " + data + b"\n\n"
