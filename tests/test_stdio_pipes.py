@@ -296,6 +296,20 @@ def test_batches_follow_the_version_policy(start: Any) -> None:
     assert error_of(new.read()) == (None, -32600)
 
 
+def test_a_batch_can_cancel_its_own_earlier_request(start: Any) -> None:
+    """The batch's items are taken in order: the cancellation finds the request already running,
+    and the array holds the other answers only (a cancelled request is not answered)."""
+    server = start(TRANSPORT_APP)
+    server.initialize("2025-03-26")
+    batch = [
+        {"jsonrpc": "2.0", "id": "b", "method": "tools/call", "params": {"name": "block", "arguments": {}}},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "b"}},
+        {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+    ]
+    server.send_raw(orjson.dumps(batch) + b"\n")
+    assert server.read() == [{"jsonrpc": "2.0", "id": 1, "result": {}}]
+
+
 def test_stdout_backpressure_bounds_memory(start: Any) -> None:
     """A client that stops reading: handlers wait for stdout to drain instead of buffering 40 MB."""
     server = start()

@@ -36,6 +36,7 @@ from mcp_fast.envelope import check_version, is_modern, read_envelope
 from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, Message, RequestId, RpcError
 from mcp_fast.server import MCPServer
 from mcp_fast.tasks import Task
+from mcp_fast.transport import batch
 from mcp_fast.versions import LATEST_VERSION, POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.transport")
@@ -175,8 +176,8 @@ class ChannelSession:
                 self.sink.send(answer)
         elif message.kind is Kind.NOTIFICATION:
             self._notification(message)
-        elif not self.server_requests.resolve(message.id, message.raw):
-            logger.debug("a response to an unknown server request %r was ignored", message.id)
+        else:
+            self._resolve(message)
         return None
 
     def _request(self, message: Message, *, respond: bool) -> bytes | asyncio.Task[bytes | None]:
@@ -308,34 +309,23 @@ class ChannelSession:
 
     def _batch(self, items: list[Any]) -> RpcError | None:
         """JSON-RPC 2.0 section 6: allowed only where the version policy says (2025-03-26)."""
-        policy = self.policy
-        if policy is None or not policy.batches:
-            version = policy.version if policy is not None else "use before initialize"
-            return RpcError(INVALID_REQUEST, f"Invalid request: batches are not supported ({version})")
-        if not items:
-            return RpcError(INVALID_REQUEST, "Invalid request: empty batch")
-        answers: list[bytes | asyncio.Task[bytes | None]] = []
-        for item in items:
-            try:
-                message = jsonrpc.parse_message(item)
-            except jsonrpc.InvalidMessage as exc:
-                answers.append(jsonrpc.encode_error(exc.request_id, exc))
-                continue
-            if message.kind is Kind.REQUEST:
-                if message.method == "initialize":
-                    error = "Invalid request: initialize must not be part of a batch"
-                    answers.append(_error(message.id, INVALID_REQUEST, error))
-                else:
-                    answers.append(self._request(message, respond=False))
-            elif message.kind is Kind.NOTIFICATION:
-                self._notification(message)
-            else:
-                self.server_requests.resolve(message.id, message.raw)
+        refused = batch.refusal(self.policy, items)
+        if refused is not None:
+            return refused
+        answers = [
+            entry if isinstance(entry, bytes) else self._request(entry, respond=False)
+            for entry in batch.requests(items, self._notification, self._resolve)
+        ]
         if answers:
             task = self._loop.create_task(self._answer_batch(answers))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
         return None
+
+    def _resolve(self, response: Message) -> None:
+        """A client's response to one of our requests wakes its waiter."""
+        if not self.server_requests.resolve(response.id, response.raw):
+            logger.debug("a response to an unknown server request %r was ignored", response.id)
 
     async def _answer_batch(self, answers: list[bytes | asyncio.Task[bytes | None]]) -> None:
         """One array with the responses, once all are there (cancelled ones are left out)."""

@@ -37,6 +37,7 @@ from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
 from mcp_fast.mrtr import StateCodec
 from mcp_fast.server import MCPServer
 from mcp_fast.tasks import Task
+from mcp_fast.transport import batch
 from mcp_fast.transport.event_store import EventStore, MemoryEventStore, Replay, priming_id
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.responder import Headers, Responder
@@ -671,10 +672,15 @@ class StreamableHTTP:
             return _finish(channel, outcome, ctx)
         if message.kind is Kind.NOTIFICATION:
             self.notification(message, session)
-        elif not self.server_requests.resolve(message.id, message.raw):
-            logger.debug("a response to an unknown server request %r was ignored", message.id)
+        else:
+            self._resolve(message)
         responder.respond(202, NO_HEADERS, b"")
         return None
+
+    def _resolve(self, response: jsonrpc.Message) -> None:
+        """A client's response to one of our requests wakes its waiter."""
+        if not self.server_requests.resolve(response.id, response.raw):
+            logger.debug("a response to an unknown server request %r was ignored", response.id)
 
     def _run_tracked(
         self, message: jsonrpc.Message, ctx: Context, channel: PostChannel
@@ -801,41 +807,25 @@ class StreamableHTTP:
         return _finish(channel, outcome, ctx)
 
     async def post_batch(
-        self, batch: list[Any], policy: VersionPolicy, channel: PostChannel, session: Session | None
+        self, items: list[Any], policy: VersionPolicy, channel: PostChannel, session: Session | None
     ) -> None:
-        """JSON-RPC 2.0 section 6, allowed only by 2025-03-26."""
+        """JSON-RPC 2.0 section 6, allowed only by 2025-03-26. The requests run one after another."""
         responder = channel.responder
         assert responder is not None
-        if not policy.batches:
-            error = RpcError(
-                INVALID_REQUEST, f"Batches are not supported in protocol version {policy.version}"
-            )
-            _rpc_error(responder, 400, error)
-            return
-        if not batch:
-            _rpc_error(responder, 400, RpcError(INVALID_REQUEST, "Invalid request: empty batch"))
+        refused = batch.refusal(policy, items)
+        if refused is not None:
+            _rpc_error(responder, 400, refused)
             return
         responses: list[bytes] = []
-        for item in batch:
-            try:
-                message = jsonrpc.parse_message(item)
-            except jsonrpc.InvalidMessage as exc:
-                responses.append(jsonrpc.encode_error(exc.request_id, exc))
+        for entry in batch.requests(
+            items, lambda message: self.notification(message, session), self._resolve
+        ):
+            if isinstance(entry, bytes):
+                responses.append(entry)
                 continue
-            if message.kind is Kind.REQUEST:
-                if message.method == "initialize":
-                    error = RpcError(
-                        INVALID_REQUEST, "Invalid request: initialize must not be part of a batch"
-                    )
-                    responses.append(jsonrpc.encode_error(message.id, error))
-                    continue
-                ctx = self._context(message, policy, channel, session)
-                outcome = self.dispatcher.dispatch(message, ctx)
-                responses.append(outcome if isinstance(outcome, bytes) else await outcome)
-            elif message.kind is Kind.NOTIFICATION:
-                self.notification(message, session)
-            else:
-                self.server_requests.resolve(message.id, message.raw)
+            ctx = self._context(entry, policy, channel, session)
+            outcome = self.dispatcher.dispatch(entry, ctx)
+            responses.append(outcome if isinstance(outcome, bytes) else await outcome)
         if not responses:
             responder.respond(202, NO_HEADERS, b"")
         elif channel.streaming or not channel.json_ok:  # an SSE-only client gets SSE
