@@ -8,8 +8,10 @@ import importlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +64,8 @@ def build_sessions(config: Config) -> SessionStore | None:
         private_key_file=Path(config.session_private_key) if config.session_private_key else None,
         public_key_files=tuple(Path(path) for path in config.session_public_keys),
         ttl_seconds=config.session_ttl,
+        denylist_dir=Path(config.session_denylist_dir) if config.session_denylist_dir else None,
+        denylist_poll_seconds=config.session_denylist_poll,
     )
     sessions = JwtSessions(settings)
     if sessions.generated_secret:
@@ -217,7 +221,11 @@ def run_workers(server: MCPServer, config: Config) -> int:
     ):
         # One secret for all workers, so each serves the sessions of the others.
         config.session_secret = [secrets.token_urlsafe(32)]
-    elif config.effective_session_mode == "memory":
+    private_denylist = config.effective_session_mode == "jwt" and not config.session_denylist_dir
+    if private_denylist:
+        # And one denylist, so a session DELETEd on one worker ends on all of them.
+        config.session_denylist_dir = tempfile.mkdtemp(prefix="mcp_fast-ended-")
+    if config.effective_session_mode == "memory":
         logger.warning("--session-mode memory with several workers: a session works only on its own worker")
     if config.legacy_sse:
         logger.warning(
@@ -230,10 +238,16 @@ def run_workers(server: MCPServer, config: Config) -> int:
 
     def spawn() -> None:
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the worker; it must never return into the parent's loop below
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os._exit(serve_one(server, config, reuse_port=True))
+            code = 70  # EX_SOFTWARE: serve_one raised
+            try:
+                code = serve_one(server, config, reuse_port=True)
+            except BaseException:
+                logger.exception("worker %d failed", os.getpid())
+            finally:
+                os._exit(code)
         children.add(pid)
 
     def stop(signum: int, _frame: object) -> None:
@@ -245,25 +259,29 @@ def run_workers(server: MCPServer, config: Config) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for _ in range(config.workers):
-        spawn()
     status = 0
-    while children:
-        try:
-            pid, code = os.wait()
-        except ChildProcessError:
-            break
-        children.discard(pid)
-        exit_code = os.waitstatus_to_exitcode(code)
-        if stopping:
-            continue
-        if exit_code in (1, 2):  # cannot listen, bad configuration: restarting won't help
-            logger.error("worker %d exited with %d; stopping", pid, exit_code)
-            status = exit_code
-            stop(signal.SIGTERM, None)
-            continue
-        logger.error("worker %d exited with %d; starting a new one", pid, exit_code)
-        time.sleep(0.5)
-        if not stopping:  # SIGTERM may have come during the pause
+    try:
+        for _ in range(config.workers):
             spawn()
+        while children:
+            try:
+                pid, code = os.wait()
+            except ChildProcessError:
+                break
+            children.discard(pid)
+            exit_code = os.waitstatus_to_exitcode(code)
+            if stopping:
+                continue
+            if exit_code in (1, 2):  # cannot listen, bad configuration: restarting won't help
+                logger.error("worker %d exited with %d; stopping", pid, exit_code)
+                status = exit_code
+                stop(signal.SIGTERM, None)
+                continue
+            logger.error("worker %d exited with %d; starting a new one", pid, exit_code)
+            time.sleep(0.5)
+            if not stopping:  # SIGTERM may have come during the pause
+                spawn()
+    finally:
+        if private_denylist:
+            shutil.rmtree(config.session_denylist_dir, ignore_errors=True)
     return status

@@ -254,6 +254,7 @@ def start_backend(tmp: Path, name: str, *extra: str) -> RunningServer:
         "--session-secret", SECRET,
         "--allowed-hosts", f"127.0.0.1,localhost,{PUBLIC_HOST}",
         "--legacy-messages-path", f"/messages/{name}",
+        "--session-denylist-dir", str(tmp / "ended"),  # shared by the fleet's instances
         "--sse-keepalive", "0.5",
         *extra,
     )  # fmt: skip
@@ -658,22 +659,20 @@ def test_delete_ends_the_session_on_the_instance_that_takes_it(fleet: Fleet) -> 
     assert gone.status == 404 and gone.json()["error"]["code"] == -32001, gone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README 'Sessions': DELETE puts the session on an in-process denylist; other instances "
-    "learn of it only through a shared denylist (planned), so behind round-robin the session "
-    "goes on working on them",
-)
 def test_delete_ends_the_session_on_every_instance(fleet: Fleet) -> None:
+    """The instances share --session-denylist-dir (as a fleet shares a volume): a DELETE through
+    nginx reaches one of them, and within the poll interval (0.1 s) both answer 404."""
     session = initialize(fleet.nginx.http_port)
     with RawClient(fleet.nginx.http_port, timeout=TIMEOUT_S) as client:
         client.send(client_request_bytes("DELETE", "/mcp", b"", session_headers(session)))
         assert client.read_response().status == 200
+    time.sleep(0.3)  # each instance looks at the directory at most every 0.1 s
     statuses = [
         raw_rpc(server.port, "ping", None, **session_headers(session)).status
         for server in fleet.backends.values()
     ]
     assert statuses == [404, 404]
+    assert raw_rpc(fleet.nginx.http_port, "ping", None, **session_headers(session)).status == 404
 
 
 BAD_REQUESTS: dict[str, tuple[dict[str, str], bytes, str]] = {

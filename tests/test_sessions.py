@@ -629,9 +629,9 @@ def test_client_capabilities_travel_with_the_session(fleet_a: RunningServer, fle
 def test_delete_on_one_process_ends_the_session_there(fleet_a: RunningServer, fleet_b: RunningServer) -> None:
     """DELETE on A -> 200, then A answers 404 for the session.
 
-    Known limitation (not a bug of this test): the denylist of ended sessions is per process, so B,
-    which never saw the DELETE, still accepts the token until it expires. The issue leaves a shared
-    denylist for later; this asserts what the code does today so a change is noticed.
+    Without --session-denylist-dir (these two share none) the denylist of ended sessions is per
+    process, so B, which never saw the DELETE, still accepts the token until it expires; the
+    README says so. Shared: test_delete_reaches_every_process_sharing_a_denylist_dir.
     """
     session = initialize(fleet_a)
     assert ping_status(fleet_b, session) == 200
@@ -640,11 +640,41 @@ def test_delete_on_one_process_ends_the_session_there(fleet_a: RunningServer, fl
     assert_not_found(rpc(fleet_a, "ping", None, 3, session=session))
     assert_not_found(call_tool(fleet_a, session, "echo", {"message": "gone"}))
     assert_not_found(delete(fleet_a, session))
-    # Per-process denylist: B still serves the session (until a shared denylist exists).
+    # Per-process denylist: B still serves the session.
     assert ping_status(fleet_b, session) == 200
     # Once B is told as well, it refuses it too.
     assert delete(fleet_b, session).status == 200
     assert_not_found(rpc(fleet_b, "ping", None, 3, session=session))
+
+
+def test_delete_reaches_every_process_sharing_a_denylist_dir(tmp_path: Path) -> None:
+    """Transports "Session Management": after a DELETE the session is 404 on every process that
+    shares --session-denylist-dir, within its poll interval (0.1 s by default)."""
+    shared = ("--session-secret", FLEET_SECRET, "--session-denylist-dir", str(tmp_path / "ended"))
+    a = start_server(tmp_path, *shared)
+    b = start_server(tmp_path, *shared)
+    try:
+        session, other = initialize(a), initialize(a)
+        assert ping_status(b, session) == 200
+        assert delete(a, session).status == 200
+        assert_not_found(rpc(a, "ping", None, 3, session=session))
+        deadline = time.monotonic() + 5
+        while ping_status(b, session) == 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert_not_found(rpc(b, "ping", None, 3, session=session))
+        assert ping_status(b, other) == 200  # only that session
+        # A process started later learns of the ending from the directory.
+        c = start_server(tmp_path, *shared)
+        try:
+            assert_not_found(rpc(c, "ping", None, 3, session=session))
+            assert ping_status(c, other) == 200
+        finally:
+            stop_server(c)
+    finally:
+        stop_server(a)
+        stop_server(b)
+    for server in (a, b):
+        assert "Traceback" not in server.log(), server.log()
 
 
 # -- secret rotation ------------------------------------------------------------------------------

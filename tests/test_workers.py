@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,19 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def ping_on_new_connections(port: int, session: str, count: int) -> list[int]:
+    """The status of a ping on each of ``count`` new connections (the kernel picks the worker)."""
+    statuses = []
+    headers = {**MCP_HEADERS, "Mcp-Session-Id": session}
+    for _ in range(count):
+        with RawClient(port) as client:
+            client.send(client_request_bytes("POST", "/mcp", b'{"jsonrpc":"2.0","id":2,"method":"ping"}', headers))
+            statuses.append(client.read_response().status)
+    return statuses
+
+
 def test_workers_share_sessions_and_stop_together(tmp_path: Path) -> None:
+    denylists_before = set(Path(tempfile.gettempdir()).glob("mcp_fast-ended-*"))
     server = start_server(tmp_path, "--workers", "2")
     try:
         deadline = time.monotonic() + 5
@@ -37,13 +50,16 @@ def test_workers_share_sessions_and_stop_together(tmp_path: Path) -> None:
             client.send(client_request_bytes("POST", "/mcp", orjson.dumps(init), MCP_HEADERS))
             session = client.read_response().headers["mcp-session-id"]
         # New connections land on either worker; each serves the session (shared secret).
-        statuses = []
-        for _ in range(30):
-            with RawClient(server.port) as client:
-                headers = {**MCP_HEADERS, "Mcp-Session-Id": session}
-                client.send(client_request_bytes("POST", "/mcp", b'{"jsonrpc":"2.0","id":2,"method":"ping"}', headers))
-                statuses.append(client.read_response().status)
-        assert statuses == [200] * 30
+        assert ping_on_new_connections(server.port, session, 30) == [200] * 30
+        # ... and a session DELETEd on one worker is ended on both (they share a private
+        # denylist directory): every new connection, whichever worker takes it, gets 404.
+        with RawClient(server.port) as client:
+            client.send(client_request_bytes("DELETE", "/mcp", b"", {**MCP_HEADERS, "Mcp-Session-Id": session}))
+            assert client.read_response().status == 200
+        time.sleep(0.3)  # the workers look at the directory every 0.1 s
+        assert ping_on_new_connections(server.port, session, 30) == [404] * 30
+        [denylist] = set(Path(tempfile.gettempdir()).glob("mcp_fast-ended-*")) - denylists_before
+        assert denylist.is_dir()
         # A worker that dies is replaced.
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -58,3 +74,4 @@ def test_workers_share_sessions_and_stop_together(tmp_path: Path) -> None:
         server.process.wait(timeout=15)
     assert server.process.returncode == 0
     assert "Traceback" not in server.log(), server.log()
+    assert not denylist.exists()  # the parent removes the private directory when it stops

@@ -5,7 +5,9 @@ signed JWT carrying everything a later request needs (negotiated version,
 client capabilities, client info, issue and expiry time). Any process holding
 the secret serves the session; nothing about it is stored server-side, so a
 fleet needs no sticky sessions. What little state a session has beyond that
-(ended sessions, the chosen log level) is kept per process, bounded.
+(ended sessions, the chosen log level) is kept per process, bounded; ended
+sessions are also shared through a directory when one is configured
+(``denylist.py``).
 
 Spec: basic/transports.mdx "Session Management": a request without the id
 (other than initialize) -> 400; an unknown or ended session -> 404, after
@@ -23,6 +25,8 @@ from typing import Any, Final, Protocol
 
 import jwt
 import orjson
+
+from mcp_fast.transport.denylist import SharedDenylist
 
 _SESSION_ID_BYTES: Final = 16
 # The token travels in a header on every request; nginx's default header buffer is 8 KiB.
@@ -102,6 +106,9 @@ class JwtSettings:
     ttl_seconds: float = 24 * 3600.0
     verified_cache_size: int = 10_000
     denylist_size: int = 100_000
+    # Where ended sessions are shared with other instances (None: this process only).
+    denylist_dir: Path | None = None
+    denylist_poll_seconds: float = 0.1
 
 
 class JwtSessions:
@@ -127,6 +134,9 @@ class JwtSessions:
         self._verified: _BoundedMap = _BoundedMap(settings.verified_cache_size)
         # Ended sessions until their token would have expired anyway (sid -> expiry).
         self._ended: _BoundedMap = _BoundedMap(settings.denylist_size)
+        self._shared: SharedDenylist | None = None
+        if settings.denylist_dir is not None:
+            self._shared = SharedDenylist(settings.denylist_dir, settings.denylist_poll_seconds)
 
     @property
     def generated_secret(self) -> bool:
@@ -159,6 +169,10 @@ class JwtSessions:
         if session.expires_at <= now:
             self._verified.pop(token, None)
             raise SessionNotFound("the session has expired")
+        shared = self._shared
+        if shared is not None and now >= shared.next_poll:
+            for session_id, expires_at in shared.refresh(now):
+                self._ended.put(session_id, expires_at)
         if session.id in self._ended:
             raise SessionNotFound("the session has ended")
         return session
@@ -183,6 +197,8 @@ class JwtSessions:
     def end(self, session: Session) -> None:
         self._ended.put(session.id, session.expires_at)
         self._verified.pop(session.token, None)
+        if self._shared is not None:
+            self._shared.add(session.id, session.expires_at, time.time())
         self._forget_expired_endings()
 
     def _forget_expired_endings(self) -> None:
