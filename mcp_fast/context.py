@@ -95,30 +95,36 @@ class Outbound(Protocol):
 
 
 class ServerRequests:
-    """Server-to-client requests waiting for the client's answer (one table per process).
+    """Server-to-client requests waiting for the client's answer.
 
-    Ids are unique in the process, so the client's response (a separate POST)
-    finds its waiter by id alone.
+    Ids are unique in the process, so the client's response (a separate POST) finds its waiter
+    by id. Each waiter also remembers the session it asked (its owner): only a response from
+    that session answers it. The ids are easy to guess, and without this check any client of
+    the process could answer another session's sampling or elicitation request.
     """
 
     def __init__(self) -> None:
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
-    def open(self) -> tuple[str, asyncio.Future[dict[str, Any]]]:
+    def open(self, owner: str = "") -> tuple[str, asyncio.Future[dict[str, Any]]]:
+        """A new request id and the future its answer resolves; ``owner``: the asking session."""
         request_id = f"srv-{self._prefix}-{next(self._counter)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        self._pending[request_id] = (owner, future)
         return request_id, future
 
     def close(self, request_id: str) -> None:
         self._pending.pop(request_id, None)
 
-    def resolve(self, request_id: object, message: dict[str, Any]) -> bool:
-        """Hand the client's response to its waiter; False when nobody waits for it."""
-        future = self._pending.get(request_id) if isinstance(request_id, str) else None
-        if future is None or future.done():
+    def resolve(self, request_id: object, message: dict[str, Any], owner: str = "") -> bool:
+        """Hand the client's response to its waiter; False when nobody of ``owner`` waits for it."""
+        pending = self._pending.get(request_id) if isinstance(request_id, str) else None
+        if pending is None or pending[0] != owner:
+            return False
+        future = pending[1]
+        if future.done():
             return False
         error = message.get("error")
         if isinstance(error, dict):
@@ -136,7 +142,7 @@ class ServerRequests:
 
     def fail_all(self, code: int, message: str) -> None:
         """The client is gone: every waiter gets this error now instead of waiting out its timeout."""
-        for future in self._pending.values():
+        for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(RpcError(code, message))
 
@@ -278,7 +284,8 @@ class Context:
         self.require_client_capability(method)
         if self._server_requests is None:
             raise RpcError(-32603, f"{method} is not available on this transport")
-        request_id, answer = self._server_requests.open()
+        owner = self.session.session_id if self.session is not None else ""
+        request_id, answer = self._server_requests.open(owner)
         try:
             await self._outbound.send_request(encode_request(request_id, method, params))
             return await asyncio.wait_for(answer, timeout)

@@ -626,6 +626,29 @@ def test_client_capabilities_travel_with_the_session(fleet_a: RunningServer, fle
         assert tool_text(final["result"]) == "LLM response: from the model"
 
 
+def test_only_the_session_that_was_asked_can_answer(fleet_a: RunningServer) -> None:
+    """A server-to-client request waits for its own session's answer: another session's client,
+    even one that knows the request id (ids are per process, easy to guess), cannot answer it."""
+    asked = initialize(fleet_a, capabilities={"sampling": {}})
+    intruder = initialize(fleet_a, capabilities={"sampling": {}})
+    with RawClient(fleet_a.port) as client:
+        stream = open_post(client, "tools/call", {"name": "test_sampling", "arguments": {"prompt": "hi"}}, 5, asked)
+        request = stream.next_message()
+        assert request["method"] == "sampling/createMessage", request
+
+        def reply(text: str) -> dict[str, Any]:
+            content = {"type": "text", "text": text}
+            return {"jsonrpc": "2.0", "id": request["id"], "result": {"role": "assistant", "content": content, "model": "m"}}
+
+        # Accepted as any response is (202), but it answers nothing: ...
+        assert post_raw(fleet_a, reply("forged"), session=intruder).status == 202
+        assert post_raw(fleet_a, reply("forged"), session=None).status in (202, 400)
+        # ... the tool still waits, and takes its own session's answer.
+        assert post_raw(fleet_a, reply("genuine"), session=asked).status == 202
+        [final] = stream.rest()
+        assert tool_text(final["result"]) == "LLM response: genuine"
+
+
 def test_delete_on_one_process_ends_the_session_there(fleet_a: RunningServer, fleet_b: RunningServer) -> None:
     """DELETE on A -> 200, then A answers 404 for the session.
 

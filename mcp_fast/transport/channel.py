@@ -324,7 +324,7 @@ class ChannelSession:
 
     def _resolve(self, response: Message) -> None:
         """A client's response to one of our requests wakes its waiter."""
-        if not self.server_requests.resolve(response.id, response.raw):
+        if not self.server_requests.resolve(response.id, response.raw, self.state.session_id):
             logger.debug("a response to an unknown server request %r was ignored", response.id)
 
     async def _answer_batch(self, answers: list[bytes | asyncio.Task[bytes | None]]) -> None:

@@ -673,13 +673,14 @@ class StreamableHTTP:
         if message.kind is Kind.NOTIFICATION:
             self.notification(message, session)
         else:
-            self._resolve(message)
+            self._resolve(message, session)
         responder.respond(202, NO_HEADERS, b"")
         return None
 
-    def _resolve(self, response: jsonrpc.Message) -> None:
-        """A client's response to one of our requests wakes its waiter."""
-        if not self.server_requests.resolve(response.id, response.raw):
+    def _resolve(self, response: jsonrpc.Message, session: Session | None) -> None:
+        """A client's response to one of its session's requests wakes its waiter."""
+        owner = session.id if session is not None else ""
+        if not self.server_requests.resolve(response.id, response.raw, owner):
             logger.debug("a response to an unknown server request %r was ignored", response.id)
 
     def _run_tracked(
@@ -818,7 +819,9 @@ class StreamableHTTP:
             return
         responses: list[bytes] = []
         for entry in batch.requests(
-            items, lambda message: self.notification(message, session), self._resolve
+            items,
+            lambda message: self.notification(message, session),
+            lambda message: self._resolve(message, session),
         ):
             if isinstance(entry, bytes):
                 responses.append(entry)
