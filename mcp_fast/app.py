@@ -64,8 +64,8 @@ def build_sessions(config: Config) -> SessionStore | None:
         private_key_file=Path(config.session_private_key) if config.session_private_key else None,
         public_key_files=tuple(Path(path) for path in config.session_public_keys),
         ttl_seconds=config.session_ttl,
-        denylist_dir=Path(config.session_denylist_dir) if config.session_denylist_dir else None,
-        denylist_poll_seconds=config.session_denylist_poll,
+        denylist_dir=Path(config.fleet_dir) / "ended" if config.fleet_dir else None,
+        denylist_poll_seconds=config.fleet_poll,
     )
     sessions = JwtSessions(settings)
     if sessions.generated_secret:
@@ -110,6 +110,8 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
             cache=build_cache(config),
+            fleet_dir=Path(config.fleet_dir) if config.fleet_dir else None,
+            fleet_poll=config.fleet_poll,
         ),
     )
     if config.legacy_sse:
@@ -190,6 +192,9 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    finally:
+        if isinstance(http.app, StreamableHTTP) and http.app.relay is not None:
+            http.app.relay.close()  # nothing waits any more for what lands in its mailbox
     return 0
 
 
@@ -221,10 +226,11 @@ def run_workers(server: MCPServer, config: Config) -> int:
     ):
         # One secret for all workers, so each serves the sessions of the others.
         config.session_secret = [secrets.token_urlsafe(32)]
-    private_denylist = config.effective_session_mode == "jwt" and not config.session_denylist_dir
-    if private_denylist:
-        # And one denylist, so a session DELETEd on one worker ends on all of them.
-        config.session_denylist_dir = tempfile.mkdtemp(prefix="mcp_fast-ended-")
+    private_fleet_dir = config.effective_session_mode == "jwt" and not config.fleet_dir
+    if private_fleet_dir:
+        # And one fleet directory: a session DELETEd on one worker ends on all of them, and an
+        # answer to a server-to-client request finds the worker that asked.
+        config.fleet_dir = tempfile.mkdtemp(prefix="mcp_fast-fleet-")
     if config.effective_session_mode == "memory":
         logger.warning("--session-mode memory with several workers: a session works only on its own worker")
     if config.legacy_sse:
@@ -282,6 +288,6 @@ def run_workers(server: MCPServer, config: Config) -> int:
             if not stopping:  # SIGTERM may have come during the pause
                 spawn()
     finally:
-        if private_denylist:
-            shutil.rmtree(config.session_denylist_dir, ignore_errors=True)
+        if private_fleet_dir:
+            shutil.rmtree(config.fleet_dir, ignore_errors=True)
     return status

@@ -133,18 +133,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("session_public_keys", _csv, [], "comma-separated PEM files that verify session tokens"),
     Option("session_ttl", float, 86400.0, "seconds a session token stays valid"),
     Option(
-        "session_denylist_dir",
+        "fleet_dir",
         str,
         "",
-        "directory where ended (DELETEd) sessions are shared with every instance reading it, e.g. "
-        "a shared volume; default: this instance only (--workers share a private one)",
+        "directory shared by the instances of a fleet (e.g. a shared volume): sessions ended "
+        "on one are refused by all, answers to server-to-client requests reach the instance "
+        "that asked; default: none (--workers share a private one)",
     ),
-    Option(
-        "session_denylist_poll",
-        float,
-        0.1,
-        "seconds between looks at --session-denylist-dir for sessions ended on other instances",
-    ),
+    Option("fleet_poll", float, 0.1, "seconds between looks at --fleet-dir for what other instances wrote"),
     Option("sse_keepalive", float, 15.0, "seconds between keep-alive comments on an idle SSE stream"),
     Option("write_timeout", float, 30.0, "seconds a stream may wait for a client that stopped reading"),
     Option(
@@ -196,8 +192,8 @@ class Config:
     session_private_key: str
     session_public_keys: list[str]
     session_ttl: float
-    session_denylist_dir: str
-    session_denylist_poll: float
+    fleet_dir: str
+    fleet_poll: float
     sse_keepalive: float
     write_timeout: float
     max_stream_buffer: int

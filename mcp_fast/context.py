@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -19,6 +21,8 @@ from mcp_fast.cache import CacheSlot
 from mcp_fast.jsonrpc import RequestId, RpcError, encode_request
 from mcp_fast.mrtr import DetachRequested, InputRequired, InputRound, check_answer
 from mcp_fast.versions import VersionPolicy
+
+logger = logging.getLogger("mcp_fast.context")
 
 if TYPE_CHECKING:
     from mcp_fast.server import MCPServer
@@ -94,6 +98,16 @@ class Outbound(Protocol):
         """Where messages of work that outlives this request go (a task): the session's GET stream."""
 
 
+class RelayedAnswers(Protocol):
+    """Answers to this process's server-to-client requests that another instance received."""
+
+    poll_seconds: float
+
+    def take(self, now: float) -> list[tuple[str, str, dict[str, Any]]]:
+        """(request id, answering session id, JSON-RPC message) of each answer waiting."""
+        ...
+
+
 class ServerRequests:
     """Server-to-client requests waiting for the client's answer.
 
@@ -105,15 +119,32 @@ class ServerRequests:
 
     def __init__(self) -> None:
         self._pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
-        self._prefix = secrets.token_hex(4)
+        self.instance = secrets.token_hex(4)  # names this process in the ids
         self._counter = itertools.count(1)
+        # Where answers that reached another instance of a fleet come back (transport/relay.py).
+        self.relay: RelayedAnswers | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     def open(self, owner: str = "") -> tuple[str, asyncio.Future[dict[str, Any]]]:
         """A new request id and the future its answer resolves; ``owner``: the asking session."""
-        request_id = f"srv-{self._prefix}-{next(self._counter)}"
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        request_id = f"srv-{self.instance}-{next(self._counter)}"
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = (owner, future)
+        if self.relay is not None and self._watching is None:
+            self._watching = loop.create_task(self._watch_relayed(self.relay))
         return request_id, future
+
+    async def _watch_relayed(self, relay: RelayedAnswers) -> None:
+        """While anything waits, look for its answer among those relayed by other instances."""
+        try:
+            while self._pending:
+                await asyncio.sleep(relay.poll_seconds)
+                for request_id, owner, message in relay.take(time.time()):
+                    if not self.resolve(request_id, message, owner):
+                        logger.debug("a relayed answer to %r found nobody waiting", request_id)
+        finally:
+            self._watching = None
 
     def close(self, request_id: str) -> None:
         self._pending.pop(request_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,3 +150,72 @@ def rpc_bytes(
         message["params"] = params
     all_headers = {**MCP_HEADERS, **{k.replace("_", "-"): v for k, v in headers.items()}}
     return client_request_bytes("POST", "/mcp", orjson.dumps(message), all_headers)
+
+
+class OpenStream:
+    """A response read as it arrives: the head first, then chunks, then SSE events.
+
+    Uses the RawClient's buffer so the same connection can carry a later request.
+    """
+
+    def __init__(self, client: RawClient, timeout: float = 5.0) -> None:
+        self.client = client
+        client.sock.settimeout(timeout)
+        head = client._read_until(b"\r\n\r\n").decode("latin-1")
+        status_line, *lines = head.split("\r\n")
+        self.status = int(status_line.split(" ", 2)[1])
+        self.headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        self.raw = bytearray()  # de-chunked body so far
+        self.ended = False  # the terminating chunk (or EOF) was seen
+        self.eof = False
+        self._text = ""
+        if "content-length" in self.headers:
+            self.raw += client._read_exact(int(self.headers["content-length"]))
+            self._text += self.raw.decode()
+            self.ended = True
+        else:
+            assert self.headers.get("transfer-encoding", "").lower() == "chunked", self.headers
+
+    def read_chunk(self, timeout: float) -> bytes | None:
+        """The next chunk's data; None at the end of the body. Raises TimeoutError."""
+        if self.ended:
+            return None
+        self.client.sock.settimeout(timeout)
+        try:
+            size = int(self.client._read_until(b"\r\n").split(b";")[0], 16)
+            if size == 0:
+                self.client._read_until(b"\r\n")
+                self.ended = True
+                return None
+            data = self.client._read_exact(size)
+            assert self.client._read_exact(2) == b"\r\n"
+        except (ConnectionError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            self.ended = self.eof = True
+            return None
+        self.raw += data
+        self._text += data.decode()
+        return data
+
+    def next_message(self, timeout: float = 5.0) -> Any:
+        """The next SSE event's JSON data; None when the stream ended first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while "\n\n" in self._text:
+                block, self._text = self._text.split("\n\n", 1)
+                data = [line[5:].lstrip() for line in block.splitlines() if line.startswith("data:")]
+                if data and "".join(data):
+                    return orjson.loads("\n".join(data))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no SSE event in time")
+            if self.read_chunk(remaining) is None:
+                return None
+
+    def rest(self, timeout: float = 5.0) -> list[Any]:
+        """Every remaining SSE message until the stream ends."""
+        messages = []
+        while (message := self.next_message(timeout)) is not None:
+            messages.append(message)
+        return messages

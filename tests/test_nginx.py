@@ -36,6 +36,7 @@ import pytest
 from conftest import ROOT, RunningServer, free_ports, start_server, stop_server, wait_for_port
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes, rpc_bytes
 from mcp import Client, types
+from mcp.client.context import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -254,7 +255,7 @@ def start_backend(tmp: Path, name: str, *extra: str) -> RunningServer:
         "--session-secret", SECRET,
         "--allowed-hosts", f"127.0.0.1,localhost,{PUBLIC_HOST}",
         "--legacy-messages-path", f"/messages/{name}",
-        "--session-denylist-dir", str(tmp / "ended"),  # shared by the fleet's instances
+        "--fleet-dir", str(tmp / "fleet"),  # shared by the fleet's instances
         "--sse-keepalive", "0.5",
         *extra,
     )  # fmt: skip
@@ -599,6 +600,46 @@ def test_official_client_session_round_robin_over_both_instances(fleet: Fleet) -
     assert init.status == 200
 
 
+def test_server_to_client_requests_find_the_instance_that_asked(fleet: Fleet) -> None:
+    """Sampling and elicitation under round-robin: the tool runs on one instance and waits; the
+    client's answer, a new POST, goes to the other one, which passes it on through the shared
+    --fleet-dir. Each call completes, with the answer its own session gave."""
+    recorder = Recorder()
+
+    async def sampling(
+        context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        content = types.TextContent(type="text", text="Paris")
+        return types.CreateMessageResult(role="assistant", content=content, model="m", stop_reason="endTurn")
+
+    async def elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"username": "ann", "email": "ann@example.com"})
+
+    async def body(client: Client) -> list[str]:
+        texts = []
+        for _ in range(2):
+            texts.append(only_text(await client.call_tool("test_sampling", {"prompt": "capital?"})))
+            texts.append(only_text(await client.call_tool("test_elicitation", {"message": "who?"})))
+        return texts
+
+    texts = run_client(
+        fleet.nginx.url, body, recorder, sampling_callback=sampling, elicitation_callback=elicitation
+    )
+    assert texts == [
+        "LLM response: Paris",
+        "User response: action=accept, content={'username': 'ann', 'email': 'ann@example.com'}",
+    ] * 2
+    # The answers did cross: some reached the instance that had not asked (each answer POST
+    # follows the head of its own tools/call's stream).
+    asker, crossed = None, 0
+    for exchange in recorder.exchanges:
+        if exchange.rpc_method == "tools/call":
+            asker = fleet.instance_of(exchange.upstream)
+        elif exchange.method == "POST" and exchange.rpc_method is None and asker is not None:
+            crossed += fleet.instance_of(exchange.upstream) != asker
+    assert crossed > 0, recorder.exchanges
+
+
 def test_get_stream_gets_notifications_and_keepalive_comments(fleet: Fleet) -> None:
     """GET /mcp through nginx: the stream flows at once (keep-alive comments every
     --sse-keepalive), and a list-changed notification sent by its instance arrives."""
@@ -660,7 +701,7 @@ def test_delete_ends_the_session_on_the_instance_that_takes_it(fleet: Fleet) -> 
 
 
 def test_delete_ends_the_session_on_every_instance(fleet: Fleet) -> None:
-    """The instances share --session-denylist-dir (as a fleet shares a volume): a DELETE through
+    """The instances share --fleet-dir (as a fleet shares a volume): a DELETE through
     nginx reaches one of them, and within the poll interval (0.1 s) both answer 404."""
     session = initialize(fleet.nginx.http_port)
     with RawClient(fleet.nginx.http_port, timeout=TIMEOUT_S) as client:

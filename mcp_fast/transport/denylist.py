@@ -1,4 +1,4 @@
-"""Ended sessions, shared by every instance that reads one directory (``--session-denylist-dir``).
+"""Ended sessions, shared by every instance that reads one directory (``--fleet-dir``, in ``ended/``).
 
 A stateless session is ended (DELETE) by keeping its id on a denylist until its token would have
 expired anyway. In one process that is a map (``JwtSessions``). A fleet must share it: several

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from mcp_fast import jsonrpc
@@ -40,6 +41,7 @@ from mcp_fast.tasks import Task
 from mcp_fast.transport import batch
 from mcp_fast.transport.event_store import EventStore, MemoryEventStore, Replay, priming_id
 from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.relay import AnswerRelay, asking_instance
 from mcp_fast.transport.responder import Headers, Responder
 from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore, _BoundedMap
 from mcp_fast.versions import (
@@ -89,6 +91,10 @@ class StreamableSettings:
     cache: ResultCache | None = None
     # Serves every other path (the old HTTP+SSE transport); None: 404.
     fallback: Callable[[Request, Responder], Coroutine[Any, Any, None] | None] | None = None
+    # The directory this instance shares with the rest of its fleet (answers to server-to-client
+    # requests that reached the wrong instance go through it), looked at every fleet_poll s.
+    fleet_dir: Path | None = None
+    fleet_poll: float = 0.1
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -417,6 +423,12 @@ class StreamableHTTP:
             cache=self.settings.cache,
         )
         self.server_requests = ServerRequests()
+        self.relay: AnswerRelay | None = None
+        if self.settings.fleet_dir is not None:
+            self.relay = AnswerRelay(
+                self.settings.fleet_dir / "answers", self.server_requests.instance, self.settings.fleet_poll
+            )
+            self.server_requests.relay = self.relay
         # Per-process state of sessions (log level, in-flight requests, GET stream).
         self._states: _BoundedMap = _BoundedMap(self.settings.max_session_states)
         # A client sends the same header values on every request, so the verdict
@@ -680,8 +692,15 @@ class StreamableHTTP:
     def _resolve(self, response: jsonrpc.Message, session: Session | None) -> None:
         """A client's response to one of its session's requests wakes its waiter."""
         owner = session.id if session is not None else ""
-        if not self.server_requests.resolve(response.id, response.raw, owner):
-            logger.debug("a response to an unknown server request %r was ignored", response.id)
+        if self.server_requests.resolve(response.id, response.raw, owner):
+            return
+        # Behind a load balancer the answer often reaches another instance than the one that
+        # asked (the id names it): pass it on through the fleet directory.
+        asker = asking_instance(response.id)
+        if self.relay is not None and asker is not None and asker != self.server_requests.instance:
+            self.relay.forward(asker, response.id, owner, response.raw)  # type: ignore[arg-type]
+            return
+        logger.debug("a response to an unknown server request %r was ignored", response.id)
 
     def _run_tracked(
         self, message: jsonrpc.Message, ctx: Context, channel: PostChannel
