@@ -103,6 +103,10 @@ class RelayedAnswers(Protocol):
 
     poll_seconds: float
 
+    def prepare(self) -> None:
+        """Be ready to receive answers (called before a request goes out)."""
+        ...
+
     def take(self, now: float) -> list[tuple[str, str, dict[str, Any]]]:
         """(request id, answering session id, JSON-RPC message) of each answer waiting."""
         ...
@@ -132,6 +136,7 @@ class ServerRequests:
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = (owner, future)
         if self.relay is not None and self._watching is None:
+            self.relay.prepare()  # before the request goes out, so its answer can come back
             self._watching = loop.create_task(self._watch_relayed(self.relay))
         return request_id, future
 

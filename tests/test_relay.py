@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from mcp_fast.context import ServerRequests
-from mcp_fast.transport.relay import AnswerRelay, asking_instance
+from mcp_fast.transport.relay import MAX_WAITING_ANSWERS, AnswerRelay, asking_instance
 
 POLL = 0.01
 ANSWER = {"jsonrpc": "2.0", "id": "x", "result": {"action": "accept"}}
@@ -81,7 +82,10 @@ def test_forward_refuses_itself_and_names_that_are_not_instances(tmp_path: Path)
     assert not relay.forward("0a1b2c3d", "srv-0a1b2c3d-1", "s", ANSWER)
     for name in ("..", "../x", "", "0a1b2c3", "zzzzzzzz", "0a1b2c3d/../.."):
         assert not relay.forward(name, "srv-x-1", "s", ANSWER), name
-    assert sorted(os.listdir(tmp_path)) == []
+    # A well-formed id of an instance that does not run (no mailbox): dropped, nothing created.
+    assert not relay.forward("12345678", "srv-12345678-1", "s", ANSWER)
+    assert os.listdir(tmp_path) == ["0a1b2c3d"]
+    assert os.listdir(tmp_path / "0a1b2c3d") == []
     with pytest.raises(ValueError):
         AnswerRelay(tmp_path, "../..", POLL)
 
@@ -91,7 +95,6 @@ def test_take_skips_unfinished_files_and_drops_malformed_ones(
 ) -> None:
     relay = AnswerRelay(tmp_path, "0a1b2c3d", POLL)
     mailbox = tmp_path / "0a1b2c3d"
-    mailbox.mkdir()
     (mailbox / ".half.tmp").write_bytes(b'{"id": "srv-0a1b2c3d-1"')  # still being written
     for name, data in {
         "a.json": b"not json",
@@ -111,7 +114,6 @@ def test_take_skips_unfinished_files_and_drops_malformed_ones(
 
 def test_abandoned_mailboxes_are_swept_and_close_removes_its_own(tmp_path: Path) -> None:
     relay = AnswerRelay(tmp_path, "0a1b2c3d", POLL)
-    (tmp_path / "0a1b2c3d").mkdir()
     abandoned, fresh = tmp_path / "11111111", tmp_path / "22222222"
     for mailbox in (abandoned, fresh):
         mailbox.mkdir()
@@ -126,9 +128,43 @@ def test_abandoned_mailboxes_are_swept_and_close_removes_its_own(tmp_path: Path)
 
 def test_a_broken_directory_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     relay = AnswerRelay(tmp_path / "answers", "0a1b2c3d", POLL)
-    (tmp_path / "answers").rmdir()
+    shutil.rmtree(tmp_path / "answers")
     (tmp_path / "answers").write_bytes(b"")  # a file where the directory was
     with caplog.at_level(logging.ERROR, logger="mcp_fast.transport"):
         assert relay.take(time.time()) == []
         assert not relay.forward("11111111", "srv-11111111-1", "s", ANSWER)
     assert any("cannot pass an answer on" in r.getMessage() for r in caplog.records)
+
+
+def test_a_mailbox_holds_a_bounded_number_of_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Only a waiting instance empties its mailbox: answers nobody waits for must not pile up."""
+    AnswerRelay(tmp_path, "0a1b2c3d", POLL)
+    sender = AnswerRelay(tmp_path, "11111111", POLL)
+    for n in range(MAX_WAITING_ANSWERS):
+        assert sender.forward("0a1b2c3d", f"srv-0a1b2c3d-{n}", "s", ANSWER)
+    with caplog.at_level(logging.WARNING, logger="mcp_fast.transport"):
+        assert not sender.forward("0a1b2c3d", "srv-0a1b2c3d-999", "s", ANSWER)
+    assert any("was dropped" in r.getMessage() for r in caplog.records)
+    assert len(os.listdir(tmp_path / "0a1b2c3d")) == MAX_WAITING_ANSWERS
+
+
+def test_a_swept_mailbox_is_back_before_the_next_request_goes_out(tmp_path: Path) -> None:
+    async def main() -> None:
+        asker, _ = instance(tmp_path)
+        _, receiver = instance(tmp_path)
+        shutil.rmtree(tmp_path / asker.instance)  # swept by another instance while this one idled
+        request_id, answer = asker.open("s")
+        assert receiver.forward(asker.instance, request_id, "s", {**ANSWER, "id": request_id})
+        assert await asyncio.wait_for(answer, 5) == {"action": "accept"}
+
+    asyncio.run(main())
+
+
+def test_a_waiting_instance_keeps_its_mailbox_from_the_sweep(tmp_path: Path) -> None:
+    relay = AnswerRelay(tmp_path, "0a1b2c3d", POLL)
+    long_ago = time.time() - 7200
+    os.utime(tmp_path / "0a1b2c3d", (long_ago, long_ago))
+    relay.take(time.time())  # what the waiting instance does every poll
+    sweeper = AnswerRelay(tmp_path, "11111111", POLL)
+    sweeper.take(time.time())
+    assert (tmp_path / "0a1b2c3d").is_dir()

@@ -36,6 +36,9 @@ _REQUEST_ID: Final = re.compile(r"srv-([0-9a-f]{8})-[0-9]+")
 # Longer than any server-to-client request waits (Context.request's default timeout is 300 s).
 _ABANDONED_SECONDS: Final = 1800.0
 _SWEEP_EVERY_SECONDS: Final = 60.0
+# Answers a mailbox holds at most. Only a waiting instance empties its mailbox, so without a
+# bound a client could pile up answers nobody waits for (each up to --max-body-size) there.
+MAX_WAITING_ANSWERS: Final = 64
 
 # One relayed answer: the id it answers, the session that answered, the JSON-RPC message.
 Relayed = tuple[str, str, dict[str, Any]]
@@ -55,11 +58,23 @@ class AnswerRelay:
     def __init__(self, directory: Path, instance: str, poll_seconds: float) -> None:
         if _INSTANCE.fullmatch(instance) is None:
             raise ValueError(f"not an instance id: {instance!r}")
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self.instance = instance
         self.poll_seconds = poll_seconds
         self._next_sweep = 0.0
+        # Others forward only to a mailbox that exists, so a made-up instance id in an answer
+        # makes no directory. It exists from the start, and prepare() keeps it there.
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Make sure the mailbox exists and looks alive (the sweep removes idle ones): called
+        before a request goes out, so its answer always has somewhere to go."""
+        mailbox = self.directory / self.instance
+        try:
+            mailbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.utime(mailbox)
+        except OSError as exc:
+            logger.error("cannot prepare the answer mailbox %s (%s)", mailbox, exc.strerror or exc)
 
     def forward(self, instance: str, request_id: str, owner: str, message: dict[str, Any]) -> bool:
         """Drop an answer in ``instance``'s mailbox; False (logged) when that fails."""
@@ -69,10 +84,19 @@ class AnswerRelay:
         name = secrets.token_hex(8)
         data = orjson.dumps({"id": request_id, "owner": owner, "message": message})
         try:
-            mailbox.mkdir(mode=0o700, exist_ok=True)
+            if len(os.listdir(mailbox)) >= MAX_WAITING_ANSWERS:
+                logger.warning(
+                    "instance %s has %d answers waiting already; one more was dropped",
+                    instance,
+                    MAX_WAITING_ANSWERS,
+                )
+                return False
             temporary = mailbox / f".{name}.tmp"  # readers skip dot files
             temporary.write_bytes(data)
             os.rename(temporary, mailbox / f"{name}.json")
+        except FileNotFoundError:
+            logger.debug("an answer for instance %s, which is not running, was dropped", instance)
+            return False
         except OSError as exc:
             logger.error("cannot pass an answer on to instance %s (%s)", instance, exc.strerror or exc)
             return False
@@ -85,8 +109,10 @@ class AnswerRelay:
             self._sweep(now)
         mailbox = self.directory / self.instance
         try:
+            os.utime(mailbox)  # alive: not to be swept
             names = [name for name in os.listdir(mailbox) if not name.startswith(".")]
         except FileNotFoundError:
+            self.prepare()
             return []
         except OSError as exc:
             logger.error("cannot read the answer mailbox %s (%s)", mailbox, exc.strerror or exc)
