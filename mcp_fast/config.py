@@ -137,8 +137,9 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "",
         "directory shared by the instances of a fleet (e.g. a shared volume): sessions ended "
-        "on one are refused by all, answers to server-to-client requests reach the instance "
-        "that asked; default: none (--workers share a private one)",
+        "on one are refused by all, cancellations reach the instance running the request, answers "
+        "to server-to-client requests reach the instance that asked; default: none (--workers "
+        "share a private one)",
     ),
     Option("fleet_poll", float, 0.1, "seconds between looks at --fleet-dir for what other instances wrote"),
     Option("sse_keepalive", float, 15.0, "seconds between keep-alive comments on an idle SSE stream"),

@@ -601,14 +601,22 @@ def test_delete_on_one_process_ends_the_session_there(fleet_a: RunningServer, fl
     assert_not_found(rpc(fleet_b, "ping", None, 3, session=session))
 
 
-def test_delete_reaches_every_process_sharing_a_denylist_dir(tmp_path: Path) -> None:
-    """Transports "Session Management": after a DELETE the session is 404 on every process that
-    shares --fleet-dir, within its poll interval (0.1 s by default)."""
+def test_processes_sharing_a_fleet_dir_share_cancellations_and_endings(tmp_path: Path) -> None:
+    """Within the poll interval (--fleet-poll, 0.1 s): notifications/cancelled sent to B stops the
+    request A runs (basic/utilities/cancellation), and after a DELETE the session is 404 on
+    every process that shares --fleet-dir (transports "Session Management")."""
     shared = ("--session-secret", FLEET_SECRET, "--fleet-dir", str(tmp_path / "fleet"))
     a = start_server(tmp_path, *shared)
     b = start_server(tmp_path, *shared)
     try:
-        session, other = initialize(a), initialize(a)
+        session, other = initialize(a, capabilities={"sampling": {}}), initialize(a)
+        with RawClient(a.port) as client:
+            # A tool that waits for a sampling answer (300 s): only a cancellation ends it soon.
+            params = {"name": "test_sampling", "arguments": {"prompt": "never answered"}}
+            stream = open_post(client, "tools/call", params, "waits", session)
+            assert stream.next_message()["method"] == "sampling/createMessage"
+            assert cancel(b, session, "waits").status == 202
+            assert stream.rest(timeout=10.0) == []  # ended, and no response for the request
         assert ping_status(b, session) == 200
         assert delete(a, session).status == 200
         assert_not_found(rpc(a, "ping", None, 3, session=session))

@@ -7,7 +7,7 @@ the secret serves the session; nothing about it is stored server-side, so a
 fleet needs no sticky sessions. What little state a session has beyond that
 (ended sessions, the chosen log level) is kept per process, bounded; ended
 sessions are also shared through a directory when one is configured
-(``denylist.py``).
+(``shared_log.py``).
 
 Spec: basic/transports.mdx "Session Management": a request without the id
 (other than initialize) -> 400; an unknown or ended session -> 404, after
@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol
 import jwt
 import orjson
 
-from mcp_fast.transport.denylist import SharedDenylist
+from mcp_fast.transport.shared_log import SharedLog
 
 _SESSION_ID_BYTES: Final = 16
 # The token travels in a header on every request; nginx's default header buffer is 8 KiB.
@@ -134,9 +134,9 @@ class JwtSessions:
         self._verified: _BoundedMap = _BoundedMap(settings.verified_cache_size)
         # Ended sessions until their token would have expired anyway (sid -> expiry).
         self._ended: _BoundedMap = _BoundedMap(settings.denylist_size)
-        self._shared: SharedDenylist | None = None
+        self._shared: SharedLog | None = None
         if settings.denylist_dir is not None:
-            self._shared = SharedDenylist(settings.denylist_dir, settings.denylist_poll_seconds)
+            self._shared = SharedLog(settings.denylist_dir, settings.denylist_poll_seconds, "ended sessions")
 
     @property
     def generated_secret(self) -> bool:
@@ -171,7 +171,7 @@ class JwtSessions:
             raise SessionNotFound("the session has expired")
         shared = self._shared
         if shared is not None and now >= shared.next_poll:
-            for session_id, expires_at in shared.refresh(now):
+            for session_id, expires_at, _ in shared.refresh(now):
                 self._ended.put(session_id, expires_at)
         if session.id in self._ended:
             raise SessionNotFound("the session has ended")

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 from mcp_fast import jsonrpc
 from mcp_fast.cache import CacheSlot, ResultCache
@@ -34,7 +37,7 @@ from mcp_fast.envelope import (
 )
 from mcp_fast.http import sse
 from mcp_fast.http.events import Request
-from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RpcError
+from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RequestId, RpcError
 from mcp_fast.mrtr import StateCodec
 from mcp_fast.server import MCPServer
 from mcp_fast.tasks import Task
@@ -44,6 +47,7 @@ from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.relay import AnswerRelay, asking_instance
 from mcp_fast.transport.responder import Headers, Responder
 from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore, _BoundedMap
+from mcp_fast.transport.shared_log import SharedLog
 from mcp_fast.versions import (
     MODERN_ERROR_STATUS,
     POLICIES,
@@ -70,6 +74,8 @@ NO_HEADERS: Final[Headers] = ()
 # request for an unknown session with this code; there is no spec'd one.
 SESSION_NOT_FOUND: Final = -32001
 _VERDICT_CACHE_SIZE: Final = 256
+# How long a cancellation stays in the fleet's log for an instance that runs the request to see.
+_CANCELLATION_KEPT_S: Final = 600.0
 
 
 @dataclass
@@ -92,7 +98,8 @@ class StreamableSettings:
     # Serves every other path (the old HTTP+SSE transport); None: 404.
     fallback: Callable[[Request, Responder], Coroutine[Any, Any, None] | None] | None = None
     # The directory this instance shares with the rest of its fleet (answers to server-to-client
-    # requests that reached the wrong instance go through it), looked at every fleet_poll s.
+    # requests and cancellations that reached the wrong instance go through it), looked at
+    # every fleet_poll s while something waits for them.
     fleet_dir: Path | None = None
     fleet_poll: float = 0.1
 
@@ -429,6 +436,14 @@ class StreamableHTTP:
                 self.settings.fleet_dir / "answers", self.server_requests.instance, self.settings.fleet_poll
             )
             self.server_requests.relay = self.relay
+        # notifications/cancelled for a request another instance runs goes to it through here.
+        self.cancellations: SharedLog | None = None
+        if self.settings.fleet_dir is not None:
+            self.cancellations = SharedLog(
+                self.settings.fleet_dir / "cancelled", self.settings.fleet_poll, "cancellations"
+            )
+        self._busy_sessions: set[SessionState] = set()  # with a cancellable request running
+        self._cancellation_watcher: asyncio.Task[None] | None = None
         # Per-process state of sessions (log level, in-flight requests, GET stream).
         self._states: _BoundedMap = _BoundedMap(self.settings.max_session_states)
         # A client sends the same header values on every request, so the verdict
@@ -676,6 +691,8 @@ class StreamableHTTP:
             ctx.cache_slot = slot
             if ctx.session is not None:
                 ctx.session.inflight[message.id] = ctx  # type: ignore[index]
+                if self.cancellations is not None:
+                    self._watch_for_cancellations(ctx.session, self.cancellations)
                 return self._run_tracked(message, ctx, channel)
             outcome = self.dispatcher.dispatch(message, ctx)
             if isinstance(outcome, bytes):
@@ -754,6 +771,37 @@ class StreamableHTTP:
         ctx = self.state_of(session).inflight.get(request_id)
         if ctx is not None:
             ctx.cancel()
+        elif self.cancellations is not None:
+            # Running on another instance, maybe (or finished): tell the fleet. Request ids are
+            # never reused within a session (basic/index.mdx), so a late entry harms nothing.
+            now = time.time()
+            self.cancellations.add(session.id, now + _CANCELLATION_KEPT_S, now, orjson.dumps(request_id))
+
+    def _watch_for_cancellations(self, state: SessionState, log: SharedLog) -> None:
+        """A cancellable request runs in ``state``: look at the fleet's cancellations meanwhile."""
+        self._busy_sessions.add(state)
+        if self._cancellation_watcher is None:
+            loop = asyncio.get_running_loop()
+            self._cancellation_watcher = loop.create_task(self._apply_cancellations(log))
+
+    async def _apply_cancellations(self, log: SharedLog) -> None:
+        """While requests run, cancel those that another instance was told to cancel."""
+        try:
+            while self._busy_sessions:
+                await asyncio.sleep(log.poll_seconds)
+                for session_id, _, payload in log.refresh(time.time()):
+                    state: SessionState | None = self._states.get(session_id)
+                    request_id = _loads_request_id(payload)
+                    ctx = (
+                        state.inflight.get(request_id)
+                        if state is not None and request_id is not None
+                        else None
+                    )
+                    if ctx is not None:
+                        ctx.cancel()
+                self._busy_sessions = {state for state in self._busy_sessions if state.inflight}
+        finally:
+            self._cancellation_watcher = None
 
     def post_modern(
         self, body: Any, request: Request, responder: Responder, verdict: Accepted
@@ -987,6 +1035,15 @@ async def _finish(channel: PostChannel, outcome: Awaitable[bytes], ctx: Context 
         channel.abandon()
         return
     channel.finish(response, ctx.error_code if ctx is not None else None)
+
+
+def _loads_request_id(payload: bytes) -> RequestId | None:
+    """A request id written to the fleet's cancellations (a JSON string or integer), or None."""
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return value if type(value) is str or type(value) is int else None
 
 
 def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""The shared denylist of ended sessions (mcp_fast/transport/denylist.py), in process.
+"""The fleet's shared logs (mcp_fast/transport/shared_log.py), in process: ended sessions, and
+entries that carry a payload (the cancellations).
 
 Two `JwtSessions` with one secret stand for two instances of a fleet; they share a directory the
 way instances share a volume (and `--workers` share a private one: test_workers.py). Over real
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_fast.transport.denylist import SharedDenylist, parse_lines
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, SessionNotFound
+from mcp_fast.transport.shared_log import SharedLog, parse_lines
 
 SECRET = "a-secret-for-the-shared-denylist-tests-0123"
 HOUR = 3600
@@ -65,7 +66,7 @@ def test_the_directory_is_read_at_most_once_per_poll_interval(tmp_path: Path) ->
 
 def test_parse_lines_takes_whole_lines_only_however_the_data_is_cut() -> None:
     data = b"abc_-9 1900000000\nxyz 1900000001\n"
-    assert parse_lines(data) == ([("abc_-9", 1900000000.0), ("xyz", 1900000001.0)], len(data))
+    assert parse_lines(data) == ([("abc_-9", 1900000000.0, b""), ("xyz", 1900000001.0, b"")], len(data))
     # Byte by byte: each prefix gives exactly the lines it completes.
     for cut in range(len(data) + 1):
         endings, taken = parse_lines(data[:cut])
@@ -92,48 +93,48 @@ def test_parse_lines_takes_whole_lines_only_however_the_data_is_cut() -> None:
 def test_malformed_lines_are_skipped_and_the_rest_is_read(line: bytes) -> None:
     data = b"good1 1900000000\n" + line + b"good2 1900000000\n"
     endings, taken = parse_lines(data)
-    assert [session_id for session_id, _ in endings] == ["good1", "good2"]
+    assert [session_id for session_id, _, _ in endings] == ["good1", "good2"]
     assert taken == len(data)
 
 
 def test_a_half_written_line_is_taken_once_it_is_complete(tmp_path: Path) -> None:
-    shared = SharedDenylist(tmp_path, 0.0)
+    shared = SharedLog(tmp_path, 0.0, "test")
     now = time.time()
-    segment = tmp_path / f"{int(now) // HOUR}.ended"
+    segment = tmp_path / f"{int(now) // HOUR}.log"
     segment.write_bytes(b"first 1900000000\nsecond 19")
-    assert shared.refresh(now) == [("first", 1900000000.0)]
+    assert shared.refresh(now) == [("first", 1900000000.0, b"")]
     with open(segment, "ab") as file:
         file.write(b"00000000\n")
-    assert shared.refresh(now) == [("second", 1900000000.0)]
+    assert shared.refresh(now) == [("second", 1900000000.0, b"")]
     assert shared.refresh(now) == []  # nothing new
 
 
 def test_old_segments_go_once_every_token_in_them_has_expired(tmp_path: Path) -> None:
     now = time.time()
     hour = int(now) // HOUR
-    expired = tmp_path / f"{hour - 3}.ended"
+    expired = tmp_path / f"{hour - 3}.log"
     expired.write_bytes(b"gone %d\n" % (now - 10))
-    still_valid = tmp_path / f"{hour - 3 + 1}.ended"  # an old hour, but a token that lives on
+    still_valid = tmp_path / f"{hour - 3 + 1}.log"  # an old hour, but a token that lives on
     still_valid.write_bytes(b"kept %d\n" % (now + HOUR))
-    recent = tmp_path / f"{hour - 1}.ended"  # may still be written by a writer whose clock is behind
+    recent = tmp_path / f"{hour - 1}.log"  # may still be written by a writer whose clock is behind
     recent.write_bytes(b"recent %d\n" % (now - 10))
     unrelated = tmp_path / "notes.txt"
     unrelated.write_bytes(b"not ours 1\n")
-    endings = SharedDenylist(tmp_path, 0.0).refresh(now)
-    assert sorted(session_id for session_id, _ in endings) == ["gone", "kept", "recent"]
+    endings = SharedLog(tmp_path, 0.0, "test").refresh(now)
+    assert sorted(session_id for session_id, _, _ in endings) == ["gone", "kept", "recent"]
     assert not expired.exists()
     assert still_valid.exists() and recent.exists() and unrelated.exists()
 
 
 def test_a_segment_written_again_from_its_start_is_read_again(tmp_path: Path) -> None:
-    shared = SharedDenylist(tmp_path, 0.0)
+    shared = SharedLog(tmp_path, 0.0, "test")
     now = time.time()
-    segment = tmp_path / f"{int(now) // HOUR}.ended"
+    segment = tmp_path / f"{int(now) // HOUR}.log"
     segment.write_bytes(b"one-that-is-long 1900000000\n")
     assert len(shared.refresh(now)) == 1
     segment.unlink()
     segment.write_bytes(b"two 1900000000\n")  # shorter than what was read before
-    assert shared.refresh(now) == [("two", 1900000000.0)]
+    assert shared.refresh(now) == [("two", 1900000000.0, b"")]
 
 
 def test_ending_appends_one_line_per_session_to_the_current_segment(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_ending_appends_one_line_per_session_to_the_current_segment(tmp_path: Pa
     for session in sessions:
         a.end(session)
     [segment] = [path for path in tmp_path.iterdir()]
-    assert segment.name == f"{int(time.time()) // HOUR}.ended"
+    assert segment.name == f"{int(time.time()) // HOUR}.log"
     lines = segment.read_bytes().splitlines()
     assert [line.split(b" ")[0].decode() for line in lines] == [session.id for session in sessions]
     assert all(int(line.split(b" ")[1]) >= session.expires_at for line, session in zip(lines, sessions, strict=True))
@@ -165,7 +166,7 @@ def test_a_broken_directory_is_logged_once_and_local_endings_still_hold(
         a.resolve(token)  # ended here all the same
     messages = [record.getMessage() for record in caplog.records]
     assert sum("other instances are not told" in message for message in messages) == 1
-    assert sum("cannot read the session denylist" in message for message in messages) == 1
+    assert sum("cannot read the fleet's" in message for message in messages) == 1
     # Once the directory is back, the reads go on (and a later failure is logged again).
     directory.unlink()
     directory.mkdir()
@@ -175,6 +176,19 @@ def test_a_broken_directory_is_logged_once_and_local_endings_still_hold(
 
 def test_the_directory_is_created_private(tmp_path: Path) -> None:
     directory = tmp_path / "deep" / "ended"
-    SharedDenylist(directory, 0.1)
+    SharedLog(directory, 0.1, "test")
     assert directory.is_dir() and oct(directory.stat().st_mode & 0o777) == oct(0o700)
     assert os.listdir(directory) == []
+
+
+def test_entries_carry_a_payload_of_one_line(tmp_path: Path) -> None:
+    writer, reader = SharedLog(tmp_path, 0.0, "test"), SharedLog(tmp_path, 0.0, "test")
+    now = time.time()
+    writer.add("s1", now + 60, now, b'"request 1"')  # a JSON string with a space
+    writer.add("s2", now + 60, now, b"17")
+    writer.add("s3", now + 60, now)
+    assert [(key, payload) for key, _, payload in reader.refresh(now)] == [
+        ("s1", b'"request 1"'), ("s2", b"17"), ("s3", b""),
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        writer.add("s4", now + 60, now, b"two\nlines")
