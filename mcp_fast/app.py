@@ -52,6 +52,20 @@ def load_app(spec: str | None) -> MCPServer:
     return target
 
 
+def fleet_dir(config: Config) -> Path:
+    """--fleet-dir, made if missing; a ValueError naming the flag when it cannot be used."""
+    path = Path(config.fleet_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--fleet-dir {config.fleet_dir}: not a directory")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--fleet-dir {config.fleet_dir}: {exc.strerror or exc}") from exc
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ValueError(f"--fleet-dir {config.fleet_dir}: this process cannot read and write it")
+    return path
+
+
 def build_sessions(config: Config) -> SessionStore | None:
     mode = config.effective_session_mode
     if mode == "none":
@@ -64,7 +78,7 @@ def build_sessions(config: Config) -> SessionStore | None:
         private_key_file=Path(config.session_private_key) if config.session_private_key else None,
         public_key_files=tuple(Path(path) for path in config.session_public_keys),
         ttl_seconds=config.session_ttl,
-        denylist_dir=Path(config.fleet_dir) / "ended" if config.fleet_dir else None,
+        denylist_dir=fleet_dir(config) / "ended" if config.fleet_dir else None,
         denylist_poll_seconds=config.fleet_poll,
     )
     sessions = JwtSessions(settings)
@@ -110,7 +124,7 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
             cache=build_cache(config),
-            fleet_dir=Path(config.fleet_dir) if config.fleet_dir else None,
+            fleet_dir=fleet_dir(config) if config.fleet_dir else None,
             fleet_poll=config.fleet_poll,
         ),
     )

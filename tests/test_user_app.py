@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from conftest import start_server, stop_server
 from httpclient import MCP_HEADERS, RawClient, client_request_bytes
 
@@ -67,4 +68,22 @@ def test_a_bad_app_argument_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot import 'no_such_module_here'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_an_unusable_fleet_dir_is_a_clear_error(tmp_path: Path, where: str) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "a-file").write_text("not a directory")
+    fleet_dir = tmp_path / where
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_fast", "--port", "0", "--fleet-dir", str(fleet_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot start: --fleet-dir {fleet_dir}: " in result.stderr
     assert "Traceback" not in result.stderr
