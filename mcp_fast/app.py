@@ -52,8 +52,11 @@ def load_app(spec: str | None) -> MCPServer:
     return target
 
 
-def fleet_dir(config: Config) -> Path:
-    """--fleet-dir, made if missing; a ValueError naming the flag when it cannot be used."""
+def fleet_dir(config: Config) -> Path | None:
+    """--fleet-dir (None: not set), made if missing; a ValueError naming the flag when it
+    cannot be used."""
+    if not config.fleet_dir:
+        return None
     path = Path(config.fleet_dir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--fleet-dir {config.fleet_dir}: not a directory")
@@ -66,7 +69,8 @@ def fleet_dir(config: Config) -> Path:
     return path
 
 
-def build_sessions(config: Config) -> SessionStore | None:
+def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | None:
+    """``fleet``: the checked --fleet-dir, whose ended/ the JWT sessions share."""
     mode = config.effective_session_mode
     if mode == "none":
         return None
@@ -78,7 +82,7 @@ def build_sessions(config: Config) -> SessionStore | None:
         private_key_file=Path(config.session_private_key) if config.session_private_key else None,
         public_key_files=tuple(Path(path) for path in config.session_public_keys),
         ttl_seconds=config.session_ttl,
-        denylist_dir=fleet_dir(config) / "ended" if config.fleet_dir else None,
+        denylist_dir=fleet / "ended" if fleet is not None else None,
         denylist_poll_seconds=config.fleet_poll,
     )
     sessions = JwtSessions(settings)
@@ -113,18 +117,19 @@ def build_cache(config: Config) -> ResultCache | None:
 
 
 def build_http_server(server: MCPServer, config: Config) -> HttpServer:
+    fleet = fleet_dir(config)
     transport = StreamableHTTP(
         server,
         StreamableSettings(
             path=config.path.encode(),
             page_size=config.page_size,
             host_policy=HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins),
-            sessions=build_sessions(config),
+            sessions=build_sessions(config, fleet),
             keepalive_interval=config.sse_keepalive,
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
             cache=build_cache(config),
-            fleet_dir=fleet_dir(config) if config.fleet_dir else None,
+            fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
         ),
     )

@@ -713,9 +713,13 @@ class StreamableHTTP:
             return
         # Behind a load balancer the answer often reaches another instance than the one that
         # asked (the id names it): pass it on through the fleet directory.
-        asker = asking_instance(response.id)
-        if self.relay is not None and asker is not None and asker != self.server_requests.instance:
-            self.relay.forward(asker, response.id, owner, response.raw)  # type: ignore[arg-type]
+        asker = asking_instance(response.id)  # found only in a string id; None for others
+        relay = self.relay  # forward() refuses this instance's own id
+        if (
+            asker is not None
+            and relay is not None
+            and relay.forward(asker, str(response.id), owner, response.raw)
+        ):
             return
         logger.debug("a response to an unknown server request %r was ignored", response.id)
 
