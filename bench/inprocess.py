@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mcp_fast's own cost per request, in process: bytes in to bytes out, no sockets, no kernel.
 
-    python bench/inprocess.py [--workload echo|sse|session|modern|list|cached] [--requests 200000]
+    python bench/inprocess.py [--workload echo|sse|session|sessionless|list|cached] [--requests 200000]
 
 The real ``HttpConnection`` (HTTP/1.1 parser, transport, dispatcher, handler, encoder, writer)
 is fed the exact bytes wrk sends on a keep-alive connection, one request per ``data_received``,
@@ -33,8 +33,8 @@ from mcp_fast.app import build_http_server, install_event_loop  # noqa: E402
 from mcp_fast.config import Config, load_config  # noqa: E402
 from mcp_fast.net.connection import HttpConnection  # noqa: E402
 
-MODERN = "2026-07-28"
-LEGACY = "2025-11-25"
+SESSIONLESS = "2026-07-28"
+SESSION_VERSION = "2025-11-25"
 
 
 class CountingTransport:
@@ -85,7 +85,7 @@ def request_bytes(workload: str, session_id: str | None = None) -> bytes:
         "Host": "127.0.0.1:8000",
         "Content-Type": "application/json",
         "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": LEGACY,
+        "MCP-Protocol-Version": SESSION_VERSION,
     }
     if workload == "sse":
         headers["Accept"] = "text/event-stream"
@@ -93,12 +93,12 @@ def request_bytes(workload: str, session_id: str | None = None) -> bytes:
         method, params = "tools/list", {}
     if workload == "cached":
         params = {"name": "lookup", "arguments": {"key": "hello"}}
-    if workload == "modern":
-        headers["MCP-Protocol-Version"] = MODERN
+    if workload == "sessionless":
+        headers["MCP-Protocol-Version"] = SESSIONLESS
         headers["Mcp-Method"] = method
         headers["Mcp-Name"] = "echo"
         params["_meta"] = {
-            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/protocolVersion": SESSIONLESS,
             "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
             "io.modelcontextprotocol/clientCapabilities": {},
         }
@@ -115,7 +115,7 @@ def initialize_bytes() -> bytes:
             "jsonrpc": "2.0",
             "id": 0,
             "method": "initialize",
-            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}},
+            "params": {"protocolVersion": SESSION_VERSION, "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}},
         }
     )
     return (
@@ -161,7 +161,7 @@ def _load_bench_app() -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--workload", default="echo", choices=("echo", "sse", "session", "modern", "list", "cached")
+        "--workload", default="echo", choices=("echo", "sse", "session", "sessionless", "list", "cached")
     )
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")

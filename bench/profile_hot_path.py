@@ -43,7 +43,7 @@ RESULTS = run.RESULTS_DIR
 WRITE = "write (response head, transport.writelines)"
 WRITE_SYSCALL = "kernel: send of the response (loopback TCP, delivery into the client's socket)"
 # (step, file substring, function names or None for any) -- checked innermost frame first. py-spy
-# names a frame "function (path:line)", the path relative to sys.path ("mcp_fast/http/h1.py");
+# names a frame "function (path:line)", the path relative to sys.path ("mcp_fast/wire/h1.py");
 # native frames are "symbol (library or C file)".
 STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("handler (echo)", "mcp_fast_app.py", None),
@@ -61,7 +61,7 @@ STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("dispatch (route, tool lookup)", "mcp_fast/dispatch.py", None),
     (
         WRITE,
-        "mcp_fast/http/h1.py",
+        "mcp_fast/wire/h1.py",
         ("response_head", "encode_response", "_status_line", "encode_chunk"),
     ),
     (
@@ -79,7 +79,7 @@ STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     (
         "POST handling (streamable.post)",
         "mcp_fast/transport/streamable.py",
-        ("post", "post_modern", "_meta", "_run_tracked"),
+        ("post", "post_sessionless", "_meta", "_run_tracked"),
     ),
     (
         "header verdict (routing, Host/Accept/version)",
@@ -88,7 +88,7 @@ STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ),
     ("header verdict (routing, Host/Accept/version)", "mcp_fast/transport/origin.py", None),
     ("header verdict (routing, Host/Accept/version)", "mcp_fast/versions.py", None),
-    ("HTTP parse (h1)", "mcp_fast/http/h1.py", None),
+    ("HTTP parse (h1)", "mcp_fast/wire/h1.py", None),
     ("request loop (connection.py, eager start)", "mcp_fast/net/connection.py", None),
     ("request loop (connection.py, eager start)", "mcp_fast/net/eager.py", None),
     ("request loop (connection.py, eager start)", "mcp_fast/net/flow.py", None),

@@ -57,7 +57,7 @@ VENV_STAMP = VENV / ".bench-requirements.sha256"
 HOST = "127.0.0.1"  # load only ever targets loopback
 MCP_PATH = "/mcp"
 PROTOCOL_VERSION = "2025-06-18"
-MODERN_VERSION = "2026-07-28"
+SESSIONLESS_VERSION = "2026-07-28"
 SESSION_SECRET = "bench-only-not-a-secret"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -222,7 +222,7 @@ class Workload:
     check_message: Callable[[], str] = lambda: f"check-{uuid.uuid4().hex}"
     expect: str = "json"  # content type of the answer: json (application/json) or sse
     session: bool = False  # initialize once, then Mcp-Session-Id on every request
-    modern: bool = False  # a 2026-07-28 request: _meta envelope, Mcp-Method/Mcp-Name, no session
+    sessionless: bool = False  # a 2026-07-28 request: _meta envelope, Mcp-Method/Mcp-Name, no session
     loadgen: str = "wrk"  # wrk (HTTP/1.1) or h2load (HTTP/2, H2_STREAMS streams per connection)
     skip: str | None = None  # skipped for every server, with this reason
     # Servers that may not serve this yet: a failed check then skips the pair with this reason
@@ -249,8 +249,8 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             name="tools_call_echo_2026",
-            description=f"the headline as a {MODERN_VERSION} request: _meta envelope, Mcp-Method/Mcp-Name, no session",
-            modern=True,
+            description=f"the headline as a {SESSIONLESS_VERSION} request: _meta envelope, Mcp-Method/Mcp-Name, no session",
+            sessionless=True,
         ),
         Workload(
             name="tools_list",
@@ -294,15 +294,15 @@ def request_for(
     if workload.method == "tools/call":
         argument = "key" if workload.tool == "lookup" else "message"
         params = {"name": workload.tool, "arguments": {argument: message}}
-    version = MODERN_VERSION if workload.modern else PROTOCOL_VERSION
+    version = SESSIONLESS_VERSION if workload.sessionless else PROTOCOL_VERSION
     headers = {
         "Content-Type": "application/json",
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": version,
     }
-    if workload.modern:
+    if workload.sessionless:
         params["_meta"] = {
-            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+            "io.modelcontextprotocol/protocolVersion": SESSIONLESS_VERSION,
             "io.modelcontextprotocol/clientInfo": {"name": "mcp-fast-bench", "version": "1"},
             "io.modelcontextprotocol/clientCapabilities": {},
         }
@@ -440,9 +440,9 @@ def check_once(
         return CheckResult(True, "ok", len(data))
     if result.get("isError") is True:
         return CheckResult(False, f"isError true: {snippet}")
-    if workload.modern and result.get("resultType") != "complete":
+    if workload.sessionless and result.get("resultType") != "complete":
         return CheckResult(
-            False, f"resultType {result.get('resultType')!r} (a {MODERN_VERSION} result says 'complete')"
+            False, f"resultType {result.get('resultType')!r} (a {SESSIONLESS_VERSION} result says 'complete')"
         )
     content = result.get("content")
     texts = (

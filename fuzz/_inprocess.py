@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from fuzz import _whatwg_sse
-from mcp_fast.http.events import Request
 from mcp_fast.net.eager import start_eagerly
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
+from mcp_fast.wire.events import Request
 
 # A request that has not finished after this long is a hang (the demo's sleeps are cut to 0).
 EXCHANGE_TIMEOUT = 10.0
@@ -177,7 +177,7 @@ class _FastAsyncio:
 
 @contextmanager
 def fast_demo_sleeps() -> Iterator[None]:
-    import mcp_fast.demo as demo
+    import examples.conformance as demo
 
     original = getattr(demo, "asyncio")  # noqa: B009 - the demo's module attribute, not re-exported
     setattr(demo, "asyncio", _FastAsyncio())  # noqa: B010

@@ -2,7 +2,7 @@
 section 9.2.6 "Interpreting an event stream" (https://html.spec.whatwg.org/#event-stream-interpretation).
 
 Used as the reference the SSE encoder is checked against; it shares no code with
-``mcp_fast.http.sse``. It reads a complete stream (bytes) and returns the events a
+``mcp_fast.wire.sse``. It reads a complete stream (bytes) and returns the events a
 browser's EventSource would dispatch, in order.
 """
 

@@ -1,4 +1,4 @@
-"""Fuzzing the sans-I/O HTTP/1.1 parser (mcp_fast.http.h1).
+"""Fuzzing the sans-I/O HTTP/1.1 parser (mcp_fast.wire.h1).
 
 (a) Differential against h11 on generated structured requests, valid and broken.
     Both parsers must make the same accept/reject decision and, where both accept,
@@ -23,8 +23,8 @@ from hypothesis import assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from fuzz._support import examples
-from mcp_fast.http.events import CONNECTION_CLOSED, NEED_DATA, ContinueRequested, ProtocolError, Request
-from mcp_fast.http.h1 import H1Connection, H1Limits
+from mcp_fast.wire.events import CONNECTION_CLOSED, NEED_DATA, ContinueRequested, ProtocolError, Request
+from mcp_fast.wire.h1 import H1Connection, H1Limits
 
 ALLOWED_STATUSES = {400, 413, 414, 417, 431, 501, 505}
 CRLF = b"\r\n"

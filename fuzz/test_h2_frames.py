@@ -3,7 +3,7 @@
 (a) Contract: random frame sequences (HEADERS with CONTINUATION, DATA, SETTINGS, PING,
     WINDOW_UPDATE, RST_STREAM, PRIORITY, GOAWAY, PUSH_PROMISE, unknown and malformed frames, a
     shared HPACK encoder so that dynamic-table references stay meaningful), plain and byte-mutated,
-    fed in random pieces to ``mcp_fast.http.h2.H2Connection`` while a harness answers every
+    fed in random pieces to ``mcp_fast.wire.h2.H2Connection`` while a harness answers every
     request in one of several ways. Nothing but ``ProtocolError`` may escape; after it the core
     is sticky; every stream gets at most one final answer; the server's output parses as HTTP/2
     frames within the peer's frame size, with no DATA after END_STREAM and nothing after a
@@ -40,8 +40,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from fuzz._support import examples, load_tests_conftest, load_tests_h2client, load_tests_httpclient
-from mcp_fast.http.events import CONNECTION_CLOSED, NEED_DATA, ProtocolError, Request, StreamReset
-from mcp_fast.http.h2 import H2Connection, H2Limits, H2Timeouts
+from mcp_fast.wire.events import CONNECTION_CLOSED, NEED_DATA, ProtocolError, Request, StreamReset
+from mcp_fast.wire.h2 import H2Connection, H2Limits, H2Timeouts
 
 conftest = load_tests_conftest()
 httpclient = load_tests_httpclient()

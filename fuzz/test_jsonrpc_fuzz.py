@@ -24,6 +24,7 @@ import pytest
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
+from examples.conformance import server as demo_server
 from fuzz._inprocess import (
     Harness,
     Recorder,
@@ -35,8 +36,7 @@ from fuzz._inprocess import (
     waits_for_client,
 )
 from fuzz._support import examples
-from mcp_fast.demo import server as demo_server
-from mcp_fast.versions import SUPPORTED_VERSIONS
+from mcp_fast.protocol.versions import SUPPORTED_VERSIONS
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700,

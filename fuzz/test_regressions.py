@@ -14,11 +14,11 @@ import jsonschema  # type: ignore[import-untyped]
 import orjson
 import pytest
 
+from examples.conformance import server as demo_server
 from fuzz._inprocess import Harness, fast_demo_sleeps
-from mcp_fast.demo import server as demo_server
-from mcp_fast.http.events import ProtocolError
-from mcp_fast.http.h1 import H1Connection
 from mcp_fast.server import MCPServer
+from mcp_fast.wire.events import ProtocolError
+from mcp_fast.wire.h1 import H1Connection
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +205,8 @@ def test_bug_integral_json_number_refused_for_integer_schema(
 
 
 def h2_outcome(chunks: list[bytes]) -> str:
-    from mcp_fast.http.events import CONNECTION_CLOSED, NEED_DATA
-    from mcp_fast.http.h2 import PREFACE, H2Connection
+    from mcp_fast.wire.events import CONNECTION_CLOSED, NEED_DATA
+    from mcp_fast.wire.h2 import PREFACE, H2Connection
 
     conn = H2Connection()
     for chunk in [PREFACE, *chunks]:

@@ -1,4 +1,4 @@
-"""Fuzzing the SSE encoder (mcp_fast.http.sse) against an independent WHATWG parser.
+"""Fuzzing the SSE encoder (mcp_fast.wire.sse) against an independent WHATWG parser.
 
 - any data (newlines of every kind, NUL, any Unicode, invalid UTF-8) comes back from
   the parser as one event whose data equals the input after LF-normalisation;
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fuzz._support import examples
 from fuzz._whatwg_sse import SseEvent, normalise_newlines, parse
-from mcp_fast.http import sse
+from mcp_fast.wire import sse
 
 LINE_BREAKY = [
     b"\r\n",

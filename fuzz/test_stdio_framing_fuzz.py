@@ -1,4 +1,4 @@
-"""Fuzzing the stdio line framer (mcp_fast.transport.framing) against a one-line model.
+"""Fuzzing the stdio line framer (mcp_fast.wire.lines) against a one-line model.
 
 - however a stream is cut into chunks, the framer returns the same frames as the model
   (split on LF; a line over the limit is one OVERSIZE; blank lines are skipped; an
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzz._support import examples
-from mcp_fast.transport.framing import OVERSIZE, Frame, LineFramer
+from mcp_fast.wire.lines import OVERSIZE, Frame, LineFramer
 
 PIECES = [b"\n", b"\r\n", b" ", b"{}", b'{"jsonrpc":"2.0"}', b"\xff", b"\x00", b"x" * 40]
 streams = st.lists(st.sampled_from(PIECES) | st.binary(max_size=30), max_size=40).map(b"".join)

@@ -39,6 +39,7 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
+from examples.conformance import server as demo_server
 from fuzz._inprocess import (
     Harness,
     always_fails,
@@ -48,7 +49,6 @@ from fuzz._inprocess import (
     waits_for_client,
 )
 from fuzz._support import examples
-from mcp_fast.demo import server as demo_server
 
 # name -> property -> (low, high) drawn for valid calls, inside the schema's own bounds.
 BUDGET: dict[str, dict[str, tuple[int, int]]] = {"emit_notifications": {"count": (0, 20), "size": (0, 300)}}

@@ -15,17 +15,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from mcp_fast.cache import ResultCache
 from mcp_fast.config import Config
-from mcp_fast.http.h1 import H1Limits
+from mcp_fast.dispatch.cache import ResultCache
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
 from mcp_fast.server import MCPServer
-from mcp_fast.transport.legacy_sse import LegacySettings, LegacySSE
+from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
 from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
+from mcp_fast.wire.h1 import H1Limits
 
 logger = logging.getLogger("mcp_fast")
 
@@ -94,10 +94,10 @@ def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | 
     return sessions
 
 
-def build_legacy_sse(server: MCPServer, transport: StreamableHTTP, config: Config) -> LegacySSE:
+def build_http_sse(server: MCPServer, transport: StreamableHTTP, config: Config) -> HttpSseTransport:
     """The old HTTP+SSE transport on two more paths, sharing the endpoint's dispatcher."""
     mcp_path = config.path.encode()
-    settings = LegacySettings(
+    settings = HttpSseSettings(
         sse_path=config.legacy_sse_path.encode(),
         messages_path=config.legacy_messages_path.encode(),
         host_policy=transport.settings.host_policy,
@@ -106,7 +106,7 @@ def build_legacy_sse(server: MCPServer, transport: StreamableHTTP, config: Confi
     )
     if mcp_path in (settings.sse_path, settings.messages_path):
         raise ValueError("the old HTTP+SSE transport's paths must differ from --path")
-    return LegacySSE(server, transport.dispatcher, settings)
+    return HttpSseTransport(server, transport.dispatcher, settings)
 
 
 def build_cache(config: Config) -> ResultCache | None:
@@ -134,7 +134,7 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
         ),
     )
     if config.legacy_sse:
-        transport.settings.fallback = build_legacy_sse(server, transport, config)
+        transport.settings.fallback = build_http_sse(server, transport, config)
     settings = NetSettings(
         host=config.host,
         port=config.port,

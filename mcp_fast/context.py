@@ -15,38 +15,18 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mcp_fast.cache import CacheSlot
-from mcp_fast.jsonrpc import RequestId, RpcError, encode_request
-from mcp_fast.mrtr import DetachRequested, InputRequired, InputRound, check_answer
-from mcp_fast.versions import VersionPolicy
+from mcp_fast.dispatch.cache import CacheSlot
+from mcp_fast.protocol.input_required import DetachRequested, InputRequired, InputRound, check_answer
+from mcp_fast.protocol.jsonrpc import McpError, RequestId, encode_request
+from mcp_fast.protocol.spec import CAPABILITY_OF_METHOD, LOG_LEVELS, LogLevel
+from mcp_fast.protocol.versions import VersionPolicy
 
 logger = logging.getLogger("mcp_fast.context")
 
 if TYPE_CHECKING:
     from mcp_fast.server import MCPServer
-
-LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
-
-# RFC 5424 severities, as MCP's logging utility orders them (server/utilities/logging).
-LOG_LEVELS: Final[dict[str, int]] = {
-    "debug": 0,
-    "info": 1,
-    "notice": 2,
-    "warning": 3,
-    "error": 4,
-    "critical": 5,
-    "alert": 6,
-    "emergency": 7,
-}
-
-# The server-to-client request methods a handler may need (sampling, elicitation, roots).
-CAPABILITY_OF_METHOD: Final[dict[str, str]] = {
-    "sampling/createMessage": "sampling",
-    "elicitation/create": "elicitation",
-    "roots/list": "roots",
-}
 
 
 class SessionState:
@@ -83,7 +63,7 @@ class Outbound(Protocol):
     async def notify(self, method: str, params: dict[str, Any] | None) -> None: ...
 
     async def send_request(self, message: bytes) -> None:
-        """Send a server-to-client request; raise RpcError when this channel can't carry one."""
+        """Send a server-to-client request; raise McpError when this channel can't carry one."""
 
     async def close_stream(self) -> None:
         """End the HTTP response early; the client resumes with GET + Last-Event-ID."""
@@ -167,7 +147,7 @@ class ServerRequests:
             code = error.get("code")
             text = error.get("message")
             future.set_exception(
-                RpcError(
+                McpError(
                     code if type(code) is int else -32603, str(text) if text else "error from the client"
                 )
             )
@@ -180,7 +160,7 @@ class ServerRequests:
         """The client is gone: every waiter gets this error now instead of waiting out its timeout."""
         for _, future in self._pending.values():
             if not future.done():
-                future.set_exception(RpcError(code, message))
+                future.set_exception(McpError(code, message))
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -314,19 +294,19 @@ class Context:
     ) -> dict[str, Any]:
         """Send a request to the client on this request's stream and wait for its answer.
 
-        Raises RpcError when the client lacks the capability, answers with an
+        Raises McpError when the client lacks the capability, answers with an
         error, or does not answer within ``timeout`` seconds.
         """
         self.require_client_capability(method)
         if self._server_requests is None:
-            raise RpcError(-32603, f"{method} is not available on this transport")
+            raise McpError(-32603, f"{method} is not available on this transport")
         owner = self.session.session_id if self.session is not None else ""
         request_id, answer = self._server_requests.open(owner)
         try:
             await self._outbound.send_request(encode_request(request_id, method, params))
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
-            raise RpcError(-32603, f"The client did not answer {method} within {timeout:g} s") from None
+            raise McpError(-32603, f"The client did not answer {method} within {timeout:g} s") from None
         finally:
             self._server_requests.close(request_id)
 
@@ -345,7 +325,7 @@ class Context:
         inputs = self.inputs
         if inputs is None:
             if not self.policy.handshake:
-                raise RpcError(-32603, "Client input is not available for this request")
+                raise McpError(-32603, "Client input is not available for this request")
             return tuple(
                 await asyncio.gather(*(self.request(q.method, q.params, q.timeout) for q in questions))
             )
@@ -496,7 +476,7 @@ class Context:
             return
         if capability not in self.client_capabilities:
             code = self.policy.missing_capability
-            raise RpcError(
+            raise McpError(
                 code,
                 f"The client did not declare the '{capability}' capability needed for {method}",
                 {"requiredCapabilities": {capability: {}}} if code == -32021 else None,

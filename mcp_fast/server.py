@@ -27,9 +27,10 @@ import pydantic
 
 from mcp_fast.content import Content, ToolError, ToolResult, is_content_block
 from mcp_fast.context import Context
-from mcp_fast.envelope import header_params
-from mcp_fast.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, RpcError
-from mcp_fast.jsonrpc import dumps as jsonrpc_dumps
+from mcp_fast.protocol.envelope import header_params
+from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, McpError
+from mcp_fast.protocol.jsonrpc import dumps as jsonrpc_dumps
+from mcp_fast.protocol.versions import VersionPolicy
 from mcp_fast.schema import (
     OutputSpec,
     Signature,
@@ -39,7 +40,6 @@ from mcp_fast.schema import (
     output_spec,
     parse_docstring,
 )
-from mcp_fast.versions import VersionPolicy
 
 logger = logging.getLogger("mcp_fast.server")
 
@@ -491,7 +491,7 @@ class MCPServer:
         """
         tool = self.registry.tools.get(name)
         if tool is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+            raise McpError(INVALID_PARAMS, f"Unknown tool: {name}")
         return self.run_tool(tool, arguments, ctx)
 
     def run_tool(self, tool: Tool, arguments: Any, ctx: Context) -> Any:
@@ -530,7 +530,7 @@ class MCPServer:
             match = template.pattern.fullmatch(uri)
             if match is not None:
                 return template, match.groupdict()
-        raise RpcError(not_found, f"Resource not found: {uri}", {"uri": uri})
+        raise McpError(not_found, f"Resource not found: {uri}", {"uri": uri})
 
     def read_resource(self, uri: str, ctx: Context) -> Any:
         """resources/read: the result, or a coroutine producing it."""
@@ -539,7 +539,7 @@ class MCPServer:
             kwargs = _validate(resource.signature, variables)
         except pydantic.ValidationError as exc:
             message = f"Invalid resource URI {uri}: {describe_validation_error(exc)}"
-            raise RpcError(INVALID_PARAMS, message) from None
+            raise McpError(INVALID_PARAMS, message) from None
         if resource.signature.context_param is not None:
             kwargs[resource.signature.context_param] = ctx
         if resource.mode is not RunMode.INLINE:
@@ -556,12 +556,12 @@ class MCPServer:
         """prompts/get: the result, or a coroutine producing it."""
         prompt = self.registry.prompts.get(name)
         if prompt is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
+            raise McpError(INVALID_PARAMS, f"Unknown prompt: {name}")
         try:
             kwargs = _validate(prompt.signature, arguments or {})
         except pydantic.ValidationError as exc:
             message = f"Invalid arguments for prompt '{name}': {describe_validation_error(exc)}"
-            raise RpcError(INVALID_PARAMS, message) from None
+            raise McpError(INVALID_PARAMS, message) from None
         if prompt.signature.context_param is not None:
             kwargs[prompt.signature.context_param] = ctx
         if prompt.mode is not RunMode.INLINE:
@@ -582,8 +582,8 @@ def _read_result(uri: str, resource: Resource, value: Any, policy: VersionPolicy
 
 
 def _tool_failed(name: str, exc: Exception) -> dict[str, Any]:
-    """A tool raised: ToolError -> its message; RpcError -> a JSON-RPC error; else logged."""
-    if isinstance(exc, RpcError):
+    """A tool raised: ToolError -> its message; McpError -> a JSON-RPC error; else logged."""
+    if isinstance(exc, McpError):
         raise exc
     if isinstance(exc, ToolError):
         return _error_result(str(exc))
@@ -596,7 +596,7 @@ def _invalid_arguments(name: str, exc: pydantic.ValidationError, policy: Version
     message = f"Invalid arguments for tool '{name}': {describe_validation_error(exc)}"
     if policy.input_errors_as_tool_errors:
         return _error_result(message)
-    raise RpcError(INVALID_PARAMS, message) from None
+    raise McpError(INVALID_PARAMS, message) from None
 
 
 def _call_inline(tool: Tool, kwargs: dict[str, Any], policy: VersionPolicy) -> dict[str, Any]:

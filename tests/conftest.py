@@ -63,9 +63,26 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeou
     raise RuntimeError(f"server did not listen on {host}:{port} within {timeout}s")
 
 
-def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
-    """Start `python -m mcp_fast` with extra CLI args; waits until it accepts connections."""
+# The app most tests serve: the conformance fixtures (examples/conformance.py), by name.
+CONFORMANCE_APP = "examples.conformance:server"
+
+
+def with_app(args: tuple[str, ...] | list[str]) -> list[str]:
+    """Command-line arguments that name an app: ``args`` when they start with one
+    (``module:attribute``), else the conformance app followed by ``args``."""
+    if args and not args[0].startswith("-") and ":" in args[0]:
+        return list(args)
+    return [CONFORMANCE_APP, *args]
+
+
+def start_server(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, app: str | None = CONFORMANCE_APP
+) -> RunningServer:
+    """Start `python -m mcp_fast APP` with extra CLI args (``app`` None: the built-in demo app);
+    waits until it accepts connections."""
     port = free_port()
+    if app is not None:
+        args = tuple(with_app(args)) if app == CONFORMANCE_APP else (app, *args)
     log_path = tmp_path / f"server-{port}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
@@ -99,7 +116,7 @@ def rss_kib(pid: int) -> int:
 
 
 def module_server(*flags: str) -> Any:
-    """A module-scoped fixture running the demo app with ``flags``; fails on a server traceback.
+    """A module-scoped fixture running the conformance app with ``flags``; fails on a server traceback.
 
     ``name = module_server("--stateless")`` at module level makes a fixture called ``name``.
     """
@@ -118,7 +135,7 @@ def module_server(*flags: str) -> Any:
 
 @pytest.fixture
 def demo_server(tmp_path: Path) -> Iterator[RunningServer]:
-    """The built-in demo app served by a real process; fails the test on a server traceback."""
+    """The conformance app served by a real process; fails the test on a server traceback."""
     server = start_server(tmp_path)
     try:
         yield server
@@ -129,7 +146,7 @@ def demo_server(tmp_path: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def shared_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One demo server for a whole test module (for read-only interop checks)."""
+    """One conformance-app server for a whole test module (for read-only interop checks)."""
     server = start_server(tmp_path_factory.mktemp("server"))
     try:
         yield server

@@ -8,10 +8,10 @@ import pytest
 from test_server_api import mcp_request, serve
 
 from mcp_fast import Context, MCPServer, RpcError
-from mcp_fast.cache import NO_EXPIRY, CacheKey, ResultCache
+from mcp_fast.dispatch.cache import NO_EXPIRY, CacheKey, ResultCache
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 
-MODERN = "2026-07-28"
+SESSIONLESS = "2026-07-28"
 
 
 class Clock:
@@ -149,10 +149,10 @@ class Harness:
     ) -> Any:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         all_headers = {b"accept": accept, b"mcp-protocol-version": version.encode()}
-        if version == MODERN:
+        if version == SESSIONLESS:
             params = dict(params or {})
             params["_meta"] = {
-                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/protocolVersion": SESSIONLESS,
                 "io.modelcontextprotocol/clientCapabilities": {},
             }
             all_headers[b"mcp-method"] = method.encode()
@@ -249,9 +249,9 @@ def test_resource_reads_are_kept_until_updated_and_2026_clients_see_the_hints() 
     h.server.notify_resource_updated("test://weather/oslo")
     h.post("resources/read", read)
     assert h.runs["weather"] == 2
-    modern = h.post("resources/read", read, version=MODERN)["result"]
+    modern = h.post("resources/read", read, version=SESSIONLESS)["result"]
     assert (modern["ttlMs"], modern["cacheScope"], modern["resultType"]) == (60000, "public", "complete")
-    assert h.post("resources/read", read, version=MODERN)["result"] == modern
+    assert h.post("resources/read", read, version=SESSIONLESS)["result"] == modern
     assert h.runs["weather"] == 3
 
 
@@ -288,11 +288,11 @@ def test_a_changed_tool_does_not_answer_with_its_predecessors_results() -> None:
 
 def test_input_required_retries_are_not_answered_from_the_cache() -> None:
     h = Harness()
-    h.call("shared", word="a", version=MODERN)
-    h.call("shared", word="a", version=MODERN)
+    h.call("shared", word="a", version=SESSIONLESS)
+    h.call("shared", word="a", version=SESSIONLESS)
     assert h.runs["shared"] == 1
     params = {"name": "shared", "arguments": {"word": "a"}, "inputResponses": {}}
-    h.post("tools/call", params, version=MODERN)
+    h.post("tools/call", params, version=SESSIONLESS)
     assert h.runs["shared"] == 2
 
 

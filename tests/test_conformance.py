@@ -4,7 +4,7 @@
 versions into `.cache/conformance/` when missing — this test never skips for a missing node/npm, it
 installs them and fails loudly if that is impossible.
 
-Each run starts `python -m mcp_fast` (the demo app at /mcp), runs
+Each run starts `python -m mcp_fast examples.conformance:server` (the fixtures at /mcp), runs
 `conformance server --url http://127.0.0.1:P/mcp ... -o DIR`, reads every scenario's `checks.json`
 from DIR and prints a per-scenario table. A scenario passes when none of its checks has status
 FAILURE (WARNING/INFO/SKIPPED do not fail it — the suite's own rule).

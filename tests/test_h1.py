@@ -1,4 +1,4 @@
-"""Tests for the sans-I/O HTTP/1.1 core (mcp_fast.http.h1).
+"""Tests for the sans-I/O HTTP/1.1 core (mcp_fast.wire.h1).
 
 Most scenarios go through ``check``: the same bytes are fed all at once,
 byte by byte, and with trailing data (a pipelined request, or garbage) after
@@ -14,15 +14,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mcp_fast.http import h1
-from mcp_fast.http.events import (
+from mcp_fast.wire import h1
+from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
     NEED_DATA,
     ContinueRequested,
     ProtocolError,
     Request,
 )
-from mcp_fast.http.h1 import (
+from mcp_fast.wire.h1 import (
     CHUNKED_END,
     CONTINUE_RESPONSE,
     H1Connection,
@@ -1423,7 +1423,7 @@ def test_property_mutated_requests_only_raise_protocol_error(data: bytes, cuts: 
 
 def test_date_line_from_set_date_in_every_head() -> None:
     """RFC 9110 section 6.6.1: the network layer sets the date once a second; cached heads follow it."""
-    from mcp_fast.http.h1 import encode_response, response_head, set_date
+    from mcp_fast.wire.h1 import encode_response, response_head, set_date
 
     headers = ((b"content-type", b"application/json"),)
     try:

@@ -1,4 +1,4 @@
-"""The sans-I/O HTTP/2 core (`mcp_fast/http/h2.py`), driven by an `h2` client and raw frames.
+"""The sans-I/O HTTP/2 core (`mcp_fast/wire/h2.py`), driven by an `h2` client and raw frames.
 
 Requests are fed whole, byte by byte, and followed by trailing bytes of a next frame; answers are
 read back with the `h2` client, so what is checked is what a real HTTP/2 client sees.
@@ -29,8 +29,8 @@ from h2client import (
 )
 from hyperframe.frame import GoAwayFrame
 
-from mcp_fast.http.events import CONNECTION_CLOSED, NEED_DATA, Event, ProtocolError, Request, StreamReset
-from mcp_fast.http.h2 import H2Connection, H2Limits, H2Timeouts
+from mcp_fast.wire.events import CONNECTION_CLOSED, NEED_DATA, Event, ProtocolError, Request, StreamReset
+from mcp_fast.wire.h2 import H2Connection, H2Limits, H2Timeouts
 
 
 class Clock:

@@ -28,7 +28,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 LATEST = "2025-11-25"
-MODERN = "2026-07-28"
+SESSIONLESS = "2026-07-28"
 
 
 def _serve(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[RunningServer]:
@@ -150,12 +150,12 @@ def test_get_sse_stream_receives_notifications_and_ends_with_the_client_reset(
 
 def test_sessionless_2026_request(server: RunningServer) -> None:
     meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/protocolVersion": SESSIONLESS,
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "h2", "version": "1"},
     }
     body = rpc("tools/call", {"name": "echo", "arguments": {"message": "modern"}, "_meta": meta}, 5)
-    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "echo"}
+    headers = {"mcp-protocol-version": SESSIONLESS, "mcp-method": "tools/call", "mcp-name": "echo"}
     with H2Socket(server.port) as client:
         answer = client.call(body, headers)
         assert answer.status == 200, answer

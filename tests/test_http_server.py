@@ -70,7 +70,7 @@ def test_initialize_negotiates_version(server: RunningServer) -> None:
     result = orjson.loads(body)["result"]
     assert status == 200
     assert result["protocolVersion"] == "2025-06-18"
-    assert result["serverInfo"]["name"] == "mcp-fast-demo"
+    assert result["serverInfo"]["name"] == "mcp-fast-conformance"
     assert {"tools", "resources", "prompts", "logging", "completions"} <= set(result["capabilities"])
     params["protocolVersion"] = "1999-01-01"
     _, _, body = call(server, rpc_bytes("initialize", params))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import ROOT, RunningServer, module_server
+from conftest import CONFORMANCE_APP, ROOT, RunningServer, module_server
 
 INSTALL_SCRIPT = ROOT / "scripts" / "install_inspector.sh"
 RUN_TIMEOUT_S = 60
@@ -66,7 +66,7 @@ def target(request: pytest.FixtureRequest, server: RunningServer) -> list[str]:
     if request.param == "old-http-sse":
         return [f"{base}/sse", "--transport", "sse"]
     # stdio: the Inspector starts the server itself; "--" keeps our flags away from its parser.
-    return ["--", sys.executable, "-m", "mcp_fast", "--transport", "stdio"]
+    return ["--", sys.executable, "-m", "mcp_fast", CONFORMANCE_APP, "--transport", "stdio"]
 
 
 def run(inspector: Inspector, target: list[str], *args: str) -> Outcome:

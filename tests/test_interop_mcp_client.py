@@ -91,9 +91,9 @@ def test_initialize_handshake(shared_demo_server: RunningServer) -> None:
         init = client.session.initialize_result
         assert init is not None
         assert client.session.discover_result is None
-        assert init.server_info.name == "mcp-fast-demo"
+        assert init.server_info.name == "mcp-fast-conformance"
         assert init.server_info.version == "0.1.0"
-        assert init.server_info.title == "mcp_fast demo server"
+        assert init.server_info.title == "mcp_fast conformance fixtures"
         caps = client.server_capabilities
         assert caps.tools is not None
         assert caps.resources is not None
@@ -101,7 +101,7 @@ def test_initialize_handshake(shared_demo_server: RunningServer) -> None:
         assert caps.logging is not None
         assert caps.completions is not None
         assert client.instructions is not None
-        assert "demo server" in client.instructions
+        assert "conformance fixtures" in client.instructions
 
     run_client(shared_demo_server, body)
 
@@ -151,7 +151,7 @@ def test_auto_mode_adopts_the_sessionless_protocol(shared_demo_server: RunningSe
         assert client.session.initialize_result is None
         assert client.protocol_version == "2026-07-28"
         assert client.server_info is not None
-        assert client.server_info.name == "mcp-fast-demo"
+        assert client.server_info.name == "mcp-fast-conformance"
         tools = await client.list_tools()
         added = await client.call_tool("add", {"a": 2, "b": 40})
         text = only_text(await client.call_tool("echo", {"message": "sessionless"}))

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_fast import jsonrpc
-from mcp_fast.jsonrpc import InvalidMessage, Kind, RpcError
+from mcp_fast.protocol import jsonrpc
+from mcp_fast.protocol.jsonrpc import InvalidMessage, Kind, RpcError
 
 
 def test_request_notification_response_are_classified() -> None:

@@ -70,7 +70,7 @@ def test_client_session_lists_calls_reads_and_gets(demo: RunningServer) -> None:
             async with sse_client(sse_url(demo)) as (read, write), ClientSession(read, write) as session:
                 init = await session.initialize()
                 assert init.protocol_version == "2025-11-25"
-                assert init.server_info.name == "mcp-fast-demo"
+                assert init.server_info.name == "mcp-fast-conformance"
                 await session.send_ping()
                 tools = {tool.name for tool in (await session.list_tools()).tools}
                 assert {"echo", "add", "test_sampling"} <= tools

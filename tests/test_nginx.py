@@ -46,7 +46,7 @@ DEPLOY = ROOT / "deploy" / "nginx"
 SECRET = "nginx-fleet-secret-0123456789abcdef0123456789abcdef"
 PUBLIC_HOST = "mcp.example.com"  # the example's server_name
 LATEST = "2025-11-25"
-MODERN = "2026-07-28"
+SESSIONLESS = "2026-07-28"
 TIMEOUT_S = 30.0
 T = TypeVar("T")
 
@@ -250,8 +250,12 @@ def stop_nginx(nginx: Nginx) -> None:
 
 
 def start_backend(tmp: Path, name: str, *extra: str) -> RunningServer:
+    """An instance of the fleet; ``extra`` may start with the app to serve (default: the conformance app)."""
+    app = [extra[0]] if extra and ":" in extra[0] else []
+    extra = extra[len(app) :]
     return start_server(
         tmp,
+        *app,
         "--session-secret", SECRET,
         "--allowed-hosts", f"127.0.0.1,localhost,{PUBLIC_HOST}",
         "--legacy-messages-path", f"/messages/{name}",
@@ -444,16 +448,16 @@ def session_headers(session: str) -> dict[str, str]:
     return {"Mcp-Session-Id": session, "MCP-Protocol-Version": LATEST}
 
 
-def modern_meta(**extra: Any) -> dict[str, Any]:
+def sessionless_meta(**extra: Any) -> dict[str, Any]:
     return {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/protocolVersion": SESSIONLESS,
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "nginx-test", "version": "1"},
         **extra,
     }
 
 
-def modern_call_bytes(
+def sessionless_call_bytes(
     tool: str,
     arguments: dict[str, Any],
     *,
@@ -466,11 +470,11 @@ def modern_call_bytes(
         "jsonrpc": "2.0",
         "id": 7,
         "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments, "_meta": modern_meta(**meta)},
+        "params": {"name": tool, "arguments": arguments, "_meta": sessionless_meta(**meta)},
     }
     headers = {
         **MCP_HEADERS,
-        "MCP-Protocol-Version": MODERN,
+        "MCP-Protocol-Version": SESSIONLESS,
         "Mcp-Method": "tools/call",
         "Mcp-Name": name_header or tool,
     }
@@ -677,13 +681,13 @@ def test_sessionless_2026_request_and_its_headers_pass_unchanged(fleet: Fleet) -
     """A 2026-07-28 request has no session: any instance answers it. mcp_fast compares the
     Mcp-Method/Mcp-Name headers with the body, so a 200 and a -32020 show nginx kept them."""
     with RawClient(fleet.nginx.http_port, timeout=TIMEOUT_S) as client:
-        client.send(modern_call_bytes("echo", {"message": "sessionless"}))
+        client.send(sessionless_call_bytes("echo", {"message": "sessionless"}))
         answer = client.read_response()
         assert answer.status == 200, answer
         result = answer.json()["result"]
         assert result["content"] == [{"type": "text", "text": "sessionless"}]
         assert result["resultType"] == "complete"
-        client.send(modern_call_bytes("echo", {"message": "x"}, name_header="add"))
+        client.send(sessionless_call_bytes("echo", {"message": "x"}, name_header="add"))
         mismatch = client.read_response()
     assert mismatch.status == 400, mismatch
     assert mismatch.json()["error"]["code"] == -32020  # HeaderMismatch: Mcp-Name says add
@@ -767,7 +771,7 @@ def test_public_host_name_is_accepted_with_allowed_hosts(fleet: Fleet) -> None:
     accept it because they run with --allowed-hosts naming it (and refuse other names: 421,
     test_error_answers_pass_through_unchanged)."""
     with RawClient(fleet.nginx.http_port, timeout=TIMEOUT_S) as client:
-        client.send(modern_call_bytes("echo", {"message": "by name"}, host=PUBLIC_HOST))
+        client.send(sessionless_call_bytes("echo", {"message": "by name"}, host=PUBLIC_HOST))
         answer = client.read_response()
     assert answer.status == 200, answer
     assert answer.json()["result"]["content"][0]["text"] == "by name"
@@ -1022,7 +1026,7 @@ def _first_progress_of_block(nginx: Nginx) -> bytes:
     """Call `block` (2026-07-28, with a progress token) through nginx; the stream up to its
     first progress event, read while the tool is certainly still running; then hang up."""
     with RawClient(nginx.http_port, timeout=TIMEOUT_S) as client:
-        client.send(modern_call_bytes("block", {}, progressToken="p1"))
+        client.send(sessionless_call_bytes("block", {}, progressToken="p1"))
         head = client._read_until(b"\r\n\r\n").decode("latin-1").lower()
         assert head.startswith("http/1.1 200"), head
         assert "content-type: text/event-stream" in head
@@ -1036,7 +1040,7 @@ def _first_progress_of_block(nginx: Nginx) -> bytes:
 
 def _counters(nginx: Nginx) -> dict[str, int]:
     with RawClient(nginx.http_port, timeout=TIMEOUT_S) as client:
-        client.send(modern_call_bytes("counters", {}))
+        client.send(sessionless_call_bytes("counters", {}))
         result: dict[str, int] = client.read_response().json()["result"]["structuredContent"]
         return result
 

@@ -15,9 +15,9 @@ from typing_extensions import TypedDict
 from mcp_fast import Context, MCPServer, RpcError, ToolError, ToolResult, content
 from mcp_fast.app import AppLoadError, load_app
 from mcp_fast.config import load_config
-from mcp_fast.http.events import Request
 from mcp_fast.net.eager import start_eagerly
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
+from mcp_fast.wire.events import Request
 
 
 @dataclass
@@ -284,7 +284,7 @@ def test_tool_failures_become_is_error_results(caplog: pytest.LogCaptureFixture)
     assert answer["error"] == {"code": -32602, "message": "custom protocol error"}
 
 
-def _modern_post(server: MCPServer, name: str, arguments: dict[str, Any]) -> Recorder:
+def _sessionless_post(server: MCPServer, name: str, arguments: dict[str, Any]) -> Recorder:
     """A 2026-07-28 tools/call through the transport (envelope in _meta, routing headers)."""
     meta = {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -337,12 +337,12 @@ def test_plain_tools_answer_like_the_general_path_in_every_era() -> None:
             assert answers[0] == answers[1].replace(b"'general'", b"'plain'"), (version, arguments)
     assert "error" in post(server, "tools/call", {"name": "plain", "arguments": {"n": "3"}}, "2025-06-18").messages()[-1]
     for arguments in ({"n": 3}, {"n": "3"}, {"n": -1}):
-        plain_answer, general_answer = (_modern_post(server, name, arguments) for name in ("plain", "general"))
+        plain_answer, general_answer = (_sessionless_post(server, name, arguments) for name in ("plain", "general"))
         assert plain_answer.status == general_answer.status, arguments
         assert plain_answer.body == general_answer.body.replace(b"'general'", b"'plain'"), arguments
-    refused = _modern_post(server, "plain", {"n": -1})
+    refused = _sessionless_post(server, "plain", {"n": -1})
     assert refused.status == 400 and orjson.loads(refused.body)["error"]["code"] == -32602
-    ok = orjson.loads(_modern_post(server, "plain", {"n": 5}).body)["result"]
+    ok = orjson.loads(_sessionless_post(server, "plain", {"n": 5}).body)["result"]
     assert ok["resultType"] == "complete" and ok["content"] == [{"type": "text", "text": "5"}]
     assert "io.modelcontextprotocol/serverInfo" in ok["_meta"]
 
@@ -509,10 +509,11 @@ def test_ping_and_set_level_return_empty_objects() -> None:
 def test_load_app() -> None:
     assert load_app(None).name == "mcp-fast-demo"
     assert load_app("mcp_fast.demo:server").name == "mcp-fast-demo"
+    assert load_app("examples.conformance:server").name == "mcp-fast-conformance"
     with pytest.raises(AppLoadError):
         load_app("no_such_module_xyz:server")
     with pytest.raises(AppLoadError):
-        load_app("mcp_fast.demo:RED_PIXEL_PNG")
+        load_app("examples.conformance:RED_PIXEL_PNG")
 
 
 def test_config_from_flags_and_environment() -> None:

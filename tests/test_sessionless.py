@@ -10,7 +10,7 @@ import pytest
 from conftest import RunningServer, start_server, stop_server
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
 
-MODERN = "2026-07-28"
+SESSIONLESS = "2026-07-28"
 ALL_CAPS = {"sampling": {}, "elicitation": {}, "roots": {}}
 
 
@@ -26,7 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def meta(capabilities: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     return {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/protocolVersion": SESSIONLESS,
         "io.modelcontextprotocol/clientCapabilities": ALL_CAPS if capabilities is None else capabilities,
         "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
         **extra,
@@ -45,7 +45,7 @@ def send(
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
     if params is not None:
         body["params"] = params
-    all_headers = {**MCP_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    all_headers = {**MCP_HEADERS, "MCP-Protocol-Version": SESSIONLESS, "Mcp-Method": method}
     if name is not None:
         all_headers["Mcp-Name"] = name
     all_headers.update(headers or {})
@@ -75,11 +75,11 @@ def test_discover_and_result_fields(server: RunningServer) -> None:
     assert response.status == 200 and "mcp-session-id" not in response.headers
     result = response.json()["result"]
     assert result["resultType"] == "complete"
-    assert result["supportedVersions"][0] == MODERN and "2025-11-25" in result["supportedVersions"]
+    assert result["supportedVersions"][0] == SESSIONLESS and "2025-11-25" in result["supportedVersions"]
     assert {"tools", "resources", "prompts"} <= set(result["capabilities"])
     assert "tasks" not in result["capabilities"]
     assert result["ttlMs"] == 0 and result["cacheScope"] == "public"
-    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-fast-demo"
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-fast-conformance"
     listed = send(server, "tools/list", {"_meta": meta()}).json()["result"]
     assert listed["resultType"] == "complete" and listed["cacheScope"] == "public"
     assert all("execution" not in tool for tool in listed["tools"])
@@ -96,7 +96,7 @@ def test_discover_and_result_fields(server: RunningServer) -> None:
 
 def test_the_validation_ladder(server: RunningServer) -> None:
     # 1. missing _meta fields -> -32602 (before any header check)
-    response = send(server, "tools/list", {"_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}})
+    response = send(server, "tools/list", {"_meta": {"io.modelcontextprotocol/protocolVersion": SESSIONLESS}})
     assert response.status == 400 and response.json()["error"]["code"] == -32602
     # 2. headers that disagree with the body -> -32020
     response = send(server, "tools/list", {"_meta": meta()}, headers={"Mcp-Method": "prompts/list"})
@@ -110,7 +110,7 @@ def test_the_validation_ladder(server: RunningServer) -> None:
     response = send(server, "tools/list", {"_meta": odd}, headers={"MCP-Protocol-Version": "v999"})
     error = response.json()["error"]
     assert response.status == 400 and error["code"] == -32022
-    assert error["data"]["requested"] == "v999" and MODERN in error["data"]["supported"]
+    assert error["data"]["requested"] == "v999" and SESSIONLESS in error["data"]["supported"]
     assert response.json()["id"] == 1
     # 5. methods of the handshake era -> 404 -32601
     for method in ("initialize", "ping", "logging/setLevel", "resources/subscribe"):
@@ -136,7 +136,7 @@ def test_no_sessions_and_no_get_or_delete(server: RunningServer) -> None:
         with RawClient(server.port) as client:
             client.send(
                 client_request_bytes(
-                    method, "/mcp", b"", {"Accept": "text/event-stream", "MCP-Protocol-Version": MODERN}
+                    method, "/mcp", b"", {"Accept": "text/event-stream", "MCP-Protocol-Version": SESSIONLESS}
                 )
             )
             got = client.read_response()

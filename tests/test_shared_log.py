@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mcp_fast.fleet.shared_log import SharedLog, parse_lines
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, SessionNotFound
-from mcp_fast.transport.shared_log import SharedLog, parse_lines
 
 SECRET = "a-secret-for-the-shared-denylist-tests-0123"
 HOUR = 3600

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_fast.transport.framing import OVERSIZE, Frame, LineFramer
+from mcp_fast.wire.lines import OVERSIZE, Frame, LineFramer
 
 MESSAGES = [b'{"jsonrpc":"2.0","id":1,"method":"ping"}', b'{"a":"\xc3\xa9\\n"}', b"[1,2]"]
 STREAM = b"".join(m + b"\n" for m in MESSAGES)

@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 import anyio
 import mcp.client.session as sdk_session
 import pytest
+from conftest import ROOT, with_app
 from mcp import Client, ClientSession, types
 from mcp.client.context import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 30.0
 TRANSPORT_APP = "tests.apps.transport_app:server"
 
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprec
 def params(*args: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_fast", *args, "--transport", "stdio"],
+        args=["-m", "mcp_fast", *with_app(args), "--transport", "stdio"],
         cwd=str(ROOT),
         env={"PYTHONUNBUFFERED": "1"},
     )
@@ -87,7 +87,7 @@ def test_client_session_lists_calls_reads_and_gets(tmp_path: Path) -> None:
             async with stdio_transport(log_path) as (read, write), ClientSession(read, write) as session:
                 init = await session.initialize()
                 assert init.protocol_version == "2025-11-25"
-                assert init.server_info.name == "mcp-fast-demo"
+                assert init.server_info.name == "mcp-fast-conformance"
                 assert init.capabilities.tools is not None and init.capabilities.logging is not None
                 await session.send_ping()
                 tools = {tool.name: tool for tool in (await session.list_tools()).tools}

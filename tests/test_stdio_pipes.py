@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import rss_kib
+from conftest import CONFORMANCE_APP, rss_kib, with_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSPORT_APP = "tests.apps.transport_app:server"
@@ -41,7 +41,7 @@ class StdioServer:
         self.log_path = tmp_path / f"stdio-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mcp_fast", *args, "--transport", "stdio"],
+                [sys.executable, "-m", "mcp_fast", *with_app(args), "--transport", "stdio"],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -377,7 +377,7 @@ def test_files_instead_of_pipes(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
     with open(requests, "rb") as stdin, open(output, "wb") as stdout:
         done = subprocess.run(
-            [sys.executable, "-m", "mcp_fast", "--transport", "stdio"],
+            [sys.executable, "-m", "mcp_fast", CONFORMANCE_APP, "--transport", "stdio"],
             cwd=ROOT, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=TIMEOUT_S,
         )  # fmt: skip
     assert done.returncode == 0, done.stderr

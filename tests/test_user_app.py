@@ -24,7 +24,7 @@ def post(port: int, session: str | None, method: str, params: dict[str, Any] | N
 
 
 def test_tools_added_at_run_time_are_listed_and_announced(tmp_path: Path) -> None:
-    server = start_server(tmp_path, "tests.apps.dynamic_app:server")
+    server = start_server(tmp_path, app="tests.apps.dynamic_app:server")
     try:
         init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
         result, headers = post(server.port, None, "initialize", init)

@@ -23,17 +23,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from mcp_fast.http import h1
-from mcp_fast.http.events import (
+from mcp_fast.net.eager import request_failed, start_eagerly
+from mcp_fast.net.flow import FlowControl, ReadPause
+from mcp_fast.wire import h1
+from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
     NEED_DATA,
     ContinueRequested,
     ProtocolError,
     Request,
 )
-from mcp_fast.net.eager import request_failed, start_eagerly
-from mcp_fast.net.flow import FlowControl, ReadPause
-from mcp_fast.transport.responder import Headers, Responder
+from mcp_fast.wire.responder import Headers, Responder
 
 logger = logging.getLogger("mcp_fast.net")
 
@@ -59,6 +59,14 @@ class Connection(Protocol):
     def cancel_application(self) -> None: ...
 
     def abort(self) -> None: ...
+
+
+def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    """The client's (host, port), or None where the socket has none (a Unix socket)."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return None
 
 
 _NEVER = float("inf")
@@ -160,6 +168,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport quacks like asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self._core.client = peer_address(self._transport)
         self._flow = FlowControl(self._transport, self._timeouts.write)
         self._connections.add(self)
         self._idle()

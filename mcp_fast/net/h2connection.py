@@ -25,12 +25,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-from mcp_fast.http.events import NEED_DATA, ProtocolError, Request, StreamReset
-from mcp_fast.http.h2 import H2Connection, H2Limits, H2Timeouts
-from mcp_fast.net.connection import App, Timeouts
+from mcp_fast.net.connection import App, Timeouts, peer_address
 from mcp_fast.net.eager import request_failed, start_eagerly
 from mcp_fast.net.flow import FlowControl, ReadPause
-from mcp_fast.transport.responder import Headers
+from mcp_fast.wire.events import NEED_DATA, ProtocolError, Request, StreamReset
+from mcp_fast.wire.h2 import H2Connection, H2Limits, H2Timeouts
+from mcp_fast.wire.responder import Headers
 
 logger = logging.getLogger("mcp_fast.net")
 
@@ -256,6 +256,7 @@ class Http2Connection(asyncio.Protocol):
     def take_over(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
         """Continue a connection whose first bytes were the HTTP/2 preface."""
         self._transport = transport
+        self.core.client = peer_address(transport)
         self.flow = flow
         self.core.set_output_blocked(flow.write_paused)
         self._connections.add(self)

@@ -9,11 +9,11 @@ import socket
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from mcp_fast.http import h1
-from mcp_fast.http.h2 import H2Limits
 from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
 from mcp_fast.net.h2connection import Http2Connection
+from mcp_fast.wire import h1
+from mcp_fast.wire.h2 import H2Limits
 
 logger = logging.getLogger("mcp_fast.net")
 

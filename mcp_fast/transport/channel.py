@@ -29,15 +29,14 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Final, Protocol
 
-from mcp_fast import jsonrpc
 from mcp_fast.context import Context, ServerRequests, SessionState
-from mcp_fast.dispatch import Dispatcher
-from mcp_fast.envelope import check_version, is_modern, read_envelope
-from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, Message, RequestId, RpcError
+from mcp_fast.dispatch.dispatcher import Dispatcher
+from mcp_fast.dispatch.tasks import Task
+from mcp_fast.protocol import batch, jsonrpc
+from mcp_fast.protocol.envelope import carries_envelope, check_version, read_envelope
+from mcp_fast.protocol.jsonrpc import INVALID_REQUEST, Kind, McpError, Message, RequestId
+from mcp_fast.protocol.versions import LATEST_VERSION, POLICIES, VersionPolicy, negotiate
 from mcp_fast.server import MCPServer
-from mcp_fast.tasks import Task
-from mcp_fast.transport import batch
-from mcp_fast.versions import LATEST_VERSION, POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -96,7 +95,7 @@ class _RequestOutbound:
 
     async def send_request(self, message: bytes) -> None:
         if self._silent:
-            raise RpcError(jsonrpc.INTERNAL_ERROR, "The request was cancelled")
+            raise McpError(jsonrpc.INTERNAL_ERROR, "The request was cancelled")
         await self.session.send_request(message)
 
     async def close_stream(self) -> None:
@@ -115,7 +114,7 @@ def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _error(request_id: RequestId | None, code: int, message: str) -> bytes:
-    return jsonrpc.encode_error(request_id, RpcError(code, message))
+    return jsonrpc.encode_error(request_id, McpError(code, message))
 
 
 class ChannelSession:
@@ -130,21 +129,21 @@ class ChannelSession:
         "client_capabilities",
         "client_info",
         "dispatcher",
-        "modern",
         "policy",
         "server",
         "server_requests",
+        "sessionless",
         "sink",
         "state",
     )
 
     def __init__(
-        self, server: MCPServer, dispatcher: Dispatcher, sink: Sink, *, session_id: str, modern: bool
+        self, server: MCPServer, dispatcher: Dispatcher, sink: Sink, *, session_id: str, sessionless: bool
     ) -> None:
         self.server = server
         self.dispatcher = dispatcher
         self.sink = sink
-        self.modern = modern  # serve 2026-07-28 requests too (stdio), not only the session's
+        self.sessionless = sessionless  # serve 2026-07-28 requests too (stdio), not only the session's
         self.state = SessionState(session_id)
         self.policy: VersionPolicy | None = None  # set by initialize
         self.client_capabilities: dict[str, Any] = {}
@@ -161,7 +160,7 @@ class ChannelSession:
 
     # -- messages from the client ----------------------------------------------------
 
-    def receive(self, value: Any) -> RpcError | None:
+    def receive(self, value: Any) -> McpError | None:
         """One decoded JSON value from the client. An error refuses it as a whole, and the
         transport reports it its own way (stdio: an error line; HTTP+SSE: 400)."""
         if type(value) is list:
@@ -189,7 +188,7 @@ class ChannelSession:
             # basic/index.mdx: an id MUST NOT repeat one still in flight; answering would
             # confuse the two, and cancellation could not tell them apart.
             return _error(request_id, INVALID_REQUEST, _ID_IN_USE)
-        if message.method == "initialize" and not (self.modern and is_modern(message.params)):
+        if message.method == "initialize" and not (self.sessionless and carries_envelope(message.params)):
             return self._initialize(message)
         ctx = self._context(message)
         if type(ctx) is bytes:
@@ -231,8 +230,8 @@ class ChannelSession:
     def _context(self, message: Message) -> Context | bytes:
         """The request's Context, or the error that answers it right away."""
         params = message.params
-        if self.modern and is_modern(params):
-            return self._modern_context(message)
+        if self.sessionless and carries_envelope(params):
+            return self._sessionless_context(message)
         policy = self.policy
         if policy is None:
             if message.method != "ping":
@@ -252,7 +251,7 @@ class ChannelSession:
         )
         return outbound.ctx
 
-    def _modern_context(self, message: Message) -> Context | bytes:
+    def _sessionless_context(self, message: Message) -> Context | bytes:
         """A 2026-07-28 request: everything it needs travels with it. The envelope is checked
         as on HTTP, without the header rungs (draft/basic/transports/stdio.mdx, "Request
         Metadata": there is no header layer). It gets no server-to-client requests: it asks
@@ -260,7 +259,7 @@ class ChannelSession:
         try:
             envelope = read_envelope(message.params)
             policy = check_version(envelope.version)
-        except RpcError as exc:
+        except McpError as exc:
             return jsonrpc.encode_error(message.id, exc)
         outbound = _RequestOutbound(self)
         outbound.ctx = Context(
@@ -307,7 +306,7 @@ class ChannelSession:
             running.ctx.cancel()  # marks it, and cancels a handler running as its own Task
             running.task.cancel()  # and whatever else it waits on (a thread's result is dropped)
 
-    def _batch(self, items: list[Any]) -> RpcError | None:
+    def _batch(self, items: list[Any]) -> McpError | None:
         """JSON-RPC 2.0 section 6: allowed only where the version policy says (2025-03-26)."""
         refused = batch.refusal(self.policy, items)
         if refused is not None:
@@ -355,7 +354,7 @@ class ChannelSession:
 
     async def send_request(self, message: bytes) -> None:
         if self._ended.is_set():
-            raise RpcError(jsonrpc.INTERNAL_ERROR, _CLIENT_GONE)
+            raise McpError(jsonrpc.INTERNAL_ERROR, _CLIENT_GONE)
         self.sink.send(message)
         await self.sink.drain()
 

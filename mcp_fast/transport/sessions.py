@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -26,7 +25,8 @@ from typing import Any, Final, Protocol
 import jwt
 import orjson
 
-from mcp_fast.transport.shared_log import SharedLog
+from mcp_fast.bounded import BoundedMap
+from mcp_fast.fleet.shared_log import SharedLog
 
 _SESSION_ID_BYTES: Final = 16
 # The token travels in a header on every request; nginx's default header buffer is 8 KiB.
@@ -80,20 +80,6 @@ class SessionStore(Protocol):
     def end(self, session: Session) -> None: ...
 
 
-class _BoundedMap(OrderedDict[str, Any]):
-    """An LRU map: the oldest entry goes when a new one would pass ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
 @dataclass(frozen=True)
 class JwtSettings:
     """HS256 with shared secrets (the first signs; all verify, for rotation), or
@@ -131,9 +117,9 @@ class JwtSessions:
             self._signing_key = keys[0]
             self._verifying_keys = keys
         # Verifying a token costs tens of microseconds; a verified one is remembered.
-        self._verified: _BoundedMap = _BoundedMap(settings.verified_cache_size)
+        self._verified: BoundedMap[str, Session] = BoundedMap(settings.verified_cache_size)
         # Ended sessions until their token would have expired anyway (sid -> expiry).
-        self._ended: _BoundedMap = _BoundedMap(settings.denylist_size)
+        self._ended: BoundedMap[str, float] = BoundedMap(settings.denylist_size)
         self._shared: SharedLog | None = None
         if settings.denylist_dir is not None:
             self._shared = SharedLog(settings.denylist_dir, settings.denylist_poll_seconds, "ended sessions")
@@ -232,7 +218,7 @@ class MemorySessions:
 
     def __init__(self, ttl_seconds: float = 24 * 3600.0, max_sessions: int = 100_000) -> None:
         self.ttl_seconds = ttl_seconds
-        self._sessions: _BoundedMap = _BoundedMap(max_sessions)
+        self._sessions: BoundedMap[str, Session] = BoundedMap(max_sessions)
 
     def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
         session_id = secrets.token_urlsafe(_SESSION_ID_BYTES)

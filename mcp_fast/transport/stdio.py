@@ -36,14 +36,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from mcp_fast import jsonrpc
-from mcp_fast.cache import ResultCache
-from mcp_fast.dispatch import Dispatcher
-from mcp_fast.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
-from mcp_fast.mrtr import StateCodec
+from mcp_fast.dispatch.cache import ResultCache
+from mcp_fast.dispatch.dispatcher import Dispatcher
+from mcp_fast.protocol import jsonrpc
+from mcp_fast.protocol.input_required import StateCodec
+from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, McpError
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.channel import ChannelSession
-from mcp_fast.transport.framing import OVERSIZE, Frame, LineFramer
+from mcp_fast.wire.lines import OVERSIZE, Frame, LineFramer
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -244,20 +244,20 @@ class StdioChannel:
         if frame is OVERSIZE:
             limit = self._framer.max_line
             reason = f"Invalid request: a message longer than {limit} bytes was dropped"
-            self.send(jsonrpc.encode_error(None, RpcError(INVALID_REQUEST, reason)))
+            self.send(jsonrpc.encode_error(None, McpError(INVALID_REQUEST, reason)))
             return
         assert isinstance(frame, bytes)
         try:
             value = jsonrpc.decode(frame)
-        except RpcError as exc:
+        except McpError as exc:
             self.send(jsonrpc.encode_error(None, exc))  # JSON-RPC 2.0 5.1: id null for a parse error
             return
-        error: RpcError | None
+        error: McpError | None
         try:
             error = session.receive(value)
         except Exception:  # boundary: one bad message must not end the process (logged)
             logger.exception("unhandled error while handling a message")
-            error = RpcError(INTERNAL_ERROR, "Internal error")
+            error = McpError(INTERNAL_ERROR, "Internal error")
         if error is not None:
             request_id = error.request_id if isinstance(error, jsonrpc.InvalidMessage) else None
             self.send(jsonrpc.encode_error(request_id, error))
@@ -377,7 +377,7 @@ async def serve_stdio(server: MCPServer, settings: StdioSettings, input_fd: int,
     )
     channel = StdioChannel(settings.max_message_size)
     session = ChannelSession(
-        server, dispatcher, channel, session_id="stdio-" + secrets.token_hex(8), modern=True
+        server, dispatcher, channel, session_id="stdio-" + secrets.token_hex(8), sessionless=True
     )
     channel.session = session
     server.on_list_changed(session.list_changed)

@@ -23,11 +23,16 @@ from typing import Any, Final
 
 import orjson
 
-from mcp_fast import jsonrpc
-from mcp_fast.cache import CacheSlot, ResultCache
+from mcp_fast.bounded import BoundedMap
 from mcp_fast.context import Context, ServerRequests, SessionState
-from mcp_fast.dispatch import Dispatcher
-from mcp_fast.envelope import (
+from mcp_fast.dispatch.cache import CacheSlot, ResultCache
+from mcp_fast.dispatch.dispatcher import Dispatcher
+from mcp_fast.dispatch.tasks import Task
+from mcp_fast.fleet.event_store import EventStore, MemoryEventStore, Replay, priming_id
+from mcp_fast.fleet.relay import AnswerRelay, asking_instance
+from mcp_fast.fleet.shared_log import SharedLog
+from mcp_fast.protocol import batch, jsonrpc
+from mcp_fast.protocol.envelope import (
     PROTOCOL_VERSION_KEY,
     check_header_params,
     check_headers,
@@ -35,27 +40,22 @@ from mcp_fast.envelope import (
     read_envelope,
     unsupported_version,
 )
-from mcp_fast.http import sse
-from mcp_fast.http.events import Request
-from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, RequestId, RpcError
-from mcp_fast.mrtr import StateCodec
-from mcp_fast.server import MCPServer
-from mcp_fast.tasks import Task
-from mcp_fast.transport import batch
-from mcp_fast.transport.event_store import EventStore, MemoryEventStore, Replay, priming_id
-from mcp_fast.transport.origin import HostPolicy
-from mcp_fast.transport.relay import AnswerRelay, asking_instance
-from mcp_fast.transport.responder import Headers, Responder
-from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore, _BoundedMap
-from mcp_fast.transport.shared_log import SharedLog
-from mcp_fast.versions import (
-    MODERN_ERROR_STATUS,
+from mcp_fast.protocol.input_required import StateCodec
+from mcp_fast.protocol.jsonrpc import INVALID_REQUEST, Kind, McpError, RequestId
+from mcp_fast.protocol.versions import (
     POLICIES,
+    SESSIONLESS_ERROR_STATUS,
     SUPPORTED_VERSIONS,
     VERSION_WHEN_HEADER_ABSENT,
     VersionPolicy,
     negotiate,
 )
+from mcp_fast.server import MCPServer
+from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.sessions import Session, SessionNotFound, SessionStore
+from mcp_fast.wire import sse
+from mcp_fast.wire.events import Request
+from mcp_fast.wire.responder import Headers, Responder
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -108,7 +108,7 @@ def _plain(responder: Responder, status: int, reason: str) -> None:
     responder.respond(status, TEXT_HEADERS, reason.encode() + b"\n")
 
 
-def _rpc_error(responder: Responder, status: int, error: RpcError, request_id: Any = None) -> None:
+def _rpc_error(responder: Responder, status: int, error: McpError, request_id: Any = None) -> None:
     responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(request_id, error))
 
 
@@ -244,7 +244,7 @@ class PostChannel:
 
     async def send_request(self, message: bytes) -> None:
         if not self.sse_ok:
-            raise RpcError(
+            raise McpError(
                 jsonrpc.INTERNAL_ERROR,
                 "The client does not accept text/event-stream, so it cannot receive requests from the server",
             )
@@ -333,7 +333,7 @@ class SessionOutbound:
     async def send_request(self, message: bytes) -> None:
         stream = self._stream()
         if stream is None:
-            raise RpcError(
+            raise McpError(
                 jsonrpc.INTERNAL_ERROR,
                 "The client has no open GET stream to receive requests from the server",
             )
@@ -389,7 +389,7 @@ def _plain_rejection(status: int, reason: str, extra: Headers | None = None) -> 
 
 
 def _rpc_rejection(status: int, code: int, message: str, request_id: Any = None) -> Rejection:
-    return Rejection(status, JSON_HEADERS, jsonrpc.encode_error(request_id, RpcError(code, message)))
+    return Rejection(status, JSON_HEADERS, jsonrpc.encode_error(request_id, McpError(code, message)))
 
 
 class GetStream:
@@ -445,7 +445,7 @@ class StreamableHTTP:
         self._busy_sessions: set[SessionState] = set()  # with a cancellable request running
         self._cancellation_watcher: asyncio.Task[None] | None = None
         # Per-process state of sessions (log level, in-flight requests, GET stream).
-        self._states: _BoundedMap = _BoundedMap(self.settings.max_session_states)
+        self._states: BoundedMap[str, SessionState] = BoundedMap(self.settings.max_session_states)
         # A client sends the same header values on every request, so the verdict
         # on them is computed once and remembered (bounded: a client that varies
         # them only pays for the checks themselves).
@@ -630,7 +630,7 @@ class StreamableHTTP:
     ) -> Coroutine[Any, Any, None] | None:
         try:
             body = jsonrpc.decode(request.body)
-        except RpcError as exc:
+        except McpError as exc:
             _rpc_error(responder, 400, exc)
             return None
         header_policy = verdict.policy
@@ -638,9 +638,9 @@ class StreamableHTTP:
             type(body) is dict
             and type(params := body.get("params")) is dict
             and type(meta := params.get("_meta")) is dict
-            and PROTOCOL_VERSION_KEY in meta  # envelope.is_modern, inlined: asked on every POST
+            and PROTOCOL_VERSION_KEY in meta  # envelope.carries_envelope, inlined: asked on every POST
         ):
-            return self.post_modern(body, request, responder, verdict)
+            return self.post_sessionless(body, request, responder, verdict)
         if header_policy is None:
             error = unsupported_version(verdict.version_text)
             _rpc_error(responder, 400, error)
@@ -807,13 +807,13 @@ class StreamableHTTP:
         finally:
             self._cancellation_watcher = None
 
-    def post_modern(
+    def post_sessionless(
         self, body: Any, request: Request, responder: Responder, verdict: Accepted
     ) -> Coroutine[Any, Any, None] | None:
         """A 2026-07-28 request: no session, everything it needs travels with it."""
-        status_of = MODERN_ERROR_STATUS
+        status_of = SESSIONLESS_ERROR_STATUS
         if type(body) is not dict:
-            error = RpcError(INVALID_REQUEST, "Invalid request: one JSON-RPC message per POST")
+            error = McpError(INVALID_REQUEST, "Invalid request: one JSON-RPC message per POST")
             responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, error, omit_null_id=True))
             return None
         try:
@@ -823,7 +823,7 @@ class StreamableHTTP:
             return None
         if message.kind is not Kind.REQUEST:
             if message.kind is Kind.RESPONSE:
-                error = RpcError(
+                error = McpError(
                     INVALID_REQUEST, "Invalid request: clients do not send responses in 2026-07-28"
                 )
                 responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, error, omit_null_id=True))
@@ -838,7 +838,7 @@ class StreamableHTTP:
                 tool = self.server.registry.tools.get(message.params.get("name"))  # type: ignore[arg-type]
                 if tool is not None and tool.header_params:
                     check_header_params(tool.header_params, message.params.get("arguments"), request.headers)
-        except RpcError as exc:
+        except McpError as exc:
             status = status_of.get(exc.code, 400)
             responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(message.id, exc))
             return None
@@ -867,7 +867,7 @@ class StreamableHTTP:
         )
         ctx.cache_slot = slot
         if message.method == "subscriptions/listen" and not verdict.sse_ok:
-            error = RpcError(INVALID_REQUEST, "subscriptions/listen answers with text/event-stream")
+            error = McpError(INVALID_REQUEST, "subscriptions/listen answers with text/event-stream")
             responder.respond(406, JSON_HEADERS, jsonrpc.encode_error(message.id, error))
             return None
         outcome = self.dispatcher.dispatch(message, ctx)

@@ -30,10 +30,11 @@ RequestId = str | int
 JsonObject = dict[str, Any]
 
 
-class RpcError(Exception):
-    """An error answered as a JSON-RPC error object.
+class McpError(Exception):
+    """An error answered as a JSON-RPC error object: ``McpError(code, message, data=None)``.
 
-    ``message`` is shown to the client: keep it a short sentence a person
+    Raised by a handler or a middleware, the client receives it as that error on every
+    transport. ``message`` is shown to the client: keep it a short sentence a person
     understands, never an exception's repr or a traceback.
     """
 
@@ -48,6 +49,10 @@ class RpcError(Exception):
         if self.data is not None:
             error["data"] = self.data
         return error
+
+
+# The name the code base grew up with; the same class.
+RpcError = McpError
 
 
 class Kind(enum.Enum):
@@ -68,7 +73,7 @@ class Message:
     raw: JsonObject
 
 
-class InvalidMessage(RpcError):
+class InvalidMessage(McpError):
     """The envelope is not valid JSON-RPC; ``request_id`` is echoed when it could be read."""
 
     def __init__(self, message: str, request_id: RequestId | None = None) -> None:
@@ -82,7 +87,7 @@ def decode(body: bytes | memoryview | str) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise RpcError(PARSE_ERROR, "Parse error: the body is not valid JSON") from None
+        raise McpError(PARSE_ERROR, "Parse error: the body is not valid JSON") from None
 
 
 def _valid_id(value: object) -> bool:
@@ -156,7 +161,7 @@ def encode_result(request_id: RequestId | None, result: Any) -> bytes:
     return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
-def encode_error(request_id: RequestId | None, error: RpcError, *, omit_null_id: bool = False) -> bytes:
+def encode_error(request_id: RequestId | None, error: McpError, *, omit_null_id: bool = False) -> bytes:
     """An error response; ``omit_null_id``: leave ``id`` out when unknown (2026-07-28 has no null id)."""
     message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "error": error.to_error_object()}
     if request_id is None and omit_null_id:

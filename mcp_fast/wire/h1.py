@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
-from mcp_fast.http.events import (
+from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
     NEED_DATA,
     Body,
@@ -349,6 +349,7 @@ class H1Connection:
         "_scan",
         "_src",
         "_state",
+        "client",
     )
 
     def __init__(self, limits: H1Limits = H1Limits()) -> None:
@@ -373,6 +374,8 @@ class H1Connection:
         self._need = 0  # body bytes (or chunk-data bytes) still expected
         self._cstate = _C_SIZE
         self._chunks = bytearray()
+        # The peer's address, put on every request (set by the network adapter).
+        self.client: tuple[str, int] | None = None
 
     # -- properties for the network layer's timeouts and flow control ------
 
@@ -684,11 +687,10 @@ class H1Connection:
             stop = start + length
             body = src[start:stop] if length < _ZERO_COPY_MIN else memoryview(src)[start:stop]
         else:
-            return self._start_body(
-                Request(method, target, path, headers, b"", keep_alive, version), start, length
-            )
+            head = Request(method, target, path, headers, b"", keep_alive, version, 1, self.client)
+            return self._start_body(head, start, length)
         self._pos = stop
-        req = Request(method, target, path, headers, body, keep_alive, version)
+        req = Request(method, target, path, headers, body, keep_alive, version, 1, self.client)
         if keep_alive:
             return req  # _finish for the common case: the head state was reset before parsing
         return self._finish(req)

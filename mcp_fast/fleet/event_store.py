@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from mcp_fast.transport.sessions import _BoundedMap
+from mcp_fast.bounded import BoundedMap
 
 _SEPARATOR: Final = "_"
 
@@ -59,7 +59,7 @@ class MemoryEventStore:
 
     def __init__(self, max_streams: int = 10_000, max_events: int = 256) -> None:
         self.max_events = max_events
-        self._logs: _BoundedMap = _BoundedMap(max_streams)
+        self._logs: BoundedMap[str, _Log] = BoundedMap(max_streams)
 
     def open_stream(self, session_id: str) -> str:
         stream = secrets.token_hex(8)

@@ -32,17 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from mcp_fast import jsonrpc
-from mcp_fast.dispatch import Dispatcher
-from mcp_fast.http import sse
-from mcp_fast.http.events import Request
-from mcp_fast.jsonrpc import RpcError
+from mcp_fast.dispatch.dispatcher import Dispatcher
+from mcp_fast.dispatch.tasks import Task
+from mcp_fast.protocol import jsonrpc
+from mcp_fast.protocol.jsonrpc import McpError
 from mcp_fast.server import MCPServer
-from mcp_fast.tasks import Task
 from mcp_fast.transport.channel import ChannelSession
 from mcp_fast.transport.origin import HostPolicy
-from mcp_fast.transport.responder import Headers, Responder
 from mcp_fast.transport.streamable import JSON_HEADERS, NO_HEADERS, SSE_HEADERS, TEXT_HEADERS
+from mcp_fast.wire import sse
+from mcp_fast.wire.events import Request
+from mcp_fast.wire.responder import Headers, Responder
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -55,7 +55,7 @@ _MAX_QUERY_FIELDS: Final = 32
 
 
 @dataclass(frozen=True)
-class LegacySettings:
+class HttpSseSettings:
     sse_path: bytes = b"/sse"
     messages_path: bytes = b"/messages"
     host_policy: HostPolicy = field(default_factory=HostPolicy.loopback)
@@ -105,7 +105,7 @@ def _session_id_of(target: bytes) -> str | None:
     return None
 
 
-class LegacySession:
+class HttpSseSession:
     """One client of the old transport: its GET stream is the session's ``Sink``."""
 
     __slots__ = ("channel", "id", "responder")
@@ -113,7 +113,7 @@ class LegacySession:
     def __init__(self, responder: Responder, server: MCPServer, dispatcher: Dispatcher) -> None:
         self.id = secrets.token_hex(_SESSION_ID_BYTES)
         self.responder = responder
-        self.channel = ChannelSession(server, dispatcher, self, session_id=self.id, modern=False)
+        self.channel = ChannelSession(server, dispatcher, self, session_id=self.id, sessionless=False)
 
     def send(self, message: bytes) -> None:
         self.responder.send_stream(message_event(message))
@@ -122,16 +122,16 @@ class LegacySession:
         await self.responder.drain()
 
 
-class LegacySSE:
+class HttpSseTransport:
     """The two endpoints of the old transport; an ``App`` (the Streamable endpoint's fallback)."""
 
     def __init__(
-        self, server: MCPServer, dispatcher: Dispatcher, settings: LegacySettings | None = None
+        self, server: MCPServer, dispatcher: Dispatcher, settings: HttpSseSettings | None = None
     ) -> None:
         self.server = server
         self.dispatcher = dispatcher
-        self.settings = settings or LegacySettings()
-        self.sessions: dict[str, LegacySession] = {}
+        self.settings = settings or HttpSseSettings()
+        self.sessions: dict[str, HttpSseSession] = {}
         self._ticker: asyncio.Task[None] | None = None
         server.on_list_changed(self._list_changed)
         server.on_resource_updated(self._resource_updated)
@@ -158,7 +158,7 @@ class LegacySSE:
     # -- GET: the session's stream -------------------------------------------------------
 
     async def stream(self, responder: Responder) -> None:
-        session = LegacySession(responder, self.server, self.dispatcher)
+        session = HttpSseSession(responder, self.server, self.dispatcher)
         channel = session.channel
         self.sessions[session.id] = session
         responder.start_stream(200, SSE_HEADERS)
@@ -195,7 +195,7 @@ class LegacySSE:
             return None
         try:
             value = jsonrpc.decode(request.body)
-        except RpcError as exc:
+        except McpError as exc:
             responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, exc))
             return None
         error = session.channel.receive(value)
@@ -207,7 +207,7 @@ class LegacySSE:
         return self._accepted(session, responder)
 
     @staticmethod
-    async def _accepted(session: LegacySession, responder: Responder) -> None:
+    async def _accepted(session: HttpSseSession, responder: Responder) -> None:
         """202 once the session's stream took what this message produced: a client that
         does not read its stream is slowed down where it sends."""
         await session.drain()

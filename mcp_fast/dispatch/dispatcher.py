@@ -2,7 +2,7 @@
 
 The dispatcher knows nothing of HTTP. It takes a validated ``Message`` and a
 ``Context`` and returns the encoded JSON-RPC response. Method functions take
-``(params, ctx)`` and return the result object, or raise ``RpcError``.
+``(params, ctx)`` and return the result object, or raise ``McpError``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any, Final
 
 import orjson
 
-from mcp_fast import jsonrpc
-from mcp_fast.cache import NO_EXPIRY, CacheSlot, ResultCache, caller_key
-from mcp_fast.context import LOG_LEVELS, Context
-from mcp_fast.envelope import TASKS_EXTENSION
-from mcp_fast.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, Message, RpcError
-from mcp_fast.mrtr import (
+from mcp_fast.context import Context
+from mcp_fast.dispatch.cache import NO_EXPIRY, CacheSlot, ResultCache, caller_key
+from mcp_fast.dispatch.subscriptions import SUBSCRIPTION_ID_KEY, Listener, SubscriptionHub
+from mcp_fast.dispatch.tasks import Task, TaskStore
+from mcp_fast.protocol import jsonrpc
+from mcp_fast.protocol.envelope import TASKS_EXTENSION
+from mcp_fast.protocol.input_required import (
     INPUT_METHODS,
     DetachRequested,
     InputRequired,
@@ -30,10 +31,10 @@ from mcp_fast.mrtr import (
     input_required_result,
     open_round,
 )
+from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonObject, McpError, Message
+from mcp_fast.protocol.spec import LOG_LEVELS
+from mcp_fast.protocol.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy, negotiate
 from mcp_fast.server import MCPServer
-from mcp_fast.subscriptions import SUBSCRIPTION_ID_KEY, Listener, SubscriptionHub
-from mcp_fast.tasks import Task, TaskStore
-from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy, negotiate
 
 logger = logging.getLogger("mcp_fast.dispatch")
 
@@ -65,14 +66,14 @@ LIST_KINDS: Final = {
 def require_str(params: JsonObject, key: str) -> str:
     value = params.get(key)
     if type(value) is not str:
-        raise RpcError(INVALID_PARAMS, f'Invalid params: "{key}" must be a string')
+        raise McpError(INVALID_PARAMS, f'Invalid params: "{key}" must be a string')
     return value
 
 
 def optional_object(params: JsonObject, key: str) -> JsonObject | None:
     value = params.get(key)
     if value is not None and type(value) is not dict:
-        raise RpcError(INVALID_PARAMS, f'Invalid params: "{key}" must be an object')
+        raise McpError(INVALID_PARAMS, f'Invalid params: "{key}" must be an object')
     return value
 
 
@@ -92,9 +93,9 @@ def decode_cursor(cursor: object, total: int) -> int:
             raise ValueError
         offset = int(raw[len(_CURSOR_PREFIX) :])
     except (ValueError, binascii.Error):
-        raise RpcError(INVALID_PARAMS, "Invalid params: unknown pagination cursor") from None
+        raise McpError(INVALID_PARAMS, "Invalid params: unknown pagination cursor") from None
     if not 0 < offset <= total:
-        raise RpcError(INVALID_PARAMS, "Invalid params: pagination cursor out of range")
+        raise McpError(INVALID_PARAMS, "Invalid params: pagination cursor out of range")
     return offset
 
 
@@ -103,12 +104,12 @@ def _has_tasks_extension(ctx: Context) -> bool:
     return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
 
 
-def _needs_tasks_extension(message: str) -> RpcError:
+def _needs_tasks_extension(message: str) -> McpError:
     data: JsonObject = {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
-    return RpcError(-32021, f"{message}: declare the {TASKS_EXTENSION} extension", data)
+    return McpError(-32021, f"{message}: declare the {TASKS_EXTENSION} extension", data)
 
 
-def _error(message: Message, ctx: Context, error: RpcError) -> bytes:
+def _error(message: Message, ctx: Context, error: McpError) -> bytes:
     """The encoded error; its code stays on the Context (2026-07-28 maps it to an HTTP status)."""
     ctx.error_code = error.code
     return jsonrpc.encode_error(message.id, error)
@@ -119,7 +120,7 @@ def _encode(message: Message, result: Any) -> bytes:
         return jsonrpc.encode_result(message.id, result)
     except TypeError:
         logger.exception("result of %s is not JSON serializable", message.method)
-        error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error: the result could not be encoded")
+        error = McpError(jsonrpc.INTERNAL_ERROR, "Internal error: the result could not be encoded")
         return jsonrpc.encode_error(message.id, error)
 
 
@@ -175,9 +176,9 @@ class Dispatcher:
             self.methods["completion/complete"] = self.completion_complete
         # The method table of each protocol version (2026-07-28 drops ping, initialize, ...).
         extension_methods: dict[str, Method] = {
-            "tasks/get": self.tasks_get_v2,
+            "tasks/get": self.extension_tasks_get,
             "tasks/update": self.tasks_update,
-            "tasks/cancel": self.tasks_cancel_v2,
+            "tasks/cancel": self.extension_tasks_cancel,
         }
         self._tables: dict[str, dict[str, Method]] = {}
         for version, policy in POLICIES.items():
@@ -253,7 +254,7 @@ class Dispatcher:
                 return None
             try:
                 resource, _ = self.server.find_resource(uri, policy.resource_not_found)
-            except RpcError:
+            except McpError:
                 return None  # the general path answers the error
             if resource.cache_ttl is None:
                 return None
@@ -305,7 +306,7 @@ class Dispatcher:
         """
         method = self._tables[ctx.policy.version].get(message.method)
         if method is None:
-            return _error(message, ctx, RpcError(METHOD_NOT_FOUND, f"Method not found: {message.method}"))
+            return _error(message, ctx, McpError(METHOD_NOT_FOUND, f"Method not found: {message.method}"))
         params = message.params or EMPTY_PARAMS
         try:
             if not ctx.policy.handshake and message.method in INPUT_METHODS:
@@ -333,7 +334,7 @@ class Dispatcher:
     ) -> bytes | JsonObject:
         """What a method's exception answers: an error response, an input-required result, or
         (``ctx.detach()``) the CreateTaskResult to send instead of the result."""
-        if isinstance(exc, RpcError):
+        if isinstance(exc, McpError):
             return _error(message, ctx, exc)
         if isinstance(exc, InputRequired):
             return self._input_required(message, ctx)
@@ -341,7 +342,7 @@ class Dispatcher:
             return self._detached(message, ctx)
         # A bug: logged with its traceback, never shown to the client as text.
         logger.error("internal error in %s", message.method, exc_info=exc)
-        return _error(message, ctx, RpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+        return _error(message, ctx, McpError(jsonrpc.INTERNAL_ERROR, "Internal error"))
 
     def plain_call(
         self, message: Message, policy: VersionPolicy, slot: CacheSlot | None = None
@@ -367,11 +368,11 @@ class Dispatcher:
             return None  # 2026-07-28: the general path checks what came back from a round
         try:
             result: Any = self.server.run_plain_tool(tool, arguments, policy)
-        except RpcError as exc:
+        except McpError as exc:
             return jsonrpc.encode_error(message.id, exc), exc.code
         except Exception:  # logged with its traceback; boundary, as in dispatch
             logger.exception("internal error in %s", message.method)
-            error = RpcError(jsonrpc.INTERNAL_ERROR, "Internal error")
+            error = McpError(jsonrpc.INTERNAL_ERROR, "Internal error")
             return jsonrpc.encode_error(message.id, error), error.code
         if policy.result_type:
             result = self.finalize(message.method, result)
@@ -392,7 +393,9 @@ class Dispatcher:
     def _detached(self, message: Message, ctx: Context) -> JsonObject:
         """ctx.detach(): start the same call again as a task, with the answers so far."""
         params = message.params or EMPTY_PARAMS
-        return self._start_task_v2(require_str(params, "name"), optional_object(params, "arguments"), ctx)
+        return self._start_extension_task(
+            require_str(params, "name"), optional_object(params, "arguments"), ctx
+        )
 
     def _input_required(self, message: Message, ctx: Context) -> bytes:
         """The handler needs answers: the questions and the state to come back with."""
@@ -424,7 +427,7 @@ class Dispatcher:
         """Hold the stream open and pass on what the filter asks for, until the client leaves."""
         wanted = params.get("notifications")
         if type(wanted) is not dict:
-            raise RpcError(INVALID_PARAMS, 'Invalid params: "notifications" must be an object')
+            raise McpError(INVALID_PARAMS, 'Invalid params: "notifications" must be an object')
         registry = self.server.registry
         offered = {
             "toolsListChanged": bool(registry.tools),
@@ -435,7 +438,7 @@ class Dispatcher:
         uris = wanted.get("resourceSubscriptions")
         if uris is not None:
             if not (isinstance(uris, list) and all(isinstance(uri, str) for uri in uris)):
-                raise RpcError(
+                raise McpError(
                     INVALID_PARAMS, 'Invalid params: "resourceSubscriptions" must be a list of URIs'
                 )
             if registry.resources or registry.templates:
@@ -521,7 +524,7 @@ class Dispatcher:
         level = require_str(params, "level")
         rank = LOG_LEVELS.get(level)
         if rank is None:
-            raise RpcError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
+            raise McpError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
         if ctx.session is not None:
             ctx.session.log_level = rank
         return {}
@@ -583,7 +586,7 @@ class Dispatcher:
                     if tool.task_start == "detach":
                         ctx.detachable = True  # runs here until ctx.detach(), then as a task
                         return self.server.call_tool(name, arguments, ctx)
-                    return self._start_task_v2(name, arguments, ctx)
+                    return self._start_extension_task(name, arguments, ctx)
                 if support == "required":
                     raise _needs_tasks_extension(f"Tool '{name}' runs only as a task")
             return self.server.call_tool(name, arguments, ctx)
@@ -594,10 +597,10 @@ class Dispatcher:
             if task is not None and tool is not None:
                 # tasks.mdx "Tool-Level Negotiation": no support -> -32601.
                 if support not in ("optional", "required"):
-                    raise RpcError(METHOD_NOT_FOUND, f"Tool '{name}' cannot be called as a task")
+                    raise McpError(METHOD_NOT_FOUND, f"Tool '{name}' cannot be called as a task")
                 return self._start_task(name, arguments, task, ctx)
             if support == "required":
-                raise RpcError(METHOD_NOT_FOUND, f"Tool '{name}' must be called as a task")
+                raise McpError(METHOD_NOT_FOUND, f"Tool '{name}' must be called as a task")
         return self.server.call_tool(name, arguments, ctx)
 
     async def _tool_work(self, name: str, arguments: JsonObject | None, ctx: Context) -> dict[str, Any]:
@@ -615,7 +618,7 @@ class Dispatcher:
         created = self.tasks.start(ctx.owner, task.get("ttl"), self._tool_work(name, arguments, detached))
         return {"task": created.to_json()}
 
-    def _start_task_v2(self, name: str, arguments: JsonObject | None, ctx: Context) -> JsonObject:
+    def _start_extension_task(self, name: str, arguments: JsonObject | None, ctx: Context) -> JsonObject:
         """The server decides to run the call as a task: answer a CreateTaskResult at once."""
         detached = ctx.detached_copy()
         detached.inputs = ctx.inputs  # answers given before detaching stay answered
@@ -629,26 +632,26 @@ class Dispatcher:
 
         task = store.start("", None, self._tool_work(name, arguments, detached), tool_errors_fail=False)
         holder.append(task)
-        return {"resultType": "task", **task.to_v2_json()}
+        return {"resultType": "task", **task.to_extension_json()}
 
-    def _task_v2(self, params: JsonObject, ctx: Context) -> Task:
+    def _extension_task(self, params: JsonObject, ctx: Context) -> Task:
         if not _has_tasks_extension(ctx):
             raise _needs_tasks_extension("tasks/* needs the tasks extension")
         return self.tasks.get("", params.get("taskId"))
 
-    def tasks_get_v2(self, params: JsonObject, ctx: Context) -> JsonObject:
-        return self._task_v2(params, ctx).detailed_v2_json()
+    def extension_tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return self._extension_task(params, ctx).extension_details_json()
 
     def tasks_update(self, params: JsonObject, ctx: Context) -> JsonObject:
-        task = self._task_v2(params, ctx)
+        task = self._extension_task(params, ctx)
         responses = params.get("inputResponses")
         if not isinstance(responses, dict):
-            raise RpcError(INVALID_PARAMS, 'Invalid params: "inputResponses" must be an object')
+            raise McpError(INVALID_PARAMS, 'Invalid params: "inputResponses" must be an object')
         self.tasks.update(task, responses)
         return {}
 
-    def tasks_cancel_v2(self, params: JsonObject, ctx: Context) -> JsonObject:
-        self.tasks.cancel_quietly(self._task_v2(params, ctx))
+    def extension_tasks_cancel(self, params: JsonObject, ctx: Context) -> JsonObject:
+        self.tasks.cancel_quietly(self._extension_task(params, ctx))
         return {}
 
     def tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
@@ -698,19 +701,19 @@ class Dispatcher:
         if kind == "ref/prompt":
             name = ref.get("name")
             if not isinstance(name, str) or name not in registry.prompts:
-                raise RpcError(INVALID_PARAMS, f"Invalid params: unknown prompt {ref.get('name')!r}")
+                raise McpError(INVALID_PARAMS, f"Invalid params: unknown prompt {ref.get('name')!r}")
         elif kind == "ref/resource":
             uri = ref.get("uri")
             if not isinstance(uri, str) or (uri not in registry.templates and uri not in registry.resources):
-                raise RpcError(INVALID_PARAMS, f"Invalid params: unknown resource {uri!r}")
+                raise McpError(INVALID_PARAMS, f"Invalid params: unknown resource {uri!r}")
         else:
-            raise RpcError(INVALID_PARAMS, 'Invalid params: "ref.type" must be ref/prompt or ref/resource')
+            raise McpError(INVALID_PARAMS, 'Invalid params: "ref.type" must be ref/prompt or ref/resource')
 
     async def completion_complete(self, params: JsonObject, ctx: Context) -> JsonObject:
         ref = optional_object(params, "ref")
         argument = optional_object(params, "argument")
         if ref is None or argument is None:
-            raise RpcError(INVALID_PARAMS, 'Invalid params: "ref" and "argument" are required')
+            raise McpError(INVALID_PARAMS, 'Invalid params: "ref" and "argument" are required')
         self._check_completion_ref(ref)
         handler = self.server.registry.completion
         assert handler is not None

@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mcp_fast.context import LOG_LEVELS
-from mcp_fast.jsonrpc import INVALID_PARAMS, RpcError
-from mcp_fast.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy
+from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, McpError
+from mcp_fast.protocol.spec import LOG_LEVELS
+from mcp_fast.protocol.versions import ADVERTISED_VERSIONS, POLICIES, VersionPolicy
 
 PROTOCOL_VERSION_KEY: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
@@ -55,7 +55,7 @@ class Envelope:
     log_level: int | None  # rank in LOG_LEVELS; None: send no log notifications
 
 
-def is_modern(params: object) -> bool:
+def carries_envelope(params: object) -> bool:
     """A request that speaks the per-request envelope (its ``_meta`` names a version)."""
     if type(params) is not dict:
         return False
@@ -67,7 +67,7 @@ def read_envelope(params: dict[str, Any] | None) -> Envelope:
     """Rung 1: the required ``_meta`` fields are there and well-typed, else -32602."""
     meta = params.get("_meta") if params is not None else None
     if type(meta) is not dict:
-        raise RpcError(
+        raise McpError(
             INVALID_PARAMS,
             f"Invalid params: _meta with {PROTOCOL_VERSION_KEY} and {CLIENT_CAPABILITIES_KEY} is required",
         )
@@ -76,18 +76,18 @@ def read_envelope(params: dict[str, Any] | None) -> Envelope:
     if version is None or capabilities is None:
         missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
         if missing:
-            raise RpcError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
+            raise McpError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
     if type(version) is not str:
-        raise RpcError(INVALID_PARAMS, f"Invalid params: {PROTOCOL_VERSION_KEY} must be a string")
+        raise McpError(INVALID_PARAMS, f"Invalid params: {PROTOCOL_VERSION_KEY} must be a string")
     if type(capabilities) is not dict:
-        raise RpcError(INVALID_PARAMS, f"Invalid params: {CLIENT_CAPABILITIES_KEY} must be an object")
+        raise McpError(INVALID_PARAMS, f"Invalid params: {CLIENT_CAPABILITIES_KEY} must be an object")
     client_info = meta.get(CLIENT_INFO_KEY)
     level = meta.get(LOG_LEVEL_KEY)
     rank: int | None = None
     if level is not None:
         rank = LOG_LEVELS.get(level) if type(level) is str else None
         if rank is None:
-            raise RpcError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
+            raise McpError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
     return Envelope(version, capabilities, client_info if type(client_info) is dict else None, rank)
 
 
@@ -117,21 +117,21 @@ def check_headers(
     version = headers.get(b"mcp-protocol-version")
     if version is None or version.decode("latin-1").strip() != envelope.version:
         shown = "absent" if version is None else repr(version.decode("latin-1"))
-        raise RpcError(
+        raise McpError(
             HEADER_MISMATCH,
             f"Header mismatch: MCP-Protocol-Version {shown} does not match "
             f"_meta protocolVersion {envelope.version!r}",
         )
     method_header = headers.get(b"mcp-method")
     if method_header is None or method_header.decode("latin-1").strip() != method:
-        raise RpcError(HEADER_MISMATCH, f"Header mismatch: Mcp-Method must be {method!r}")
+        raise McpError(HEADER_MISMATCH, f"Header mismatch: Mcp-Method must be {method!r}")
     source = NAME_SOURCE.get(method)
     if source is None:
         return
     body_name = params.get(source) if params is not None else None
     name_header = headers.get(b"mcp-name")
     if name_header is None or decode_header_value(name_header.strip()) != body_name:
-        raise RpcError(HEADER_MISMATCH, f"Header mismatch: Mcp-Name must repeat params.{source}")
+        raise McpError(HEADER_MISMATCH, f"Header mismatch: Mcp-Name must repeat params.{source}")
 
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -180,18 +180,18 @@ def check_header_params(params: tuple[HeaderParam, ...], arguments: Any, headers
         shown = header.decode("ascii")
         if value is None:
             if raw is not None:
-                raise RpcError(
+                raise McpError(
                     HEADER_MISMATCH, f"Header mismatch: {shown} is sent but arguments.{argument} is not"
                 )
             continue
         if raw is None:
-            raise RpcError(HEADER_MISMATCH, f"Header mismatch: {shown} is required with arguments.{argument}")
+            raise McpError(HEADER_MISMATCH, f"Header mismatch: {shown} is required with arguments.{argument}")
         if decode_header_value(raw.strip()) != _rendered(value):
-            raise RpcError(HEADER_MISMATCH, f"Header mismatch: {shown} does not match arguments.{argument}")
+            raise McpError(HEADER_MISMATCH, f"Header mismatch: {shown} does not match arguments.{argument}")
 
 
-def unsupported_version(requested: str) -> RpcError:
-    return RpcError(
+def unsupported_version(requested: str) -> McpError:
+    return McpError(
         UNSUPPORTED_PROTOCOL_VERSION,
         "Unsupported protocol version",
         {"supported": list(ADVERTISED_VERSIONS), "requested": requested},

@@ -10,25 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from mcp_fast import jsonrpc
-from mcp_fast.jsonrpc import INVALID_REQUEST, Kind, Message, RpcError
-from mcp_fast.versions import VersionPolicy
+from mcp_fast.protocol import jsonrpc
+from mcp_fast.protocol.jsonrpc import INVALID_REQUEST, Kind, McpError, Message
+from mcp_fast.protocol.versions import VersionPolicy
 
 # 2025-03-26 basic/lifecycle.mdx: "The initialization request MUST NOT be part of a JSON-RPC batch".
-_INITIALIZE_IN_BATCH: Final = RpcError(
+_INITIALIZE_IN_BATCH: Final = McpError(
     INVALID_REQUEST, "Invalid request: initialize must not be part of a batch"
 )
 
 
-def refusal(policy: VersionPolicy | None, items: list[Any]) -> RpcError | None:
+def refusal(policy: VersionPolicy | None, items: list[Any]) -> McpError | None:
     """Why a batch is refused as a whole (``policy`` None: no version negotiated yet), or None."""
     if policy is None or not policy.batches:
         version = policy.version if policy is not None else "(none negotiated yet)"
-        return RpcError(
+        return McpError(
             INVALID_REQUEST, f"Invalid request: batches are not supported in protocol version {version}"
         )
     if not items:
-        return RpcError(INVALID_REQUEST, "Invalid request: empty batch")
+        return McpError(INVALID_REQUEST, "Invalid request: empty batch")
     return None
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from mcp_fast.jsonrpc import INVALID_PARAMS, RpcError
-from mcp_fast.transport.sessions import _BoundedMap
+from mcp_fast.bounded import BoundedMap
+from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, McpError
 
 WORKING: Final = "working"
 INPUT_REQUIRED: Final = "input_required"
@@ -48,7 +48,7 @@ class Task:
     status: str = WORKING
     status_message: str | None = None
     result: dict[str, Any] | None = None  # the underlying request's result
-    error: RpcError | None = None  # or its JSON-RPC error
+    error: McpError | None = None  # or its JSON-RPC error
     tool_errors_fail: bool = True
     runner: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,7 +69,7 @@ class Task:
             task["statusMessage"] = self.status_message
         return task
 
-    def to_v2_json(self) -> dict[str, Any]:
+    def to_extension_json(self) -> dict[str, Any]:
         """The Task of the tasks extension: ttlMs/pollIntervalMs, results inlined by status."""
         task: dict[str, Any] = {
             "taskId": self.task_id,
@@ -83,9 +83,9 @@ class Task:
             task["statusMessage"] = self.status_message
         return task
 
-    def detailed_v2_json(self) -> dict[str, Any]:
+    def extension_details_json(self) -> dict[str, Any]:
         """tasks/get: the task plus what its status has to show."""
-        detailed = self.to_v2_json()
+        detailed = self.to_extension_json()
         if self.status == INPUT_REQUIRED:
             detailed["inputRequests"] = dict(self.input_requests)
         elif self.status == COMPLETED and self.result is not None:
@@ -106,7 +106,7 @@ class TaskStore:
     """The tasks of this process; a status change is announced through ``on_status``."""
 
     def __init__(self, max_tasks: int = 10_000) -> None:
-        self._tasks: _BoundedMap = _BoundedMap(max_tasks)
+        self._tasks: BoundedMap[str, Task] = BoundedMap(max_tasks)
         self.on_status: list[Any] = []  # callables (task) -> None
 
     def start(
@@ -132,7 +132,7 @@ class TaskStore:
         except asyncio.CancelledError:
             self._finish(task, CANCELLED, "The task was cancelled by request.")
             return
-        except RpcError as exc:
+        except McpError as exc:
             task.error = exc
             self._finish(task, FAILED, exc.message)
             return
@@ -156,10 +156,10 @@ class TaskStore:
     def get(self, owner: str, task_id: object) -> Task:
         task: Task | None = self._tasks.get(task_id) if isinstance(task_id, str) else None
         if task is None or task.owner != owner:
-            raise RpcError(INVALID_PARAMS, "Failed to retrieve task: Task not found")
+            raise McpError(INVALID_PARAMS, "Failed to retrieve task: Task not found")
         if task.expired:
             self._tasks.pop(task.task_id, None)
-            raise RpcError(INVALID_PARAMS, "Failed to retrieve task: Task has expired")
+            raise McpError(INVALID_PARAMS, "Failed to retrieve task: Task has expired")
         return task
 
     def list(self, owner: str) -> list[Task]:
@@ -168,7 +168,7 @@ class TaskStore:
     def cancel(self, owner: str, task_id: object) -> Task:
         task = self.get(owner, task_id)
         if task.status in TERMINAL:
-            raise RpcError(INVALID_PARAMS, f"Cannot cancel task: already in terminal status '{task.status}'")
+            raise McpError(INVALID_PARAMS, f"Cannot cancel task: already in terminal status '{task.status}'")
         self._finish(task, CANCELLED, "The task was cancelled by request.")
         if task.runner is not None:
             task.runner.cancel()
@@ -215,7 +215,7 @@ class TaskStore:
         if task.error is not None:
             raise task.error
         if task.status == CANCELLED and task.result is None:
-            raise RpcError(INVALID_PARAMS, "The task was cancelled before it produced a result")
+            raise McpError(INVALID_PARAMS, "The task was cancelled before it produced a result")
         result = dict(task.result or {})
         meta = dict(result.get("_meta") or {})
         meta[RELATED_TASK] = {"taskId": task.task_id}

@@ -55,7 +55,8 @@ class Request:
     ``headers`` maps lower-cased field names to raw values; repeated fields
     are joined with ``b", "`` (RFC 9110 section 5.3). ``body`` is ``b""`` when
     the request has none; it may be a memoryview of the received bytes so that
-    the JSON decoder reads it without a copy.
+    the JSON decoder reads it without a copy. ``client`` is the peer's address,
+    given to the core by the network adapter (a sans-I/O core has no socket).
     """
 
     method: bytes
@@ -66,6 +67,8 @@ class Request:
     keep_alive: bool
     http_version: bytes = b"1.1"
     stream_id: int = 1
+    # The peer's address as the network adapter knows it ((host, port); None when unknown).
+    client: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)

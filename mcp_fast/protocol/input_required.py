@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from mcp_fast.jsonrpc import INVALID_PARAMS, RpcError
+from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, McpError
 
 # Only these may answer input_required (mrtr.mdx "Supported Requests").
 INPUT_METHODS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
@@ -74,7 +74,7 @@ class StateCodec:
 
     def open(self, token: object, request_id: str) -> dict[str, Any]:
         """The answers a valid state carries; -32602 for anything else (tampered, expired, moved)."""
-        invalid = RpcError(INVALID_PARAMS, "Invalid or expired requestState")
+        invalid = McpError(INVALID_PARAMS, "Invalid or expired requestState")
         if not isinstance(token, str) or token.count(".") != 2:
             raise invalid
         version, payload_text, signature_text = token.split(".")
@@ -150,7 +150,7 @@ def open_round(method: str, params: dict[str, Any], codec: StateCodec) -> InputR
     if "inputResponses" in params:
         responses = params["inputResponses"]
         if not isinstance(responses, dict):
-            raise RpcError(INVALID_PARAMS, 'Invalid params: "inputResponses" must be an object')
+            raise McpError(INVALID_PARAMS, 'Invalid params: "inputResponses" must be an object')
         fresh = responses
     return InputRound(identity, answers, fresh)
 
@@ -171,7 +171,7 @@ def check_answer(method: str, key: str, answer: Any) -> None:
     elif method == "roots/list" and not isinstance(answer.get("roots"), list):
         problem = 'needs a "roots" list'
     if problem is not None:
-        raise RpcError(INVALID_PARAMS, f"Invalid params: inputResponses[{key!r}] {problem}")
+        raise McpError(INVALID_PARAMS, f"Invalid params: inputResponses[{key!r}] {problem}")
 
 
 def input_required_result(round_: InputRound, codec: StateCodec) -> dict[str, Any]:

@@ -63,7 +63,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
-from mcp_fast.http.events import (
+from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
     NEED_DATA,
     Body,
@@ -73,7 +73,7 @@ from mcp_fast.http.events import (
     StreamReset,
     path_of,
 )
-from mcp_fast.http.h1 import valid_host
+from mcp_fast.wire.h1 import valid_host
 
 __all__ = ["PREFACE", "H2Connection", "H2Limits", "H2Timeouts"]
 
@@ -389,6 +389,7 @@ class H2Connection:
         "_streams",
         "_timeouts",
         "_violation",
+        "client",
         "error_code",
     )
 
@@ -401,6 +402,8 @@ class H2Connection:
         self._limits = limits
         self._timeouts = timeouts
         self._clock = clock
+        # The peer's address, put on every request (set by the network adapter).
+        self.client: tuple[str, int] | None = None
         now = clock()
         config = h2.config.H2Configuration(
             client_side=False,
@@ -764,7 +767,7 @@ class H2Connection:
             return
         if authority is not None and b"host" not in headers:
             headers[b"host"] = authority  # section 8.3.1
-        st.request = Request(method, path, path_of(path), headers, b"", True, b"2", stream_id)
+        st.request = Request(method, path, path_of(path), headers, b"", True, b"2", stream_id, self.client)
         expect = headers.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue":
             # RFC 9110 section 10.1.1; an END_STREAM already here makes it moot.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 # Methods of each era (2026-07-28: basic/index.mdx and the changelog's removals).
-LEGACY_METHODS: Final = frozenset(
+HANDSHAKE_METHODS: Final = frozenset(
     {
         "initialize",
         "ping",
@@ -30,7 +30,7 @@ LEGACY_METHODS: Final = frozenset(
     }
 )
 TASKS_V1_METHODS: Final = frozenset({"tasks/get", "tasks/result", "tasks/list", "tasks/cancel"})
-MODERN_METHODS: Final = frozenset(
+SESSIONLESS_METHODS: Final = frozenset(
     {
         "server/discover",
         "subscriptions/listen",
@@ -50,7 +50,7 @@ MODERN_METHODS: Final = frozenset(
 )
 # 2026-07-28 basic/transports/streamable-http.mdx: HTTP status of a JSON-RPC error
 # answered as application/json (unknown method: 404; envelope and header errors: 400).
-MODERN_ERROR_STATUS: Final[Mapping[int, int]] = {
+SESSIONLESS_ERROR_STATUS: Final[Mapping[int, int]] = {
     -32700: 400,
     -32600: 400,
     -32602: 400,
@@ -107,7 +107,7 @@ class VersionPolicy:
     url_elicitation_ids: bool = False
     # Tasks as the io.modelcontextprotocol/tasks extension: server-directed (2026-07-28).
     tasks_extension: bool = False
-    methods: frozenset[str] = LEGACY_METHODS
+    methods: frozenset[str] = HANDSHAKE_METHODS
 
 
 _POLICIES: Final[tuple[VersionPolicy, ...]] = (
@@ -160,7 +160,7 @@ _POLICIES: Final[tuple[VersionPolicy, ...]] = (
         tasks=True,
         elicitation_modes=True,
         url_elicitation_ids=True,
-        methods=LEGACY_METHODS | TASKS_V1_METHODS,
+        methods=HANDSHAKE_METHODS | TASKS_V1_METHODS,
     ),
     VersionPolicy(
         "2026-07-28",
@@ -176,7 +176,7 @@ _POLICIES: Final[tuple[VersionPolicy, ...]] = (
         handshake=False,
         request_envelope=True,
         routing_headers=True,
-        error_status=MODERN_ERROR_STATUS,
+        error_status=SESSIONLESS_ERROR_STATUS,
         result_type=True,
         cache_hints=True,
         server_info_meta=True,
@@ -185,7 +185,7 @@ _POLICIES: Final[tuple[VersionPolicy, ...]] = (
         per_request_log_level=True,
         elicitation_modes=True,
         tasks_extension=True,
-        methods=MODERN_METHODS,
+        methods=SESSIONLESS_METHODS,
     ),
 )
 
