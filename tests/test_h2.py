@@ -555,7 +555,6 @@ def test_a_bad_preface_is_a_protocol_error() -> None:
         frame_bytes(0x3, 0, 0, b"\0\0\0\x08"),  # RST_STREAM on stream 0 (6.4)
         settings_frame({SettingCodes.INITIAL_WINDOW_SIZE: 2**31}),  # FLOW_CONTROL_ERROR (6.5.2)
         headers_frame(1, b"\xff\xff\xff\xff"),  # an undecodable header block (COMPRESSION_ERROR)
-        headers_frame(1, encode_block([(b":status", b"100")])),  # a response from a client
     ],
 )
 def test_peer_protocol_errors_send_goaway_and_raise_protocol_error(frames: bytes) -> None:
@@ -596,6 +595,9 @@ GOOD = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":autho
         [*GOOD[:2], (b":path", b""), GOOD[3]],  # empty :path
         [*GOOD[:2], (b":path", b"/a b"), GOOD[3]],  # space in :path
         [*GOOD[:3], (b":authority", b"user@host")],  # userinfo
+        [(b":status", b"100"), *GOOD],  # a response pseudo-header in a request (8.3)
+        [*GOOD, (b"content-length", b"x")],  # not a number (RFC 9110 8.6)
+        [*GOOD, (b"content-length", b"5")],  # END_STREAM here: the body is 0 bytes (8.1.1)
     ],
 )
 def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]]) -> None:
@@ -610,6 +612,11 @@ def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]])
     decoder = hpack.Decoder()
     [head] = [f for f in frames if f.stream_id == 1 and type(f).__name__ == "HeadersFrame"]
     assert dict(decoder.decode(head.data, raw=True))[b":status"] == b"400"
+    # The 400 does not end the stream: it is reset, with PROTOCOL_ERROR (a stream error).
+    assert "END_STREAM" not in head.flags
+    [rst] = [f for f in frames if type(f).__name__ == "RstStreamFrame"]
+    assert (rst.stream_id, rst.error_code) == (1, ErrorCodes.PROTOCOL_ERROR)
+    assert frames.index(rst) > frames.index(head)
     server.receive_data(headers_frame(3, encode_block(GOOD)))
     [req] = events(server)
     assert isinstance(req, Request) and req.stream_id == 3

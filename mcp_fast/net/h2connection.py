@@ -381,9 +381,14 @@ class Http2Connection(asyncio.Protocol):
     # -- output ------------------------------------------------------------------
 
     def written(self) -> None:
-        """A stream produced output: write it now (batched while events are processed)."""
+        """A stream produced output: write it now (batched while events are processed).
+        A write can reset a stream (the connection's buffer is full): that event is
+        taken at once."""
         if not self._processing:
-            self._write_out()
+            if self.core.has_events:
+                self._process()
+            else:
+                self._write_out()
 
     def _write_out(self) -> None:
         transport = self._transport
