@@ -76,7 +76,6 @@ from mcp_fast.wire.events import (
     StreamReset,
     path_of,
 )
-from mcp_fast.wire.h1 import valid_host
 from mcp_fast.wire.h2frames import (
     FRAME_HEADER_SIZE,
     MAX_WINDOW,
@@ -95,6 +94,7 @@ from mcp_fast.wire.h2hpack import (
     content_length_field,
     encode_fields,
 )
+from mcp_fast.wire.h2request import CONNECTION_SPECIFIC, Head, field_problem, parse_head
 from mcp_fast.wire.h2settings import PeerSettings, ReceiveWindow, window_update_due
 from mcp_fast.wire.h2streams import Input, State, Stream, received_in
 
@@ -167,24 +167,14 @@ _RESETS_KEPT: Final = 2048
 # reaches the transport at the pace the transport drains, and is counted meanwhile).
 _WRITE_NOW: Final = 256 * 1024
 
+# Parsed request heads remembered per connection.
+_HEADS_KEPT: Final = 64
 # Bodies at least this long are handed out as a memoryview (as h1 does).
 _ZERO_COPY_MIN: Final = 8192
 
-# RFC 9113 section 8.2.2: connection-specific fields must not appear in HTTP/2;
-# our transports may pass them, so they are dropped from responses.
-_CONNECTION_SPECIFIC: Final = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-# RFC 9113 section 8.2.1: lower-case token characters only in a field name;
-# no NUL, CR or LF in a value.
+# RFC 9113 section 8.2.1: no NUL, CR or LF in a response field value.
 _BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
-_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 section 5.6.2
-_TARGET: Final = re.compile(rb"[\x21-\x7e]+")  # visible ASCII, as h1 accepts in a target
-# Request fields (name, value) that passed _field_problem: clients repeat the same
-# ones on every request. Bounded; a miss is exactly as strict as a hit.
-_VALID_FIELDS: dict[tuple[bytes, bytes], None] = {}
-_VALID_FIELDS_MAX: Final = 1024
 _TEXT_PLAIN: Final = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 _Fields = list[tuple[bytes, bytes]]
@@ -242,7 +232,7 @@ def _field_list(status: int, headers: Sequence[tuple[bytes, bytes]]) -> _Fields:
     fields: _Fields = [(b":status", _status_bytes(status))]
     for name, value in headers:
         name = name.lower()
-        if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
             continue
         if not name or _BAD_NAME.search(name) is not None:
             raise ValueError("invalid response header name")
@@ -263,42 +253,6 @@ def _response_block(status: int, headers: Sequence[tuple[bytes, bytes]]) -> byte
         if len(_BLOCK_CACHE) < _BLOCK_CACHE_MAX:
             _BLOCK_CACHE[key] = block
     return block
-
-
-def _field_problem(name: bytes, value: bytes) -> str:
-    """What is wrong with a request field (RFC 9113 section 8.2), or ""."""
-    if not name or _BAD_NAME.search(name) is not None:
-        # Lower-case token characters only (sections 8.2 and 8.2.1; RFC 9110 5.1).
-        return "invalid field name"
-    if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
-        return "connection-specific field"  # section 8.2.2
-    if value and (_BAD_VALUE.search(value) is not None or value[0] in b" \t" or value[-1] in b" \t"):
-        return "invalid field value"  # section 8.2.1
-    return ""
-
-
-def _request_problem(
-    method: bytes | None,
-    path: bytes | None,
-    scheme: bytes | None,
-    authority: bytes | None,
-    host: bytes | None,
-) -> str:
-    """What is wrong with a request's control data (RFC 9113 section 8.3.1), or ""."""
-    if method is None or path is None or scheme is None:
-        return "missing :method, :scheme or :path"
-    if _TOKEN.fullmatch(method) is None:
-        return "invalid :method"
-    if _TARGET.fullmatch(path) is None or (path[0] != 0x2F and not (path == b"*" and method == b"OPTIONS")):
-        return "invalid :path"  # origin-form, or "*" for OPTIONS (as in HTTP/1.1)
-    given = authority if authority is not None else host
-    if given is None:
-        return "no :authority or host"
-    if host is not None and given != host:
-        return ":authority and host differ"
-    if not valid_host(given):
-        return "invalid :authority"
-    return ""
 
 
 # ---------------------------------------------------------------------------
@@ -332,6 +286,8 @@ class H2Connection:
         "_failed",
         "_first_frame",
         "_header_checked",
+        "_heads",
+        "_heads_generation",
         "_highest",
         "_idle_since",
         "_inbuf",
@@ -371,6 +327,8 @@ class H2Connection:
         block_cap = 2 * limits.max_header_bytes
         self._decoder = HeaderDecoder(block_cap)
         self._encoder = HeaderEncoder()
+        self._heads: dict[bytes, Head] = {}  # parsed heads of reusable header blocks
+        self._heads_generation = 0
         self._peer = PeerSettings()
         self._recv = ReceiveWindow()
         self._send_window = frames.DEFAULT_WINDOW  # the connection's (section 6.9.1)
@@ -689,9 +647,23 @@ class H2Connection:
                 return  # sent before the client saw our RST_STREAM (section 5.1)
             raise FrameError(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")  # section 5.1
         self._highest = stream_id  # lower idle streams are closed now (section 5.1.1)
-        self._on_request(stream_id, fields, end_stream)
+        self._on_request(stream_id, self._head(block, fields), end_stream)
         if self_dependent:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "stream depends on itself", stream_id)  # 5.3.1
+
+    def _head(self, block: bytes, fields: list[tuple[bytes, bytes]]) -> Head:
+        """The parsed head of a header block; a block the decoder could reuse (the same
+        bytes, the same HPACK table) reuses its parsed head too."""
+        decoder = self._decoder
+        if decoder.generation != self._heads_generation:
+            self._heads.clear()
+            self._heads_generation = decoder.generation
+        head = self._heads.get(block)
+        if head is None:
+            head = parse_head(fields)
+            if decoder.reusable(block) and len(self._heads) < _HEADS_KEPT:
+                self._heads[block] = head
+        return head
 
     def _on_data_frame(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id:
@@ -779,7 +751,7 @@ class H2Connection:
 
     # -- requests --------------------------------------------------------------
 
-    def _on_request(self, stream_id: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+    def _on_request(self, stream_id: int, head: Head, ended: bool) -> None:
         limits = self._limits
         if (
             self._draining
@@ -788,74 +760,26 @@ class H2Connection:
         ):
             self._refuse(stream_id)
             return
-        method = path = scheme = authority = None
-        headers: dict[bytes, bytes] = {}
-        size = 0
-        count = 0
-        malformed = ""
-        regular = False
-        for field in fields:
-            name, value = field
-            size += len(name) + len(value) + 32  # RFC 9113 section 6.5.2
-            if name[:1] == b":":  # pseudo-header fields (section 8.3)
-                if regular:
-                    malformed = "pseudo-header field after a regular field"
-                elif name == b":method":
-                    malformed = malformed or ("repeated :method" if method is not None else "")
-                    method = value
-                elif name == b":path":
-                    malformed = malformed or ("repeated :path" if path is not None else "")
-                    path = value
-                elif name == b":scheme":
-                    malformed = malformed or ("repeated :scheme" if scheme is not None else "")
-                    scheme = value
-                elif name == b":authority":
-                    malformed = malformed or ("repeated :authority" if authority is not None else "")
-                    authority = value
-                else:
-                    malformed = "unknown pseudo-header field"  # (:status included: 8.3)
-                continue
-            regular = True
-            count += 1
-            if field not in _VALID_FIELDS:
-                problem = _field_problem(name, value)
-                if problem:
-                    malformed = problem
-                    continue
-                if len(_VALID_FIELDS) >= _VALID_FIELDS_MAX:
-                    _VALID_FIELDS.clear()
-                _VALID_FIELDS[(name, value)] = None
-            previous = headers.get(name)
-            if previous is None:
-                headers[name] = value
-            elif name == b"host":
-                malformed = "repeated host"  # (as in HTTP/1.1, RFC 9112 section 3.2)
-            elif name == b"cookie":
-                headers[name] = previous + b"; " + value  # section 8.2.3
-            else:
-                # Repeated fields joined as in HTTP/1.1 (RFC 9110 section 5.3).
-                headers[name] = previous + b", " + value
         st = Stream(None, self._clock(), self._peer.initial_window, frames.DEFAULT_WINDOW)
         if ended:
             st.move(Input.RECV_END_STREAM)
         self._streams[stream_id] = st
-        if size > limits.max_header_bytes or count > limits.max_header_count:
+        if head.size > limits.max_header_bytes or head.field_count > limits.max_header_count:
             self._reject(stream_id, st, 431, "request header fields too large")
             return
+        method = head.method
         if method == b"CONNECT":
             self._reject(stream_id, st, 501, "CONNECT is not implemented")
             return
-        if not malformed:
-            malformed = _request_problem(method, path, scheme, authority, headers.get(b"host"))
+        headers = head.headers
         length = headers.get(b"content-length")
-        if not malformed and length is not None:
-            if not length.isdigit():
-                malformed = "invalid content-length"  # (RFC 9110 section 8.6)
-            elif ended and int(length) != 0:
-                malformed = "content-length and the body differ"  # section 8.1.1
+        malformed = head.malformed
+        if not malformed and ended and length is not None and int(length) != 0:
+            malformed = "content-length and the body differ"  # section 8.1.1
         if malformed:
             self._reject_malformed(stream_id, st, malformed)
             return
+        path = head.path
         assert method is not None and path is not None
         if len(path) > limits.max_target_bytes:
             self._reject(stream_id, st, 414, "request-target too long")
@@ -865,8 +789,9 @@ class H2Connection:
             if st.expected > limits.max_body_bytes:
                 self._reject(stream_id, st, 413, "request body too large")
                 return
-        if authority is not None and b"host" not in headers:
-            headers[b"host"] = authority  # section 8.3.1
+        headers = headers.copy()  # (the Head is shared by the repeats of its header block)
+        if head.authority is not None and b"host" not in headers:
+            headers[b"host"] = head.authority  # section 8.3.1
         request = Request(method, path, path_of(path), headers, b"", True, b"2", stream_id, self.client)
         if ended:
             self._events.append(request)
@@ -885,7 +810,7 @@ class H2Connection:
             if name.startswith(b":"):
                 problem = "pseudo-header field in trailers"
             else:
-                problem = _field_problem(name, value)
+                problem = field_problem(name, value)
             if problem:
                 self._reject_malformed(stream_id, st, problem)
                 return
