@@ -19,6 +19,7 @@ from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
+from mcp_fast.net.tls import ClientCerts, TlsConfigError, TlsSettings, build_context
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
 from mcp_fast.transport.origin import HostPolicy
@@ -116,6 +117,36 @@ def build_cache(config: Config) -> ResultCache | None:
     return ResultCache(config.cache_size, config.cache_max_bytes)
 
 
+def tls_settings(config: Config) -> TlsSettings | None:
+    """--certfile and friends (None: cleartext); TlsConfigError names a flag used alone."""
+    if not config.certfile:
+        for flag, value in (
+            ("--keyfile", config.keyfile),
+            ("--keyfile-password", config.keyfile_password),
+            ("--ssl-ca-certs", config.ssl_ca_certs),
+        ):
+            if value:
+                raise TlsConfigError(f"{flag} {value}: needs --certfile")
+        if config.ssl_cert_reqs != "none":
+            raise TlsConfigError(f"--ssl-cert-reqs {config.ssl_cert_reqs}: needs --certfile")
+        return None
+    return TlsSettings(
+        certfile=config.certfile,
+        keyfile=config.keyfile,
+        keyfile_password=config.keyfile_password,
+        ca_certs=config.ssl_ca_certs,
+        cert_reqs=ClientCerts.parse(config.ssl_cert_reqs),
+        http2=config.http2,
+    )
+
+
+def check_tls(config: Config) -> None:
+    """Read the TLS files once (before workers fork): a bad one stops start-up."""
+    settings = tls_settings(config)
+    if settings is not None:
+        build_context(settings)
+
+
 def build_http_server(server: MCPServer, config: Config) -> HttpServer:
     fleet = fleet_dir(config)
     transport = StreamableHTTP(
@@ -155,6 +186,8 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
         shutdown_timeout=config.shutdown_timeout,
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
+        h2_max_connection_buffer=config.h2_max_connection_buffer,
+        tls=tls_settings(config),
     )
     return HttpServer(transport, settings)
 
@@ -189,6 +222,11 @@ def run(config: Config) -> int:
         return 2
     if streams is not None:
         return run_stdio(server, config, *streams)
+    try:
+        check_tls(config)
+    except TlsConfigError as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
     if config.workers > 1:
         return run_workers(server, config)
     return serve_one(server, config, reuse_port=False)
@@ -203,7 +241,8 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         logger.error("cannot start: %s", exc)
         return 2
     http.settings.reuse_port = reuse_port
-    ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
+    scheme = "https" if config.certfile else "http"
+    ready = f"mcp_fast serving {server.name!r} on {scheme}://{config.host}:{config.port}{config.path}"
     if config.legacy_sse:
         ready += f" (and the old HTTP+SSE transport on {config.legacy_sse_path})"
     try:
@@ -237,7 +276,8 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
 
 def run_workers(server: MCPServer, config: Config) -> int:
     """Pre-fork ``--workers`` processes that share the port (SO_REUSEPORT: the kernel spreads
-    connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on."""
+    connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on, and
+    SIGHUP (certificate reload)."""
     if (
         config.effective_session_mode == "jwt"
         and not config.session_secret
@@ -266,6 +306,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
         if pid == 0:  # the worker; it must never return into the parent's loop below
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its loop handles it
             code = 70  # EX_SOFTWARE: serve_one raised
             try:
                 code = serve_one(server, config, reuse_port=True)
@@ -282,8 +323,14 @@ def run_workers(server: MCPServer, config: Config) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def pass_on(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, pass_on)
     status = 0
     try:
         for _ in range(config.workers):

@@ -47,6 +47,15 @@ def _size(value: str) -> int:
     return int(float(number) * factor)
 
 
+def _cert_reqs(value: str) -> str:
+    """none/optional/required (or uvicorn's 0/1/2)."""
+    text = value.strip().lower()
+    text = {"0": "none", "1": "optional", "2": "required"}.get(text, text)
+    if text not in ("none", "optional", "required"):
+        raise ValueError("must be none, optional or required")
+    return text
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # attribute and flag: --max-body-size, MCP_FAST_MAX_BODY_SIZE
@@ -157,6 +166,24 @@ OPTIONS: tuple[Option, ...] = (
         100,
         "streams one HTTP/2 connection may have open at once (more are refused)",
     ),
+    # -- TLS and HTTP/2
+    Option(
+        "h2_max_connection_buffer",
+        _size,
+        16 << 20,
+        "bytes one HTTP/2 connection may hold (partial request bodies and answers waiting for the "
+        "client's windows); past it answers are reset and new streams refused",
+    ),
+    Option("certfile", str, "", "PEM certificate chain: serve HTTPS (ALPN h2 and http/1.1) on the port"),
+    Option("keyfile", str, "", "PEM private key of --certfile (default: in the certificate file)"),
+    Option("keyfile_password", str, "", "password of an encrypted --keyfile"),
+    Option("ssl_ca_certs", str, "", "PEM CA certificates that verify client certificates (mutual TLS)"),
+    Option(
+        "ssl_cert_reqs",
+        _cert_reqs,
+        "none",
+        "client certificates: none, optional or required (verified with --ssl-ca-certs)",
+    ),
 )
 
 
@@ -200,6 +227,13 @@ class Config:
     max_stream_buffer: int
     http2: bool
     h2_max_concurrent_streams: int
+    # -- TLS and HTTP/2
+    h2_max_connection_buffer: int
+    certfile: str
+    keyfile: str
+    keyfile_password: str
+    ssl_ca_certs: str
+    ssl_cert_reqs: str
 
     @property
     def effective_session_mode(self) -> str:

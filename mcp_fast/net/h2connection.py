@@ -2,10 +2,11 @@
 small ``Responder`` per stream.
 
 ``HttpConnection`` recognises the client preface on a new connection (h2c with
-prior knowledge, RFC 9113 section 3.3) and hands the transport over with
-``transport.set_protocol``; from then on this object gets the transport's
-callbacks. Streams are served concurrently: each complete request is given to
-the same ``App(request, responder)`` as an HTTP/1.1 request, started eagerly.
+prior knowledge, RFC 9113 section 3.3), or a TLS handshake whose ALPN chose
+``h2`` (section 3.2), and hands the transport over with ``transport.set_protocol``;
+from then on this object gets the transport's callbacks. Streams are served
+concurrently: each complete request is given to the same ``App(request,
+responder)`` as an HTTP/1.1 request, started eagerly.
 
 Flow control has two levels and one owner each. The connection's
 ``FlowControl`` (taken over from the HTTP/1.1 protocol) owns the transport:
@@ -221,6 +222,7 @@ class Http2Connection(asyncio.Protocol):
         "_processing",
         "_streams",
         "_timeouts",
+        "_tls",
         "_transport",
         "core",
         "deadline",
@@ -243,6 +245,7 @@ class Http2Connection(asyncio.Protocol):
         )
         self.max_stream_buffer = timeouts.max_stream_buffer
         self._transport: asyncio.Transport | None = None
+        self._tls = False
         self.flow: FlowControl  # set by take_over
         self._streams: dict[int, Http2Stream] = {}  # streams the application holds
         self.drain_waiting: set[Http2Stream] = set()
@@ -256,11 +259,15 @@ class Http2Connection(asyncio.Protocol):
     def take_over(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
         """Continue a connection whose first bytes were the HTTP/2 preface."""
         self._transport = transport
+        self._tls = transport.get_extra_info("ssl_object") is not None
         self.core.client = peer_address(transport)
         self.flow = flow
         self.core.set_output_blocked(flow.write_paused)
         self._connections.add(self)
-        self.data_received(data)
+        if data:
+            self.data_received(data)
+        else:
+            self._write_out()  # over TLS (ALPN h2): our SETTINGS go first
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -278,7 +285,8 @@ class Http2Connection(asyncio.Protocol):
             return False  # the peer is done too: close
         self.core.receive_data(b"")
         self._process()
-        return True  # keep the transport open to finish the streams in flight
+        # Keep the transport open to finish the streams in flight (TLS has no half-close).
+        return None if self._tls else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

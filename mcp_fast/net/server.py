@@ -12,6 +12,7 @@ from email.utils import formatdate
 from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
 from mcp_fast.net.h2connection import Http2Connection
+from mcp_fast.net.tls import CertificateStore, TlsSettings
 from mcp_fast.wire import h1
 from mcp_fast.wire.h2 import H2Limits
 
@@ -27,8 +28,10 @@ class NetSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     shutdown_timeout: float = 10.0
     reuse_port: bool = False
-    http2: bool = True  # h2c with prior knowledge (TLS and ALPN are the proxy's job)
+    http2: bool = True  # h2c with prior knowledge; over TLS, h2 by ALPN
     h2_max_concurrent_streams: int = 100
+    h2_max_connection_buffer: int = 16 << 20
+    tls: TlsSettings | None = None  # None: cleartext
 
     def h2_limits(self) -> H2Limits:
         """The HTTP/1.1 size limits, applied to HTTP/2 requests too."""
@@ -38,6 +41,7 @@ class NetSettings:
             max_target_bytes=self.limits.max_target_bytes,
             max_body_bytes=self.limits.max_body_bytes,
             max_concurrent_streams=self.h2_max_concurrent_streams,
+            max_connection_buffer=self.h2_max_connection_buffer,
         )
 
 
@@ -49,6 +53,8 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._h2_limits = settings.h2_limits() if settings.http2 else None
+        # Read (and checked) here, so that bad files stop start-up (TlsConfigError).
+        self.certificates = CertificateStore(settings.tls) if settings.tls is not None else None
 
     def _make_protocol(self) -> HttpConnection:
         return HttpConnection(
@@ -68,9 +74,10 @@ class HttpServer:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
+        context = None if self.certificates is None else self.certificates.listening
         if sock is not None:
             self._server = await loop.create_server(
-                self._make_protocol, sock=sock, backlog=self.settings.backlog
+                self._make_protocol, sock=sock, backlog=self.settings.backlog, ssl=context
             )
         else:
             self._server = await loop.create_server(
@@ -79,9 +86,18 @@ class HttpServer:
                 self.settings.port,
                 backlog=self.settings.backlog,
                 reuse_port=self.settings.reuse_port or None,
+                ssl=context,
             )
         h1.set_date(formatdate(usegmt=True))
         self._sweeper = loop.create_task(self._sweep())
+
+    def reload_certificate(self) -> None:
+        """SIGHUP: new handshakes get the certificate now in the files; open connections
+        keep theirs. Bad files are logged and the old certificate stays."""
+        if self.certificates is None:
+            logger.info("SIGHUP: no --certfile, nothing to reload")
+            return
+        self.certificates.reload()
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -118,7 +134,7 @@ class HttpServer:
 
 
 async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    """Run until SIGINT/SIGTERM, then shut down gracefully; SIGHUP reloads the certificate."""
     await server.start()
     if on_ready:
         logger.warning("%s", on_ready)
@@ -131,6 +147,7 @@ async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_certificate)
     await stop
     logger.info("shutting down")
     await server.stop()
