@@ -357,6 +357,8 @@ class Http2Connection(asyncio.Protocol):
             return
         self._linger_until = self._loop.time() + _LINGER
         if not transport.can_write_eof():
+            # TLS has no half-close: close (after what is buffered); a peer that reads
+            # nothing would keep that open, so on_deadline aborts it after the linger.
             transport.close()
             return
         transport.write_eof()  # FIN once the GOAWAY is out
@@ -418,7 +420,9 @@ class Http2Connection(asyncio.Protocol):
             for stream in list(self.drain_waiting):
                 if core.queued(stream.stream_id) <= _DRAIN_LOW:
                     stream.wake()
-        if core.closed or ((self._closing or self._eof) and not self._streams and not core.has_queued):
+        if core.closed or (
+            (self._closing or self._eof or core.draining) and not self._streams and not core.has_queued
+        ):
             self._close()
         elif flow.write_paused:
             # The peer does not read what we write: stop reading what it sends
@@ -437,11 +441,13 @@ class Http2Connection(asyncio.Protocol):
         now = self._loop.time()
         self.deadline = now + _SWEEP
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
         if self._linger_until:
             if now >= self._linger_until:
                 transport.abort()  # (close() would wait for a peer that may never read)
+            return
+        if transport.is_closing():
             return
         if self.flow.write_blocked_for(now) > self._timeouts.write:
             logger.info("dropping a connection whose client read nothing for %.3g s", self._timeouts.write)

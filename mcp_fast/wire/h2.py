@@ -49,9 +49,10 @@ where the bytes arrive:
   the window. ``queued`` tells the network layer how much a stream has waiting.
 * Memory a client can pin is bounded per connection: partial request bodies plus
   queued output stay under ``max_connection_buffer``. An answer that does not fit
-  resets its stream (ENHANCE_YOUR_CALM), new streams are refused while the
-  connection is full, and both spend the reset budget, so a client that goes on
-  loses the connection.
+  resets its stream (ENHANCE_YOUR_CALM) and starts a graceful GOAWAY: new streams
+  are refused and the connection closes once the streams in flight are done (or
+  reset by the write timeout). A request body that does not fit refuses its
+  stream (REFUSED_STREAM), with the same GOAWAY. Both spend the reset budget.
 
 Time comes from an injected clock (for the budgets and ``check_timeouts``).
 """
@@ -892,6 +893,7 @@ class H2Connection:
                 self._ack(stream_id, st, flow_controlled)
                 self._drop_request(st)
                 self._stream_error(stream_id, ErrorCode.REFUSED_STREAM)
+                self.goaway()
                 if not self._resets.spend(self._clock()):
                     self._die(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")
                 return
@@ -1138,10 +1140,12 @@ class H2Connection:
 
     def _overflow(self, stream_id: int, st: Stream) -> None:
         """An answer that does not fit in what the connection may hold: its stream is
-        reset (its queue freed), and that spends the reset budget."""
+        reset (its queue freed) and the connection is shut down gracefully (GOAWAY:
+        new streams are refused, the streams in flight finish or time out)."""
         self._send_reset(stream_id, ErrorCode.ENHANCE_YOUR_CALM)
         st.move(Input.SEND_RST_STREAM)
         self._stream_gone(stream_id, st)
+        self.goaway()
         if not self._resets.spend(self._clock()):
             self._die(ErrorCode.ENHANCE_YOUR_CALM, "the client does not read what it asked for")
 
