@@ -57,5 +57,5 @@ def load_tests_httpclient() -> ModuleType:
 
 
 def load_tests_tlscerts() -> ModuleType:
-    """``tests/tlscerts.py``: ``TestCA`` (throw-away certificates)."""
+    """``tests/tlscerts.py``: ``CertAuthority`` (throw-away certificates)."""
     return _load("_mcp_fast_tests_tlscerts", ROOT / "tests" / "tlscerts.py")

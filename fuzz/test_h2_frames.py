@@ -535,7 +535,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     flags: tuple[str, ...] = FLAGS
     cafile = None
     if request.param == "tls":
-        ca = tlscerts.TestCA(directory / "certs")
+        ca = tlscerts.CertAuthority(directory / "certs")
         issued = ca.issue("server")
         flags = (*flags, "--certfile", str(issued.cert), "--keyfile", str(issued.key))
         cafile = ca.path

@@ -35,7 +35,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path, password: bytes | No
     )
 
 
-class TestCA:
+class CertAuthority:
     """A CA that issues server and client certificates into ``directory``."""
 
     def __init__(self, directory: Path, name: str = "mcp_fast test CA") -> None:
@@ -43,7 +43,7 @@ class TestCA:
         directory.mkdir(parents=True, exist_ok=True)
         self.key = _key()
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(self.name)
@@ -68,7 +68,7 @@ class TestCA:
 
     def issue(self, stem: str, *, client: bool = False, password: bytes | None = None) -> Issued:
         key = _key()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         serial = x509.random_serial_number()
         builder = (
             x509.CertificateBuilder()

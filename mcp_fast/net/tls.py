@@ -97,6 +97,15 @@ def _check_files(settings: TlsSettings) -> None:
         raise TlsConfigError("--ssl-cert-reqs optional/required needs --ssl-ca-certs (the clients' CA)")
 
 
+def _encrypted(path: Path) -> bool:
+    """A PEM key encrypted with a password (PKCS#8 or the traditional OpenSSL form)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return b"ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
 def _load_chain(context: ssl.SSLContext, settings: TlsSettings) -> None:
     key = settings.keyfile or settings.certfile
     key_flag = "--keyfile" if settings.keyfile else "--certfile"
@@ -117,7 +126,7 @@ def _load_chain(context: ssl.SSLContext, settings: TlsSettings) -> None:
                 f"{key_flag} {key}: the private key does not match the certificate in "
                 f"--certfile {settings.certfile}"
             ) from None
-        if "BAD_DECRYPT" in reason or "DECRYPT" in reason:
+        if settings.keyfile_password and _encrypted(Path(key)):
             raise TlsConfigError(f"{key_flag} {key}: --keyfile-password does not decrypt the key") from None
         raise TlsConfigError(
             f"--certfile {settings.certfile} / {key_flag} {key}: cannot be loaded ({exc.reason or exc})"
