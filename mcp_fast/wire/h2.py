@@ -157,6 +157,8 @@ _END_STREAM: Final = int(Flag.END_STREAM)
 _ACK: Final = int(Flag.ACK)
 _END_HEADERS: Final = int(Flag.END_HEADERS)
 _PRIORITY_FLAG: Final = int(Flag.PRIORITY)
+_STREAM_FRAMES: Final = frozenset((_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION))
+_CONNECTION_FRAMES: Final = frozenset((_SETTINGS, _PING, _GOAWAY))
 # SETTINGS_MAX_FRAME_SIZE we advertise (the RFC 9113 section 6.5.2 initial value).
 _MAX_FRAME: Final = frames.MIN_MAX_FRAME_SIZE
 # Frames in one header block.
@@ -521,6 +523,13 @@ class H2Connection:
             if kind != _SETTINGS or flags & _ACK:
                 # Section 3.4: the preface's magic is followed by a SETTINGS frame.
                 return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "the client preface lacks its SETTINGS")
+        if kind in _STREAM_FRAMES:
+            if not stream_id:
+                # Sections 6.1-6.4, 6.10: these frames belong to a stream.
+                return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "a stream's frame on stream 0")
+        elif kind in _CONNECTION_FRAMES and stream_id:
+            # Sections 6.5, 6.7, 6.8: these frames belong to the connection.
+            return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "a connection's frame on a stream")
         if self._block_since:
             # Section 6.10: inside a header block only CONTINUATION frames of its
             # stream may follow.
@@ -594,8 +603,6 @@ class H2Connection:
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
-        if not stream_id % 2:
-            raise FrameError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")  # 5.1.1
         fragment = frames.unpad(payload, flags, stream_id)
         self_dependent = False
         if flags & _PRIORITY_FLAG:
@@ -631,6 +638,8 @@ class H2Connection:
             raise FrameError(ErrorCode.ENHANCE_YOUR_CALM, "header list too large") from exc
         except DecodeError as exc:
             raise FrameError(ErrorCode.COMPRESSION_ERROR, "header block cannot be decoded") from exc
+        if not stream_id % 2:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")  # 5.1.1
         st = self._streams.get(stream_id)
         if st is not None:
             received_in(st.state, _HEADERS, stream_id)
@@ -671,7 +680,7 @@ class H2Connection:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)  # the whole frame counts against the windows (section 6.9.1)
         st = self._streams.get(stream_id)
-        if st is None and stream_id > self._highest:
+        if st is None and self._idle(stream_id):
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")  # section 5.1
         self._recv.consume(size)
         data = frames.unpad(payload, flags, stream_id)
@@ -697,7 +706,7 @@ class H2Connection:
             return
         st = self._streams.get(stream_id)
         if st is None:
-            if stream_id > self._highest:
+            if self._idle(stream_id):
                 raise FrameError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
             return  # a closed stream: allowed (section 6.9)
         if st.closed:
@@ -733,12 +742,17 @@ class H2Connection:
         frames.error_code_of(payload)
         st = self._streams.get(stream_id)
         if st is None:
-            if stream_id > self._highest:
-                raise FrameError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+            if self._idle(stream_id):
+                raise FrameError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")  # 6.4
             return
         if not st.closed:
             st.move(Input.RECV_RST_STREAM)
             self._stream_gone(stream_id, st)
+
+    def _idle(self, stream_id: int) -> bool:
+        """Section 5.1.1: a stream the client has not opened yet; even ids are the
+        server's, and a server that never pushes opens none."""
+        return stream_id > self._highest or not stream_id % 2
 
     def _on_goaway(self, stream_id: int, payload: bytes) -> None:
         if stream_id:
@@ -773,22 +787,22 @@ class H2Connection:
             self._reject(stream_id, st, 501, "CONNECT is not implemented")
             return
         headers = head.headers
-        length = headers.get(b"content-length")
-        malformed = head.malformed
-        if not malformed and ended and length is not None and int(length) != 0:
-            malformed = "content-length and the body differ"  # section 8.1.1
-        if malformed:
-            self._reject_malformed(stream_id, st, malformed)
+        if head.malformed:
+            self._reject_malformed(stream_id, st, head.malformed)
             return
         path = head.path
         assert method is not None and path is not None
         if len(path) > limits.max_target_bytes:
             self._reject(stream_id, st, 414, "request-target too long")
             return
+        length = headers.get(b"content-length")
         if length is not None:
             st.expected = int(length)
             if st.expected > limits.max_body_bytes:
                 self._reject(stream_id, st, 413, "request body too large")
+                return
+            if ended and st.expected:
+                self._reject_malformed(stream_id, st, "content-length and the body differ")  # 8.1.1
                 return
         headers = headers.copy()  # (the Head is shared by the repeats of its header block)
         if head.authority is not None and b"host" not in headers:

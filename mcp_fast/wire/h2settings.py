@@ -21,6 +21,8 @@ from mcp_fast.wire.h2frames import (
 
 __all__ = ["PeerSettings", "ReceiveWindow", "window_update_due"]
 
+_ENABLE_CONNECT_PROTOCOL: Final = 0x8  # RFC 8441
+
 
 class PeerSettings:
     """The client's settings that a server acts on; others are ignored (section 6.5.2)."""
@@ -37,9 +39,9 @@ class PeerSettings:
         window (which applies to every stream's send window, section 6.9.2)."""
         delta = 0
         for key, value in values:
-            if key == Setting.ENABLE_PUSH:
-                if value > 1:
-                    raise FrameError(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
+            if key == Setting.ENABLE_PUSH or key == _ENABLE_CONNECT_PROTOCOL:
+                if value > 1:  # (RFC 8441 section 3 for SETTINGS_ENABLE_CONNECT_PROTOCOL)
+                    raise FrameError(ErrorCode.PROTOCOL_ERROR, "a boolean setting not 0 or 1")
             elif key == Setting.INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise FrameError(
