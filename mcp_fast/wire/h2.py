@@ -640,6 +640,8 @@ class H2Connection:
             raise FrameError(ErrorCode.COMPRESSION_ERROR, "header block cannot be decoded") from exc
         if not stream_id % 2:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")  # 5.1.1
+        if stream_id in self._reset_ids:
+            return  # sent before the client saw our RST_STREAM (section 5.1)
         st = self._streams.get(stream_id)
         if st is not None:
             received_in(st.state, _HEADERS, stream_id)
@@ -653,13 +655,11 @@ class H2Connection:
                 self._on_end(stream_id, st)
             return
         if stream_id <= self._highest:
-            if stream_id in self._reset_ids:
-                return  # sent before the client saw our RST_STREAM (section 5.1)
             raise FrameError(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")  # section 5.1
         self._highest = stream_id  # lower idle streams are closed now (section 5.1.1)
-        self._on_request(stream_id, self._head(block, fields), end_stream)
         if self_dependent:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "stream depends on itself", stream_id)  # 5.3.1
+        self._on_request(stream_id, self._head(block, fields), end_stream)
 
     def _head(self, block: bytes, fields: list[tuple[bytes, bytes]]) -> Head:
         """The parsed head of a header block; a block the decoder could reuse (the same
