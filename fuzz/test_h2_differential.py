@@ -282,6 +282,12 @@ def _continuation_alone(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bo
     return f.kind == 0x9 and oa.error == ErrorCodes.PROTOCOL_ERROR and ha.error is None
 
 
+def _push_promise(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
+    """A PUSH_PROMISE from a client is a connection error at once; h2 first waited for the end
+    of the header block it starts."""
+    return f.kind == 0x5 and oa.error == ErrorCodes.PROTOCOL_ERROR and ha.error is None
+
+
 def _same_error_other_code(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
     """Both end the connection, with another code where RFC 9113 names ours: FRAME_SIZE_ERROR
     for a frame of the wrong size (6.x), STREAM_CLOSED for HEADERS on a closed stream (5.1),
@@ -315,6 +321,7 @@ RULES = [
          _extension_frame),
     Rule("CONTINUATION alone", "RFC 9113 6.10",
          "a CONTINUATION must follow HEADERS or CONTINUATION without END_HEADERS", _continuation_alone),
+    Rule("PUSH_PROMISE", "RFC 9113 8.4", "a client cannot push", _push_promise),
     Rule("error code", "RFC 9113 4.3, 5.1, 6.x, 6.10", "the same connection error, the code the RFC names",
          _same_error_other_code),
 ]  # fmt: skip
@@ -399,6 +406,7 @@ RULE_EXAMPLES = {
     # (found by the properties, shrunk: stream 1 completed, then a CONTINUATION on it)
     "CONTINUATION alone": PREFACE + SETTINGS + fb(0x1, 0, 1, b"D") + fb(0x9, 0x4, 1, b"\x83b\x92W\x86A\x86\xa0\xe4\x1d\x13\x9d\t")
     + fb(0x1, 0x4, 0x7FFFFFFF, b"\xbf\x86\xbe") + fb(0x9, 0, 1, b"\x82"),
+    "PUSH_PROMISE": PREFACE + SETTINGS + fb(0x5, 0, 2, b"\0\0\0\x02\x82"),
     "error code": PREFACE + SETTINGS + fb(0x1, 0x5, 1, b"\x82\xff\xff\xff\xff\x0f"),
 }
 
