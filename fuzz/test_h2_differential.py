@@ -165,13 +165,14 @@ class Frame9:
     stream_id: int
     length: int
     index: int  # 1: the first frame after the preface's magic
+    in_block: bool = False  # a header block was open before it (no END_HEADERS yet)
 
 
-def frame_of(piece: bytes, index: int) -> Frame9:
+def frame_of(piece: bytes, index: int, in_block: bool) -> Frame9:
     if len(piece) < 9:
-        return Frame9(-1, 0, 0, 0, index)
+        return Frame9(-1, 0, 0, 0, index, in_block)
     return Frame9(piece[3], piece[4], int.from_bytes(piece[5:9], "big") & 0x7FFFFFFF,
-                  int.from_bytes(piece[:3], "big"), index)  # fmt: skip
+                  int.from_bytes(piece[:3], "big"), index, in_block)  # fmt: skip
 
 
 Check = Callable[[Frame9, Seen, Seen, Seen, Seen], bool]  # (frame, ours before/after, h2 before/after)
@@ -282,6 +283,13 @@ def _continuation_alone(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bo
     return f.kind == 0x9 and oa.error == ErrorCodes.PROTOCOL_ERROR and ha.error is None
 
 
+def _block_interrupted(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
+    """Inside a header block only CONTINUATION frames of its stream may come, extension frames
+    included: we refuse the interrupting frame from its 9-byte header; h2 let unknown types pass,
+    or judged only the complete frame."""
+    return f.in_block and oa.error == ErrorCodes.PROTOCOL_ERROR and ha.error is None
+
+
 def _push_promise(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
     """A PUSH_PROMISE from a client is a connection error at once; h2 first waited for the end
     of the header block it starts."""
@@ -322,6 +330,7 @@ RULES = [
     Rule("CONTINUATION alone", "RFC 9113 6.10",
          "a CONTINUATION must follow HEADERS or CONTINUATION without END_HEADERS", _continuation_alone),
     Rule("PUSH_PROMISE", "RFC 9113 8.4", "a client cannot push", _push_promise),
+    Rule("header block interrupted", "RFC 9113 5.5, 6.10", "a header block is contiguous", _block_interrupted),
     Rule("error code", "RFC 9113 4.3, 5.1, 6.x, 6.10", "the same connection error, the code the RFC names",
          _same_error_other_code),
 ]  # fmt: skip
@@ -335,7 +344,11 @@ def compare(data: bytes, limits: ours.H2Limits, reached: set[str] | None = None)
     """Feed ``data`` frame by frame to both; the rule that explains where they part (None:
     they never did). Fails when no rule does."""
     mine, theirs = sides(limits)
+    in_block = False
     for index, piece in enumerate(split_frames(data)):
+        was_in_block = in_block
+        if index and len(piece) >= 9 and piece[3] in (0x1, 0x5, 0x9):
+            in_block = not piece[4] & 0x4
         ob = _copy(mine.seen)
         hb = _copy(theirs.seen)
         mine.feed(piece)
@@ -344,7 +357,7 @@ def compare(data: bytes, limits: ours.H2Limits, reached: set[str] | None = None)
             if mine.dead or theirs.dead:
                 break
             continue
-        f = frame_of(piece, index)
+        f = frame_of(piece, index, was_in_block)
         for rule in RULES:
             if rule.check(f, ob, mine.seen, hb, theirs.seen):
                 if reached is not None:
@@ -406,6 +419,8 @@ RULE_EXAMPLES = {
     # (found by the properties, shrunk: stream 1 completed, then a CONTINUATION on it)
     "CONTINUATION alone": PREFACE + SETTINGS + fb(0x1, 0, 1, b"D") + fb(0x9, 0x4, 1, b"\x83b\x92W\x86A\x86\xa0\xe4\x1d\x13\x9d\t")
     + fb(0x1, 0x4, 0x7FFFFFFF, b"\xbf\x86\xbe") + fb(0x9, 0, 1, b"\x82"),
+    # (the interrupting frame not complete yet: we judge it from its header, h2 waited for it)
+    "header block interrupted": PREFACE + SETTINGS + fb(0x1, 0x1, 1, b"\x82") + fb(0xA0, 0, 0, b"x" * 10)[:12],
     "PUSH_PROMISE": PREFACE + SETTINGS + fb(0x5, 0, 2, b"\0\0\0\x02\x82"),
     "error code": PREFACE + SETTINGS + fb(0x1, 0x5, 1, b"\x82\xff\xff\xff\xff\x0f"),
 }

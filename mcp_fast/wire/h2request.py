@@ -46,7 +46,8 @@ class Head(NamedTuple):
 
 def parse_head(fields: list[tuple[bytes, bytes]]) -> Head:
     """Section 8.3: pseudo-header fields first, each at most once; regular fields
-    checked by ``field_problem``; repeated fields joined (cookie with "; ", 8.2.3)."""
+    checked by ``field_problem``; repeated fields joined (cookie with "; ", 8.2.3). The first
+    problem found is the one reported."""
     method = path = scheme = authority = None
     headers: dict[bytes, bytes] = {}
     size = 0
@@ -58,7 +59,7 @@ def parse_head(fields: list[tuple[bytes, bytes]]) -> Head:
         size += len(name) + len(value) + 32  # RFC 9113 section 6.5.2
         if name[:1] == b":":  # pseudo-header fields (section 8.3)
             if regular:
-                malformed = "pseudo-header field after a regular field"
+                malformed = malformed or "pseudo-header field after a regular field"
             elif name == b":method":
                 malformed = malformed or ("repeated :method" if method is not None else "")
                 method = value
@@ -72,14 +73,14 @@ def parse_head(fields: list[tuple[bytes, bytes]]) -> Head:
                 malformed = malformed or ("repeated :authority" if authority is not None else "")
                 authority = value
             else:
-                malformed = "unknown pseudo-header field"  # (:status included: 8.3)
+                malformed = malformed or "unknown pseudo-header field"  # (:status included: 8.3)
             continue
         regular = True
         count += 1
         if field not in _VALID_FIELDS:
             problem = field_problem(name, value)
             if problem:
-                malformed = problem
+                malformed = malformed or problem
                 continue
             if len(_VALID_FIELDS) >= _VALID_FIELDS_MAX:
                 _VALID_FIELDS.clear()
@@ -88,7 +89,7 @@ def parse_head(fields: list[tuple[bytes, bytes]]) -> Head:
         if previous is None:
             headers[name] = value
         elif name == b"host":
-            malformed = "repeated host"  # (as in HTTP/1.1, RFC 9112 section 3.2)
+            malformed = malformed or "repeated host"  # (as in HTTP/1.1, RFC 9112 section 3.2)
         elif name == b"cookie":
             headers[name] = previous + b"; " + value  # section 8.2.3
         else:
