@@ -290,6 +290,15 @@ def _block_interrupted(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> boo
     return f.in_block and oa.error == ErrorCodes.PROTOCOL_ERROR and ha.error is None
 
 
+def _closed_after_end_stream(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
+    """DATA or a header block on a stream closed by END_STREAM both ways is a connection error
+    STREAM_CLOSED; h2 answered it with RST_STREAM(STREAM_CLOSED) on that stream."""
+    return (
+        f.kind in (0x0, 0x1, 0x9) and oa.error == ErrorCodes.STREAM_CLOSED and ha.error is None
+        and _new_resets(hb, ha, f.stream_id) == [ErrorCodes.STREAM_CLOSED]
+    )  # fmt: skip
+
+
 def _push_promise(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
     """A PUSH_PROMISE from a client is a connection error at once; h2 first waited for the end
     of the header block it starts."""
@@ -329,6 +338,8 @@ RULES = [
          _extension_frame),
     Rule("CONTINUATION alone", "RFC 9113 6.10",
          "a CONTINUATION must follow HEADERS or CONTINUATION without END_HEADERS", _continuation_alone),
+    Rule("closed after END_STREAM", "RFC 9113 5.1 (closed)", "frames after END_STREAM end the connection",
+         _closed_after_end_stream),
     Rule("PUSH_PROMISE", "RFC 9113 8.4", "a client cannot push", _push_promise),
     Rule("header block interrupted", "RFC 9113 5.5, 6.10", "a header block is contiguous", _block_interrupted),
     Rule("error code", "RFC 9113 4.3, 5.1, 6.x, 6.10", "the same connection error, the code the RFC names",
@@ -421,6 +432,7 @@ RULE_EXAMPLES = {
     + fb(0x1, 0x4, 0x7FFFFFFF, b"\xbf\x86\xbe") + fb(0x9, 0, 1, b"\x82"),
     # (the interrupting frame not complete yet: we judge it from its header, h2 waited for it)
     "header block interrupted": PREFACE + SETTINGS + fb(0x1, 0x1, 1, b"\x82") + fb(0xA0, 0, 0, b"x" * 10)[:12],
+    "closed after END_STREAM": PREFACE + SETTINGS + fb(0x1, 0x5, 1, block(GOOD)) + fb(0x0, 0, 1, b"x"),
     "PUSH_PROMISE": PREFACE + SETTINGS + fb(0x5, 0, 2, b"\0\0\0\x02\x82"),
     "error code": PREFACE + SETTINGS + fb(0x1, 0x5, 1, b"\x82\xff\xff\xff\xff\x0f"),
 }

@@ -820,6 +820,28 @@ def test_data_on_a_closed_stream_is_stream_closed_and_ignored_after_our_reset() 
     assert [type(f).__name__ for f in frames_of(server.data_to_send())] == []
 
 
+def test_frames_after_end_stream_both_ways_end_the_connection_after_a_client_reset_the_stream() -> None:
+    """RFC 9113 section 5.1, "closed": after END_STREAM (both ways) a frame is a connection error
+    STREAM_CLOSED; after the client's RST_STREAM, a stream error STREAM_CLOSED."""
+    server, _ = connect()
+    server.receive_data(headers_frame(1, encode_block(GOOD), end_stream=False))
+    events(server)
+    server.receive_data(rst_frame(1) + data_frame(1, b"late"))
+    assert events(server) == []
+    rst = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "RstStreamFrame"]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.STREAM_CLOSED)]
+    server.receive_data(headers_frame(3, encode_block(GOOD)))
+    [req] = events(server)
+    assert isinstance(req, Request)
+    server.respond(3, 200, (), b"done")
+    server.release(3)
+    server.data_to_send()
+    server.receive_data(data_frame(3, b"late"))
+    with pytest.raises(ProtocolError):
+        events(server)
+    assert server.error_code == ErrorCodes.STREAM_CLOSED
+
+
 def test_cookies_are_joined_with_semicolons_and_other_repeats_with_commas() -> None:
     """RFC 9113 section 8.2.3; RFC 9110 section 5.3."""
     server, _ = connect()

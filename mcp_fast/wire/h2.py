@@ -97,7 +97,7 @@ from mcp_fast.wire.h2hpack import (
 )
 from mcp_fast.wire.h2request import CONNECTION_SPECIFIC, Head, field_problem, parse_head
 from mcp_fast.wire.h2settings import PeerSettings, ReceiveWindow, window_update_due
-from mcp_fast.wire.h2streams import Input, State, Stream, received_in
+from mcp_fast.wire.h2streams import Input, State, Stream
 
 __all__ = ["PREFACE", "ErrorCode", "H2Connection", "H2Limits", "H2Timeouts"]
 
@@ -298,6 +298,7 @@ class H2Connection:
         "_out",
         "_output_blocked",
         "_peer",
+        "_peer_reset_ids",
         "_preface_done",
         "_preface_left",
         "_queued",
@@ -340,7 +341,8 @@ class H2Connection:
         self._buffered = 0  # partial request bodies + queued output (max_connection_buffer)
         self._highest = 0  # the highest stream id the client opened
         self._reset_ids: set[int] = set()  # streams we reset (their late frames are ignored)
-        self._reset_order: deque[int] = deque()
+        self._peer_reset_ids: set[int] = set()  # streams the client reset
+        self._reset_order: deque[int] = deque()  # both, oldest first (bounded)
         self._events: deque[Event | _Failed] = deque()
         # Our SETTINGS: the server connection preface (section 3.4).
         self._out: list[Body] = [
@@ -640,26 +642,37 @@ class H2Connection:
             raise FrameError(ErrorCode.COMPRESSION_ERROR, "header block cannot be decoded") from exc
         if not stream_id % 2:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")  # 5.1.1
-        if stream_id in self._reset_ids:
-            return  # sent before the client saw our RST_STREAM (section 5.1)
         st = self._streams.get(stream_id)
-        if st is not None:
-            received_in(st.state, _HEADERS, stream_id)
+        if st is not None and (st.state is State.OPEN or st.state is State.HALF_CLOSED_LOCAL):
             if not end_stream:
                 # Section 8.1: a trailer section ends the stream; anything else is malformed.
                 raise FrameError(
                     ErrorCode.PROTOCOL_ERROR, "HEADERS without END_STREAM after the head", stream_id
                 )
             self._on_trailers(stream_id, st, fields)
-            if not st.closed and st.state is not State.HALF_CLOSED_REMOTE:
+            if not st.closed:  # (malformed trailers reset it)
                 self._on_end(stream_id, st)
             return
-        if stream_id <= self._highest:
-            raise FrameError(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")  # section 5.1
+        if st is not None or stream_id <= self._highest:
+            self._on_closed_stream(stream_id, st)
+            return
         self._highest = stream_id  # lower idle streams are closed now (section 5.1.1)
         if self_dependent:
             raise FrameError(ErrorCode.PROTOCOL_ERROR, "stream depends on itself", stream_id)  # 5.3.1
         self._on_request(stream_id, self._head(block, fields), end_stream)
+
+    def _on_closed_stream(self, stream_id: int, st: Stream | None) -> None:
+        """DATA or a header block on a stream that is not open (RFC 9113 section 5.1)."""
+        if st is not None and st.state is State.HALF_CLOSED_REMOTE:
+            # "half-closed (remote)": a stream error STREAM_CLOSED.
+            raise FrameError(ErrorCode.STREAM_CLOSED, "frame after END_STREAM", stream_id)
+        if stream_id in self._reset_ids:
+            return  # "closed" by our RST_STREAM: ignored (the client may not have seen it)
+        if stream_id in self._peer_reset_ids:
+            # "closed" by the client's RST_STREAM: a stream error STREAM_CLOSED.
+            raise FrameError(ErrorCode.STREAM_CLOSED, "frame after RST_STREAM", stream_id)
+        # "closed" after END_STREAM (ours and the client's): a connection error STREAM_CLOSED.
+        raise FrameError(ErrorCode.STREAM_CLOSED, "frame on a closed stream")
 
     def _head(self, block: bytes, fields: list[tuple[bytes, bytes]]) -> Head:
         """The parsed head of a header block; a block the decoder could reuse (the same
@@ -686,9 +699,8 @@ class H2Connection:
         data = frames.unpad(payload, flags, stream_id)
         if st is None or st.state is State.CLOSED or st.state is State.HALF_CLOSED_REMOTE:
             self._ack_connection(size)
-            if stream_id in self._reset_ids:
-                return  # sent before the client saw our RST_STREAM (section 5.1)
-            raise FrameError(ErrorCode.STREAM_CLOSED, "DATA on a closed stream", stream_id)
+            self._on_closed_stream(stream_id, st)
+            return
         if size > st.recv_window:
             self._ack_connection(size)
             raise FrameError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the stream window", stream_id)
@@ -747,6 +759,7 @@ class H2Connection:
             return
         if not st.closed:
             st.move(Input.RECV_RST_STREAM)
+            self._remember_reset(stream_id, self._peer_reset_ids)
             self._stream_gone(stream_id, st)
 
     def _idle(self, stream_id: int) -> bool:
@@ -1071,11 +1084,18 @@ class H2Connection:
         if self._dead:
             return
         self._out.append(frames.rst_stream(stream_id, code))
-        if stream_id not in self._reset_ids:
-            self._reset_ids.add(stream_id)
-            self._reset_order.append(stream_id)
-            if len(self._reset_order) > _RESETS_KEPT:
-                self._reset_ids.discard(self._reset_order.popleft())
+        self._remember_reset(stream_id, self._reset_ids)
+
+    def _remember_reset(self, stream_id: int, ids: set[int]) -> None:
+        """Note who reset a stream (bounded: the oldest are forgotten)."""
+        if stream_id in ids:
+            return
+        ids.add(stream_id)
+        self._reset_order.append(stream_id)
+        if len(self._reset_order) > _RESETS_KEPT:
+            old = self._reset_order.popleft()
+            self._reset_ids.discard(old)
+            self._peer_reset_ids.discard(old)
 
     def _send_block(self, stream_id: int, block: bytes, end: bool) -> None:
         max_frame = self._peer.max_frame

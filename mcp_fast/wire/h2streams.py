@@ -2,8 +2,8 @@
 
 A server's streams are opened by the client's HEADERS (no server push, so no
 "reserved" states). ``TRANSITIONS`` is the state diagram of section 5.1 restricted
-to those; ``RECEIVE_OK`` says in which states a frame type may arrive. What a frame
-in any other state means is decided in one place, ``received_in``.
+to those. What a frame on a stream that is not open means (section 5.1) is decided
+in one place, ``H2Connection._on_closed_stream``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections import deque
 from typing import Final
 
 from mcp_fast.wire.events import Body, Request
-from mcp_fast.wire.h2frames import ErrorCode, FrameError, FrameType
 
 __all__ = ["TRANSITIONS", "Input", "State", "Stream"]
 
@@ -42,24 +41,6 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
     **{(state, Input.RECV_RST_STREAM): CLOSED for state in State},
     **{(state, Input.SEND_RST_STREAM): CLOSED for state in State},
 }
-
-# Frames a stream may receive in each state (section 5.1). WINDOW_UPDATE, PRIORITY
-# and RST_STREAM are accepted in every state the stream is known in.
-RECEIVE_OK: Final[dict[State, frozenset[int]]] = {
-    OPEN: frozenset((FrameType.DATA, FrameType.HEADERS)),
-    LOCAL: frozenset((FrameType.DATA, FrameType.HEADERS)),
-    REMOTE: frozenset(),
-    CLOSED: frozenset(),
-}
-
-
-def received_in(state: State, kind: int, stream_id: int) -> None:
-    """Raise the error of receiving ``kind`` on a stream in ``state`` (section 5.1):
-    half-closed (remote) and closed streams answer DATA and HEADERS with a stream
-    error STREAM_CLOSED."""
-    if kind in RECEIVE_OK[state]:
-        return
-    raise FrameError(ErrorCode.STREAM_CLOSED, "frame on a closed stream", stream_id)
 
 
 class Stream:
