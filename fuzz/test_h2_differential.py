@@ -166,13 +166,14 @@ class Frame9:
     length: int
     index: int  # 1: the first frame after the preface's magic
     in_block: bool = False  # a header block was open before it (no END_HEADERS yet)
+    payload: bytes = b""
 
 
 def frame_of(piece: bytes, index: int, in_block: bool) -> Frame9:
     if len(piece) < 9:
         return Frame9(-1, 0, 0, 0, index, in_block)
     return Frame9(piece[3], piece[4], int.from_bytes(piece[5:9], "big") & 0x7FFFFFFF,
-                  int.from_bytes(piece[:3], "big"), index, in_block)  # fmt: skip
+                  int.from_bytes(piece[:3], "big"), index, in_block, piece[9:])  # fmt: skip
 
 
 Check = Callable[[Frame9, Seen, Seen, Seen, Seen], bool]  # (frame, ours before/after, h2 before/after)
@@ -299,6 +300,16 @@ def _closed_after_end_stream(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) 
     )  # fmt: skip
 
 
+def _settings_in_order(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
+    """Every value of a SETTINGS frame is checked, in order (section 6.5.3); hyperframe keeps
+    only the last value of a repeated identifier, so h2 missed an invalid earlier one."""
+    ids = [f.payload[i : i + 2] for i in range(0, len(f.payload) - 5, 6)]
+    return (
+        f.kind == 0x4 and len(ids) != len(set(ids)) and ha.error is None
+        and oa.error in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.FLOW_CONTROL_ERROR)
+    )  # fmt: skip
+
+
 def _push_promise(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
     """A PUSH_PROMISE from a client is a connection error at once; h2 first waited for the end
     of the header block it starts."""
@@ -341,6 +352,7 @@ RULES = [
     Rule("closed after END_STREAM", "RFC 9113 5.1 (closed)", "frames after END_STREAM end the connection",
          _closed_after_end_stream),
     Rule("PUSH_PROMISE", "RFC 9113 8.4", "a client cannot push", _push_promise),
+    Rule("SETTINGS in order", "RFC 9113 6.5.3", "each value is processed in order", _settings_in_order),
     Rule("header block interrupted", "RFC 9113 5.5, 6.10", "a header block is contiguous", _block_interrupted),
     Rule("error code", "RFC 9113 4.3, 5.1, 6.x, 6.10", "the same connection error, the code the RFC names",
          _same_error_other_code),
@@ -411,6 +423,10 @@ GOOD = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/mcp"), (b":a
 SETTINGS = fb(0x4, 0, 0)
 
 
+def settings_frame_of(*values: tuple[int, int]) -> bytes:
+    return fb(0x4, 0, 0, b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in values))
+
+
 def block(fields: list[tuple[bytes, bytes]]) -> bytes:
     out: bytes = hpack.Encoder().encode(fields)
     return out
@@ -433,6 +449,7 @@ RULE_EXAMPLES = {
     # (the interrupting frame not complete yet: we judge it from its header, h2 waited for it)
     "header block interrupted": PREFACE + SETTINGS + fb(0x1, 0x1, 1, b"\x82") + fb(0xA0, 0, 0, b"x" * 10)[:12],
     "closed after END_STREAM": PREFACE + SETTINGS + fb(0x1, 0x5, 1, block(GOOD)) + fb(0x0, 0, 1, b"x"),
+    "SETTINGS in order": PREFACE + settings_frame_of((0x2, 7), (0x2, 0)),
     "PUSH_PROMISE": PREFACE + SETTINGS + fb(0x5, 0, 2, b"\0\0\0\x02\x82"),
     "error code": PREFACE + SETTINGS + fb(0x1, 0x5, 1, b"\x82\xff\xff\xff\xff\x0f"),
 }
