@@ -310,6 +310,14 @@ def _settings_in_order(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> boo
     )  # fmt: skip
 
 
+def _size_of_cookie_crumbs(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
+    """The field section size (section 6.5.2: name, value and 32 per field line) counts the
+    cookie crumbs one by one, as received; h2 joins them into one field first (8.2.3), so near
+    the limit we answer 431 where h2's count stayed under it."""
+    sid = f.stream_id
+    return oa.status.get(sid) == 431 and ha.status.get(sid) != 431 and oa.error is None and ha.error is None
+
+
 def _push_promise(f: Frame9, ob: Seen, oa: Seen, hb: Seen, ha: Seen) -> bool:
     """A PUSH_PROMISE from a client is a connection error at once; h2 first waited for the end
     of the header block it starts."""
@@ -353,6 +361,8 @@ RULES = [
          _closed_after_end_stream),
     Rule("PUSH_PROMISE", "RFC 9113 8.4", "a client cannot push", _push_promise),
     Rule("SETTINGS in order", "RFC 9113 6.5.3", "each value is processed in order", _settings_in_order),
+    Rule("size of cookie crumbs", "RFC 9113 6.5.2, 8.2.3", "each field line counts 32 octets",
+         _size_of_cookie_crumbs),
     Rule("header block interrupted", "RFC 9113 5.5, 6.10", "a header block is contiguous", _block_interrupted),
     Rule("error code", "RFC 9113 4.3, 5.1, 6.x, 6.10", "the same connection error, the code the RFC names",
          _same_error_other_code),
@@ -450,6 +460,8 @@ RULE_EXAMPLES = {
     "header block interrupted": PREFACE + SETTINGS + fb(0x1, 0x1, 1, b"\x82") + fb(0xA0, 0, 0, b"x" * 10)[:12],
     "closed after END_STREAM": PREFACE + SETTINGS + fb(0x1, 0x5, 1, block(GOOD)) + fb(0x0, 0, 1, b"x"),
     "SETTINGS in order": PREFACE + settings_frame_of((0x2, 7), (0x2, 0)),
+    "size of cookie crumbs": PREFACE + SETTINGS
+    + fb(0x1, 0x5, 1, block([*GOOD, *[(b"cookie", b"c%d=1" % i) for i in range(15)], (b"x-pad", b"v" * 30)])),
     "PUSH_PROMISE": PREFACE + SETTINGS + fb(0x5, 0, 2, b"\0\0\0\x02\x82"),
     "error code": PREFACE + SETTINGS + fb(0x1, 0x5, 1, b"\x82\xff\xff\xff\xff\x0f"),
 }
