@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """mcp_fast's own cost per request, in process: bytes in to bytes out, no sockets, no kernel.
 
-    python bench/inprocess.py [--workload echo|sse|session|sessionless|list|cached] [--requests 200000]
+    python bench/inprocess.py [--workload echo|sse|session|sessionless|list|cached|h2] [--requests 200000]
 
 The real ``HttpConnection`` (HTTP/1.1 parser, transport, dispatcher, handler, encoder, writer)
 is fed the exact bytes wrk sends on a keep-alive connection, one request per ``data_received``,
 with a stand-in transport that only counts the bytes written. What it leaves out is what the
 socket benchmark adds: the event loop's epoll and the kernel's TCP work (about 40 % of the
 server's time per request on loopback, see bench/README.md "Profile").
+
+``--workload h2`` feeds the same echo request over HTTP/2 (h2c) to the real ``Http2Connection``,
+as h2load sends it: one request (HEADERS + DATA, the header block HPACK-indexed after the first)
+per ``data_received``, on one connection whose windows the client opened once.
 
 A quick, repeatable figure for a code change: µs per request on this machine, and under
 ``valgrind --tool=callgrind`` an instruction count that does not depend on what else the machine
@@ -126,7 +130,61 @@ def initialize_bytes() -> bytes:
     )
 
 
+def h2_requests(count: int) -> tuple[bytes, list[bytes]]:
+    """The client preface (with windows opened wide once), then ``count`` requests on streams
+    1, 3, 5, ... as h2load encodes them: the first header block with literals, the others indexed."""
+    import hpack
+
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": "echo", "arguments": {"message": "hello"}}})  # fmt: skip
+    fields = [
+        (b":method", b"POST"), (b":path", b"/mcp"), (b":scheme", b"http"), (b":authority", b"127.0.0.1:8000"),
+        (b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream"),
+        (b"mcp-protocol-version", SESSION_VERSION.encode()), (b"content-length", b"%d" % len(body)),
+    ]  # fmt: skip
+    encoder = hpack.Encoder()
+    first, rest = encoder.encode(fields), encoder.encode(fields)
+
+    def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+    preface = (
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + frame(0x4, 0, 0, (4).to_bytes(2, "big") + (2**31 - 1).to_bytes(4, "big"))  # INITIAL_WINDOW_SIZE
+        + frame(0x8, 0, 0, (2**31 - 1 - 65535).to_bytes(4, "big"))  # the connection window
+    )
+    out = []
+    for i in range(count):
+        sid = 1 + 2 * i
+        out.append(frame(0x1, 0x4, sid, first if i == 0 else rest) + frame(0x0, 0x1, sid, body))
+    return preface, out
+
+
+async def measure_h2(config: Config, requests: int) -> float:
+    from mcp_fast.net.flow import FlowControl
+    from mcp_fast.net.h2connection import Http2Connection
+
+    http = build_http_server(_load_bench_app(), config)
+    assert http._h2_limits is not None
+    connection = Http2Connection(http.app, http._h2_limits, http.settings.timeouts, set())
+    transport = CountingTransport()
+    preface, wire = h2_requests(requests + 1)
+    connection.take_over(transport, FlowControl(transport, 30.0), preface)  # type: ignore[arg-type]
+    transport.take()
+    connection.data_received(wire[0])
+    answer = transport.take()
+    assert b'"result"' in answer and b'"isError":false' in answer, answer[:600]
+    start = time.perf_counter()
+    for data in wire[1:]:
+        connection.data_received(data)
+    elapsed = time.perf_counter() - start
+    assert b'"result"' in transport.take()
+    return elapsed / requests * 1e6
+
+
 async def measure(config: Config, workload: str, requests: int) -> float:
+    if workload == "h2":
+        return await measure_h2(config, requests)
     http = build_http_server(_load_bench_app(), config)
     connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, set())
     transport = CountingTransport()
@@ -161,7 +219,7 @@ def _load_bench_app() -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--workload", default="echo", choices=("echo", "sse", "session", "sessionless", "list", "cached")
+        "--workload", default="echo", choices=("echo", "sse", "session", "sessionless", "list", "cached", "h2")
     )
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")

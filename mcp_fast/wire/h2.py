@@ -159,6 +159,7 @@ _END_HEADERS: Final = int(Flag.END_HEADERS)
 _PRIORITY_FLAG: Final = int(Flag.PRIORITY)
 _STREAM_FRAMES: Final = frozenset((_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION))
 _CONNECTION_FRAMES: Final = frozenset((_SETTINGS, _PING, _GOAWAY))
+_unpack_header: Final = frames.HEADER.unpack_from
 # SETTINGS_MAX_FRAME_SIZE we advertise (the RFC 9113 section 6.5.2 initial value).
 _MAX_FRAME: Final = frames.MIN_MAX_FRAME_SIZE
 # Frames in one header block.
@@ -460,10 +461,10 @@ class H2Connection:
                     self._inbuf += data[i:]
                     self._wanted = FRAME_HEADER_SIZE
                 return
-            length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
-            kind = data[i + 3]
-            flags = data[i + 4]
-            stream_id = int.from_bytes(data[i + 5 : i + 9], "big") & 0x7FFFFFFF
+            length, flags, stream_id = _unpack_header(data, i)
+            kind = length & 0xFF
+            length >>= 8
+            stream_id &= 0x7FFFFFFF  # (the reserved bit is ignored, section 4.1)
             if not checked and not self._judge_header(length, kind, flags, stream_id):
                 return
             checked = False

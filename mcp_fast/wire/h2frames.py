@@ -11,6 +11,7 @@ code and whether it is a stream or a connection error (RFC 9113 section 5.4).
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Final, NamedTuple
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
 # RFC 9113 section 3.4: the client connection preface.
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER_SIZE: Final = 9
+# Length (24 bits) and type packed in one 32-bit word, then flags and the stream id.
+HEADER: Final = struct.Struct(">IBI")
 # RFC 9113 section 4.2: SETTINGS_MAX_FRAME_SIZE starts at, and may not go below, 2^14.
 MIN_MAX_FRAME_SIZE: Final = 16384
 MAX_MAX_FRAME_SIZE: Final = (1 << 24) - 1
@@ -178,16 +181,12 @@ def settings_of(payload: bytes) -> list[tuple[int, int]]:
 
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") + payload
+    return HEADER.pack((len(payload) << 8) | kind, flags, stream_id) + payload
 
 
 def data_header(length: int, end_stream: bool, stream_id: int) -> bytes:
-    """The 9 bytes before a DATA payload (written with ``writelines``, the payload uncopied)."""
-    return (
-        length.to_bytes(3, "big")
-        + (b"\x00\x01" if end_stream else b"\x00\x00")
-        + stream_id.to_bytes(4, "big")
-    )
+    """The 9 bytes before a DATA payload (the payload follows uncopied)."""
+    return HEADER.pack(length << 8, 1 if end_stream else 0, stream_id)
 
 
 def headers_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int) -> list[bytes]:

@@ -18,6 +18,10 @@ __all__ = ["TRANSITIONS", "Input", "State", "Stream"]
 
 
 class State(enum.Enum):
+    # Members are singletons: hash by identity (a C slot), not Enum's Python-level __hash__,
+    # since the transition table is looked up on every request.
+    __hash__ = object.__hash__
+
     OPEN = "open"
     HALF_CLOSED_REMOTE = "half-closed (remote)"  # the client sent END_STREAM
     HALF_CLOSED_LOCAL = "half-closed (local)"  # we sent END_STREAM, the body still comes
@@ -25,6 +29,8 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__
+
     RECV_END_STREAM = "recv END_STREAM"
     SEND_END_STREAM = "send END_STREAM"
     RECV_RST_STREAM = "recv RST_STREAM"
