@@ -1,4 +1,4 @@
-"""Put the layers together: config -> network adapter -> transport -> dispatcher -> server."""
+"""Put the floors together: config -> network adapter -> router -> transports -> pipeline -> server."""
 
 from __future__ import annotations
 
@@ -13,15 +13,19 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
 from mcp_fast.net.connection import Timeouts
-from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
+from mcp_fast.net.server import HttpServer, NetSettings, serve_forever, stop_on_signals
+from mcp_fast.ops.probes import Probes
+from mcp_fast.pipeline import Pipeline, PipelineSettings
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
 from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.router import App, HttpRouter, RouteEndpoint
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
 from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
@@ -94,19 +98,17 @@ def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | 
     return sessions
 
 
-def build_http_sse(server: MCPServer, transport: StreamableHTTP, config: Config) -> HttpSseTransport:
-    """The old HTTP+SSE transport on two more paths, sharing the endpoint's dispatcher."""
-    mcp_path = config.path.encode()
+def build_http_sse(pipeline: Pipeline, host_policy: HostPolicy, config: Config) -> HttpSseTransport:
+    """The old HTTP+SSE transport on two more paths, on the same pipeline as the endpoint."""
     settings = HttpSseSettings(
         sse_path=config.legacy_sse_path.encode(),
         messages_path=config.legacy_messages_path.encode(),
-        host_policy=transport.settings.host_policy,
+        host_policy=host_policy,
         keepalive_interval=config.sse_keepalive,
-        not_found=b"Not found: the MCP endpoint is " + mcp_path + b"\n",
     )
-    if mcp_path in (settings.sse_path, settings.messages_path):
+    if config.path.encode() in (settings.sse_path, settings.messages_path):
         raise ValueError("the old HTTP+SSE transport's paths must differ from --path")
-    return HttpSseTransport(server, transport.dispatcher, settings)
+    return HttpSseTransport(pipeline, settings)
 
 
 def build_cache(config: Config) -> ResultCache | None:
@@ -116,16 +118,12 @@ def build_cache(config: Config) -> ResultCache | None:
     return ResultCache(config.cache_size, config.cache_max_bytes)
 
 
-def build_http_server(server: MCPServer, config: Config) -> HttpServer:
-    fleet = fleet_dir(config)
-    transport = StreamableHTTP(
+def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None) -> Pipeline:
+    """The request path every transport of this process shares."""
+    return Pipeline(
         server,
-        StreamableSettings(
-            path=config.path.encode(),
+        PipelineSettings(
             page_size=config.page_size,
-            host_policy=HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins),
-            sessions=build_sessions(config, fleet),
-            keepalive_interval=config.sse_keepalive,
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
             cache=build_cache(config),
@@ -133,8 +131,63 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             fleet_poll=config.fleet_poll,
         ),
     )
+
+
+def build_endpoint(
+    server: MCPServer,
+    config: Config,
+    pipeline: Pipeline,
+    host_policy: HostPolicy,
+    fleet: Path | None,
+    probes: Probes | None = None,
+) -> StreamableHTTP:
+    """Paths to what serves them: the MCP endpoint (the application the network adapter calls),
+    and through its router the old HTTP+SSE transport, the built-in routes and the app's routes."""
+    others: dict[bytes, App] = {}
     if config.legacy_sse:
-        transport.settings.fallback = build_http_sse(server, transport, config)
+        http_sse = build_http_sse(pipeline, host_policy, config)
+        others[http_sse.settings.sse_path] = http_sse
+        others[http_sse.settings.messages_path] = http_sse
+    probes = probes or Probes()
+    for flag, route in (
+        ("--health-path", probes.health_route(config.health_path)),
+        ("--ready-path", probes.ready_route(config.ready_path)),
+    ):
+        if route is None:
+            continue  # turned off with an empty path
+        key = route.path.encode()
+        if key == config.path.encode() or key in others or route.path in server.routes:
+            raise ValueError(
+                f"{flag} {route.path}: that path is taken (--path, an old HTTP+SSE path or an app route)"
+            )
+        others[key] = RouteEndpoint(route, host_policy)
+    for path, route in server.routes.items():
+        key = path.encode()
+        if key == config.path.encode() or key in others:
+            raise ValueError(f"the route {path} clashes with an MCP path (--path or the old HTTP+SSE paths)")
+        others[key] = RouteEndpoint(route, host_policy)
+    return StreamableHTTP(
+        pipeline,
+        StreamableSettings(
+            path=config.path.encode(),
+            others=HttpRouter(config.path.encode(), others),
+            host_policy=host_policy,
+            sessions=build_sessions(config, fleet),
+            keepalive_interval=config.sse_keepalive,
+        ),
+    )
+
+
+def build_http_server(
+    server: MCPServer, config: Config, pipeline: Pipeline | None = None, probes: Probes | None = None
+) -> HttpServer:
+    """The HTTP server of one process; ``pipeline`` may be given (its fleet directory then is
+    the one it was built with)."""
+    fleet = fleet_dir(config)
+    if pipeline is None:
+        pipeline = build_pipeline(server, config, fleet)
+    host_policy = HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins)
+    endpoint = build_endpoint(server, config, pipeline, host_policy, fleet, probes)
     settings = NetSettings(
         host=config.host,
         port=config.port,
@@ -156,7 +209,7 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
     )
-    return HttpServer(transport, settings)
+    return HttpServer(endpoint, settings)
 
 
 def install_event_loop() -> None:
@@ -194,11 +247,37 @@ def run(config: Config) -> int:
     return serve_one(server, config, reuse_port=False)
 
 
+class LifespanFailed(Exception):
+    """The server's ``@server.lifespan`` function failed: start-up stops (exit code 1)."""
+
+
+@contextlib.asynccontextmanager
+async def lifespan_of(server: MCPServer) -> AsyncIterator[None]:
+    """The server's lifespan around serving: a failure to start is reported (LifespanFailed), one
+    while shutting down is logged."""
+    manager = server.running()
+    try:
+        await manager.__aenter__()
+    except Exception as exc:
+        logger.error("the lifespan of %r failed at start-up: %s: %s", server.name, type(exc).__name__, exc)
+        logger.debug("the lifespan's traceback", exc_info=exc)  # for --log-level debug
+        raise LifespanFailed(str(exc)) from None
+    try:
+        yield
+    finally:
+        try:
+            await manager.__aexit__(None, None, None)
+        except Exception:  # the user's clean-up code: logged; the process still stops
+            logger.exception("the lifespan of %r failed while shutting down", server.name)
+
+
 def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     """One process, one event loop (a worker, or the whole server)."""
     install_event_loop()
+    probes = Probes()
     try:
-        http = build_http_server(server, config)
+        pipeline = build_pipeline(server, config, fleet_dir(config))
+        http = build_http_server(server, config, pipeline, probes)
     except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths
         logger.error("cannot start: %s", exc)
         return 2
@@ -206,14 +285,22 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
     if config.legacy_sse:
         ready += f" (and the old HTTP+SSE transport on {config.legacy_sse_path})"
+
+    async def main() -> None:
+        stop = stop_on_signals()  # before the lifespan: a SIGTERM while it starts is orderly too
+        stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
+        async with lifespan_of(server):
+            await serve_forever(http, ready, stop)
+
     try:
-        asyncio.run(serve_forever(http, ready))
+        asyncio.run(main())
+    except LifespanFailed:
+        return 1
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
     finally:
-        if isinstance(http.app, StreamableHTTP) and http.app.relay is not None:
-            http.app.relay.close()  # nothing waits any more for what lands in its mailbox
+        pipeline.close()  # nothing waits any more for what lands in its mailbox
     return 0
 
 
@@ -222,15 +309,18 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
     if config.workers > 1:
         logger.warning("--workers is ignored with --transport stdio (one client per process)")
     install_event_loop()
-    settings = StdioSettings(
-        max_message_size=config.max_body_size,
-        shutdown_timeout=config.shutdown_timeout,
-        page_size=config.page_size,
-        state_secrets=tuple(config.session_secret),
-        cache=build_cache(config),
-    )
+    settings = StdioSettings(max_message_size=config.max_body_size, shutdown_timeout=config.shutdown_timeout)
+    pipeline = build_pipeline(server, config)
     logger.info("mcp_fast serving %r over stdio", server.name)
-    reason = asyncio.run(serve_stdio(server, settings, input_fd, output_fd))
+
+    async def main() -> str:
+        async with lifespan_of(server):
+            return await serve_stdio(pipeline, settings, input_fd, output_fd)
+
+    try:
+        reason = asyncio.run(main())
+    except LifespanFailed:
+        return 1
     logger.info("mcp_fast stopped: %s", reason)
     return 0
 

@@ -114,6 +114,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("legacy_messages_path", str, "/messages", "path the old transport's clients POST messages to"),
     Option("page_size", int, 100, "items per page of tools/resources/prompts lists"),
     Option(
+        "health_path",
+        str,
+        "/health",
+        "path of the liveness probe (200 while the server runs); '' turns it off",
+    ),
+    Option(
+        "ready_path",
+        str,
+        "/ready",
+        "path of the readiness probe (503 while draining on SIGTERM); '' turns it off",
+    ),
+    Option(
         "session_mode",
         _session_mode,
         "jwt",
@@ -186,6 +198,8 @@ class Config:
     legacy_sse_path: str
     legacy_messages_path: str
     page_size: int
+    health_path: str
+    ready_path: str
     session_mode: str
     stateless: bool
     session_secret: list[str]

@@ -117,13 +117,11 @@ class HttpServer:
             await self._server.wait_closed()
 
 
-async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
-    await server.start()
-    if on_ready:
-        logger.warning("%s", on_ready)
+def stop_on_signals() -> asyncio.Future[None]:
+    """A future that SIGINT or SIGTERM completes. Made before anything slow starts (the app's
+    lifespan, say), so that a signal during start-up stops the process in order too."""
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
 
     def request_stop() -> None:
         if not stop.done():
@@ -131,6 +129,20 @@ async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
+    return stop
+
+
+async def serve_forever(
+    server: HttpServer, on_ready: str | None = None, stop: asyncio.Future[None] | None = None
+) -> None:
+    """Run until ``stop`` completes (by default: SIGINT/SIGTERM), then shut down gracefully."""
+    if stop is None:
+        stop = stop_on_signals()
+    if stop.done():
+        return  # stopped while starting up
+    await server.start()
+    if on_ready:
+        logger.warning("%s", on_ready)
     await stop
     logger.info("shutting down")
     await server.stop()

@@ -29,20 +29,21 @@ import logging
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
-from mcp_fast.dispatch.dispatcher import Dispatcher
-from mcp_fast.dispatch.tasks import Task
+from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import jsonrpc
 from mcp_fast.protocol.jsonrpc import McpError
-from mcp_fast.server import MCPServer
 from mcp_fast.transport.channel import ChannelSession
 from mcp_fast.transport.origin import HostPolicy
-from mcp_fast.transport.streamable import JSON_HEADERS, NO_HEADERS, SSE_HEADERS, TEXT_HEADERS
+from mcp_fast.transport.streamable.headers import JSON_HEADERS, NO_HEADERS, SSE_HEADERS, TEXT_HEADERS
 from mcp_fast.wire import sse
 from mcp_fast.wire.events import Request
 from mcp_fast.wire.responder import Headers, Responder
+
+if TYPE_CHECKING:
+    from mcp_fast.dispatch.tasks import Task
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -61,8 +62,6 @@ class HttpSseSettings:
     host_policy: HostPolicy = field(default_factory=HostPolicy.loopback)
     # SSE comment sent on idle streams so proxies don't cut them.
     keepalive_interval: float = 15.0
-    # Answer for other paths (the Streamable endpoint's 404 names its path).
-    not_found: bytes = b"Not found\n"
 
     def __post_init__(self) -> None:
         for path in (self.sse_path, self.messages_path):
@@ -110,10 +109,10 @@ class HttpSseSession:
 
     __slots__ = ("channel", "id", "responder")
 
-    def __init__(self, responder: Responder, server: MCPServer, dispatcher: Dispatcher) -> None:
+    def __init__(self, responder: Responder, pipeline: Pipeline) -> None:
         self.id = secrets.token_hex(_SESSION_ID_BYTES)
         self.responder = responder
-        self.channel = ChannelSession(server, dispatcher, self, session_id=self.id, sessionless=False)
+        self.channel = ChannelSession(pipeline, self, session_id=self.id, transport="sse", sessionless=False)
 
     def send(self, message: bytes) -> None:
         self.responder.send_stream(message_event(message))
@@ -125,23 +124,20 @@ class HttpSseSession:
 class HttpSseTransport:
     """The two endpoints of the old transport; an ``App`` (the Streamable endpoint's fallback)."""
 
-    def __init__(
-        self, server: MCPServer, dispatcher: Dispatcher, settings: HttpSseSettings | None = None
-    ) -> None:
-        self.server = server
-        self.dispatcher = dispatcher
+    def __init__(self, pipeline: Pipeline, settings: HttpSseSettings | None = None) -> None:
+        self.pipeline = pipeline
         self.settings = settings or HttpSseSettings()
         self.sessions: dict[str, HttpSseSession] = {}
         self._ticker: asyncio.Task[None] | None = None
-        server.on_list_changed(self._list_changed)
-        server.on_resource_updated(self._resource_updated)
-        dispatcher.tasks.on_status.append(self._task_status)
+        pipeline.server.on_list_changed(self._list_changed)
+        pipeline.server.on_resource_updated(self._resource_updated)
+        pipeline.on_task_status(self._task_status)
 
     def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         path = request.path
         settings = self.settings
         if path != settings.sse_path and path != settings.messages_path:
-            responder.respond(404, TEXT_HEADERS, settings.not_found)
+            _plain(responder, 404, "Not found")  # the router sends only the two paths here
             return None
         headers = request.headers
         problem = settings.host_policy.check(headers.get(b"host"), headers.get(b"origin"))
@@ -158,7 +154,7 @@ class HttpSseTransport:
     # -- GET: the session's stream -------------------------------------------------------
 
     async def stream(self, responder: Responder) -> None:
-        session = HttpSseSession(responder, self.server, self.dispatcher)
+        session = HttpSseSession(responder, self.pipeline)
         channel = session.channel
         self.sessions[session.id] = session
         responder.start_stream(200, SSE_HEADERS)
@@ -198,7 +194,7 @@ class HttpSseTransport:
         except McpError as exc:
             responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, exc))
             return None
-        error = session.channel.receive(value)
+        error = session.channel.receive(value, request.headers, request.client)
         if error is not None:
             # Not a JSON-RPC message we can act on: the POST says so, as on the Streamable endpoint.
             request_id = error.request_id if isinstance(error, jsonrpc.InvalidMessage) else None

@@ -1,0 +1,217 @@
+"""What a server offers: its tools, resources, prompts and completion handler, as registered.
+
+``MCPServer``'s decorators build these records (``server.py``); the dispatcher reads them. Each
+knows how to describe itself in a list result for the protocol version in force.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from mcp_fast.protocol.versions import VersionPolicy
+from mcp_fast.schema import OutputSpec, Signature
+
+# Tasks (2025-11-25): may a client call the tool as a task, or must it?
+TaskSupport = Literal["forbidden", "optional", "required"]
+# Who may share a cached result: every caller, or only the one who asked (server/utilities/caching).
+CacheScope = Literal["public", "private"]
+
+
+class ToolOptions(TypedDict, total=False):
+    """What ``@server.tool(...)`` and ``server.add_tool(func, ...)`` take besides the function.
+
+    ``annotations`` take the spec's names (readOnlyHint, destructiveHint, idempotentHint,
+    openWorldHint, title). ``structured_output=False`` turns off outputSchema/structuredContent
+    for a typed return value. ``input_schema`` replaces the schema derived from type hints:
+    arguments are then passed as keyword arguments without validation. ``inline=True`` runs a
+    plain ``def`` on the event loop. ``task_support`` ("optional" or "required") lets clients
+    call the tool as a task (2025-11-25, and the 2026 tasks extension); ``task_start="detach"``
+    answers input-required rounds first and becomes a task at ``ctx.detach()``.
+    ``cache_ttl`` (seconds) declares that the result depends only on the arguments for that
+    long: the in-process result cache answers repeated calls (``--cache-size``);
+    ``cache_scope="public"`` shares a result between callers, the default ``"private"`` keeps
+    one per session or Authorization header (and caches nothing for anonymous callers).
+    """
+
+    title: str | None
+    description: str | None
+    annotations: Mapping[str, Any] | None
+    icons: list[dict[str, Any]] | None
+    structured_output: bool | None
+    input_schema: dict[str, Any] | None
+    inline: bool
+    meta: dict[str, Any] | None
+    task_support: TaskSupport | None
+    task_start: Literal["call", "detach"]
+    cache_ttl: float | None
+    cache_scope: CacheScope
+
+
+class RunMode(enum.Enum):
+    TASK = "task"  # async def: its own Task
+    THREAD = "thread"  # def: the loop's default executor
+    INLINE = "inline"  # def with inline=True: called on the loop
+
+
+def run_mode(func: Callable[..., Any], inline: bool) -> RunMode:
+    if inspect.iscoroutinefunction(func):
+        return RunMode.TASK
+    return RunMode.INLINE if inline else RunMode.THREAD
+
+
+def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if value is not None}
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    title: str | None
+    description: str
+    func: Callable[..., Any]
+    mode: RunMode
+    signature: Signature
+    output: OutputSpec | None
+    annotations: dict[str, Any] | None
+    icons: list[dict[str, Any]] | None
+    meta: dict[str, Any] | None
+    task_support: TaskSupport | None = None
+    # "call": a task from the start; "detach": answer questions first, then ctx.detach().
+    task_start: Literal["call", "detach"] = "call"
+    # Arguments mirrored into Mcp-Param-* headers (2026-07-28 x-mcp-header).
+    header_params: tuple[tuple[str, bytes, str], ...] = ()
+    # The result depends only on the arguments for this many seconds: the result cache keeps it.
+    cache_ttl: float | None = None
+    cache_scope: CacheScope = "private"  # "public": the same for every caller
+    # Called on the loop, takes no Context, never a task: such a call needs no Context at all.
+    plain: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plain = (
+            self.mode is RunMode.INLINE and self.signature.context_param is None and self.task_support is None
+        )
+
+    def definition(self, policy: VersionPolicy) -> dict[str, Any]:
+        """The tools/list entry, shaped for the version in force."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.signature.input_schema,
+        }
+        if policy.titles and self.title:
+            entry["title"] = self.title
+        if policy.structured_output and self.output is not None:
+            entry["outputSchema"] = self.output.schema
+        if self.annotations:
+            entry["annotations"] = self.annotations
+        if policy.icons and self.icons:
+            entry["icons"] = self.icons
+        if policy.tasks and self.task_support is not None:
+            entry["execution"] = {"taskSupport": self.task_support}
+        if self.meta:
+            entry["_meta"] = self.meta
+        return entry
+
+
+@dataclass(slots=True)
+class Resource:
+    uri: str  # a URI, or an RFC 6570 level-1 template such as test://template/{id}/data
+    name: str
+    title: str | None
+    description: str | None
+    mime_type: str | None
+    func: Callable[..., Any]
+    mode: RunMode
+    signature: Signature
+    pattern: re.Pattern[str] | None  # set for templates
+    annotations: dict[str, Any] | None
+    icons: list[dict[str, Any]] | None
+    size: int | None
+    cache_ttl: float | None = None  # seconds a read stays valid: result cache and 2026 ttlMs
+    cache_scope: CacheScope = "private"
+
+    def definition(self, policy: VersionPolicy) -> dict[str, Any]:
+        key = "uriTemplate" if self.pattern is not None else "uri"
+        entry: dict[str, Any] = {key: self.uri, "name": self.name}
+        if policy.titles and self.title:
+            entry["title"] = self.title
+        entry.update(
+            _drop_none(
+                {
+                    "description": self.description,
+                    "mimeType": self.mime_type,
+                    "annotations": self.annotations,
+                    "size": self.size,
+                }
+            )
+        )
+        if policy.icons and self.icons:
+            entry["icons"] = self.icons
+        return entry
+
+
+@dataclass(slots=True)
+class Prompt:
+    name: str
+    title: str | None
+    description: str | None
+    func: Callable[..., Any]
+    mode: RunMode
+    signature: Signature
+    icons: list[dict[str, Any]] | None
+
+    def definition(self, policy: VersionPolicy) -> dict[str, Any]:
+        arguments = [
+            _drop_none(
+                {
+                    "name": name,
+                    "description": self.signature.descriptions.get(name),
+                    "required": name in self.signature.required,
+                }
+            )
+            for name in self.signature.argument_names
+        ]
+        entry: dict[str, Any] = {"name": self.name, "arguments": arguments}
+        if policy.titles and self.title:
+            entry["title"] = self.title
+        if self.description:
+            entry["description"] = self.description
+        if policy.icons and self.icons:
+            entry["icons"] = self.icons
+        return entry
+
+
+CompletionHandler = Callable[..., Awaitable[Any] | Any]
+
+_TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def compile_template(template: str) -> re.Pattern[str] | None:
+    """RFC 6570 level-1 ``{var}`` expressions to a regex; None when ``template`` is a plain URI."""
+    if "{" not in template:
+        return None
+    parts: list[str] = []
+    position = 0
+    for match in _TEMPLATE_VAR.finditer(template):
+        parts.append(re.escape(template[position : match.start()]))
+        parts.append(f"(?P<{match.group(1)}>[^/?#]+)")
+        position = match.end()
+    parts.append(re.escape(template[position:]))
+    return re.compile("".join(parts))
+
+
+@dataclass
+class Registry:
+    """Everything the server offers. ``version`` changes on every edit so cached lists refresh."""
+
+    tools: dict[str, Tool] = field(default_factory=dict)
+    resources: dict[str, Resource] = field(default_factory=dict)
+    templates: dict[str, Resource] = field(default_factory=dict)
+    prompts: dict[str, Prompt] = field(default_factory=dict)
+    completion: CompletionHandler | None = None
+    version: int = 0
