@@ -120,13 +120,7 @@ def find_resource(
 def read_resource(registry: Registry, uri: str, ctx: Context) -> Any:
     """resources/read: the result, or a coroutine producing it."""
     resource, variables = find_resource(registry, uri, ctx.policy.resource_not_found)
-    try:
-        kwargs = validate(resource.signature, variables)
-    except pydantic.ValidationError as exc:
-        message = f"Invalid resource URI {uri}: {describe_validation_error(exc)}"
-        raise McpError(INVALID_PARAMS, message) from None
-    if resource.signature.context_param is not None:
-        kwargs[resource.signature.context_param] = ctx
+    kwargs = _arguments(resource.signature, variables, ctx, f"Invalid resource URI {uri}")
     if resource.mode is not RunMode.INLINE:
         return _read_resource(uri, resource, kwargs, ctx)
     return read_result(uri, resource, resource.func(**kwargs), ctx.policy)
@@ -144,13 +138,7 @@ def get_prompt(registry: Registry, name: str, arguments: Any, ctx: Context) -> A
     prompt = registry.prompts.get(name)
     if prompt is None:
         raise McpError(INVALID_PARAMS, f"Unknown prompt: {name}")
-    try:
-        kwargs = validate(prompt.signature, arguments or {})
-    except pydantic.ValidationError as exc:
-        message = f"Invalid arguments for prompt '{name}': {describe_validation_error(exc)}"
-        raise McpError(INVALID_PARAMS, message) from None
-    if prompt.signature.context_param is not None:
-        kwargs[prompt.signature.context_param] = ctx
+    kwargs = _arguments(prompt.signature, arguments or {}, ctx, f"Invalid arguments for prompt '{name}'")
     if prompt.mode is not RunMode.INLINE:
         return _get_prompt(prompt, kwargs, ctx)
     return prompt_result(prompt.func(**kwargs), prompt.description)
@@ -185,6 +173,18 @@ def _call_inline(tool: Tool, kwargs: dict[str, Any], policy: VersionPolicy) -> d
     except Exception as exc:  # noqa: BLE001 - logged with its traceback; the tool's own failure becomes an isError result
         return _tool_failed(tool.name, exc)
     return tool_result(value, tool.output, policy)
+
+
+def _arguments(signature: Signature, values: dict[str, Any], ctx: Context, problem: str) -> dict[str, Any]:
+    """A resource's or prompt's keyword arguments, the Context among them; values that fail the
+    signature are -32602, the message saying ``problem`` and which field."""
+    try:
+        kwargs = validate(signature, values)
+    except pydantic.ValidationError as exc:
+        raise McpError(INVALID_PARAMS, f"{problem}: {describe_validation_error(exc)}") from None
+    if signature.context_param is not None:
+        kwargs[signature.context_param] = ctx
+    return kwargs
 
 
 def validate(signature: Signature, arguments: dict[str, Any]) -> dict[str, Any]:
