@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import secrets
@@ -13,12 +14,18 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
+from mcp_fast import __version__
+from mcp_fast.checks import StartupError, check_startup
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
+from mcp_fast.protocol.versions import SUPPORTED_VERSIONS
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
 from mcp_fast.transport.origin import HostPolicy
@@ -31,25 +38,167 @@ logger = logging.getLogger("mcp_fast")
 
 
 class AppLoadError(Exception):
-    """The ``module:attribute`` given on the command line does not name an MCPServer."""
+    """The ``module:attribute`` given on the command line does not name an MCPServer; the
+    message says why, without a traceback."""
 
 
 def load_app(spec: str | None) -> MCPServer:
+    """The server that ``module:attribute`` names: an MCPServer, or a function that takes no
+    arguments and returns one. ``module`` alone means ``module:server``."""
     if spec is None:
         from mcp_fast.demo import server
 
         return server
-    module_name, _, attribute = spec.partition(":")
+    module_name, _, attribute = spec.strip().partition(":")
+    attribute = attribute or "server"
+    _check_app_spelling(spec, module_name, attribute)
+    module = _import_app_module(spec, module_name)
+    if not hasattr(module, attribute):
+        raise AppLoadError(
+            f"app {spec!r}: module {module_name!r} ({_where(module)}) has no attribute {attribute!r}"
+            + _servers_hint(module, module_name)
+        )
+    return _server_from(spec, module, attribute, getattr(module, attribute))
+
+
+def _check_app_spelling(spec: str, module_name: str, attribute: str) -> None:
+    if module_name.endswith(".py"):
+        raise AppLoadError(
+            f"app {spec!r}: name the module, not its file: {module_name.removesuffix('.py')}:{attribute}"
+        )
+    dotted = module_name.split(".")
+    if not module_name or not all(part.isidentifier() for part in dotted) or not attribute.isidentifier():
+        raise AppLoadError(f"app {spec!r}: write module:attribute, e.g. myapp:server")
+
+
+def _put_current_directory_on_path() -> None:
+    """``python -m mcp_fast`` puts the current directory first on sys.path; the installed
+    ``mcp-fast`` script puts its own bin/ directory there instead. Both find ``myapp.py`` in the
+    current directory alike (as uvicorn and gunicorn do)."""
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.insert(0, here)
+
+
+def _import_app_module(spec: str, module_name: str) -> ModuleType:
+    _put_current_directory_on_path()
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
-    target = getattr(module, attribute or "server", None)
-    if callable(target) and not isinstance(target, MCPServer):
-        target = target()  # a factory function
-    if not isinstance(target, MCPServer):
-        raise AppLoadError(f"{spec!r} is not an mcp_fast.MCPServer")
-    return target
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(
+                f"app {spec!r}: no module named {exc.name!r} in the current directory ({os.getcwd()}) "
+                "or on the Python path"
+            ) from None
+        raise AppLoadError(
+            f"app {spec!r}: module {module_name!r} failed to import: {_describe(exc)}"
+        ) from exc
+    except Exception as exc:  # the app's own code may raise anything: say what and where
+        raise AppLoadError(
+            f"app {spec!r}: module {module_name!r} failed to import: {_describe(exc)}"
+        ) from exc
+
+
+def _server_from(spec: str, module: ModuleType, attribute: str, target: object) -> MCPServer:
+    if isinstance(target, MCPServer):
+        return target
+    owner = _handler_owner(module, target)
+    if owner is not None:
+        kind, server_attribute = owner
+        raise AppLoadError(
+            f"app {spec!r}: {attribute!r} is a {kind} of the server {module.__name__}:{server_attribute}, "
+            f"not a server; serve {module.__name__}:{server_attribute}"
+        )
+    if not callable(target):
+        raise AppLoadError(
+            f"app {spec!r}: {attribute!r} is {_a(target)}, not an MCPServer (or a function that returns one)"
+        )
+    if inspect.iscoroutinefunction(target):
+        raise AppLoadError(
+            f"app {spec!r}: {attribute!r} is an async function; a factory must be a plain function "
+            "that returns an MCPServer"
+        )
+    needed = _required_parameters(target)
+    if needed:
+        raise AppLoadError(
+            f"app {spec!r}: {attribute!r} is a function that takes arguments ({', '.join(needed)}), "
+            "not an MCPServer; name an MCPServer, or a function that returns one and takes no arguments"
+        )
+    try:
+        made = target()
+    except Exception as exc:  # the factory is the app's code: say what it raised
+        raise AppLoadError(f"app {spec!r}: the factory {attribute!r} raised {_describe(exc)}") from exc
+    if not isinstance(made, MCPServer):
+        raise AppLoadError(f"app {spec!r}: the factory {attribute!r} returned {_a(made)}, not an MCPServer")
+    return made
+
+
+def _handler_owner(module: ModuleType, target: object) -> tuple[str, str] | None:
+    """("tool", "server") when ``target`` is the function of a tool (resource, prompt) of an
+    MCPServer in ``module``: a common slip is naming a tool instead of its server."""
+    for name, value in vars(module).items():
+        if not isinstance(value, MCPServer):
+            continue
+        registry = value.registry
+        kinds = (
+            ("tool", registry.tools.values()),
+            ("resource", [*registry.resources.values(), *registry.templates.values()]),
+            ("prompt", registry.prompts.values()),
+        )
+        for kind, handlers in kinds:
+            if any(handler.func is target for handler in handlers):
+                return kind, name
+    return None
+
+
+def _required_parameters(target: Callable[..., object]) -> list[str]:
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # no signature to read (some built-ins): just call it
+        return []
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+
+
+def _servers_hint(module: ModuleType, module_name: str) -> str:
+    servers = [name for name, value in vars(module).items() if isinstance(value, MCPServer)]
+    if not servers:
+        return "; it defines no MCPServer"
+    return "; its MCPServer: " + ", ".join(f"{module_name}:{name}" for name in servers)
+
+
+def _where(module: ModuleType) -> str:
+    file = getattr(module, "__file__", None)
+    return _relative(file) if file else "a namespace package"
+
+
+def _relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: boom (myapp.py, line 7)``: the exception and where it was raised, for a
+    message instead of a traceback (--log-level debug logs the traceback too)."""
+    logger.debug("the app failed", exc_info=exc)
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):  # its text already says the file and line
+        return text
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        text += f" ({_relative(frames[-1].filename)}, line {frames[-1].lineno})"
+    return text
+
+
+def _a(value: object) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def fleet_dir(config: Config) -> Path | None:
@@ -153,6 +302,7 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             max_stream_buffer=config.max_stream_buffer,
         ),
         shutdown_timeout=config.shutdown_timeout,
+        uds=config.uds or None,
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
     )
@@ -168,12 +318,21 @@ def install_event_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run(config: Config) -> int:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def run(config: Config) -> int:
+    configure_logging(config.log_level)
+    try:
+        check_startup(config)
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
     streams: tuple[int, int] | None = None
     if config.transport == "stdio":
         # Take stdin/stdout before the app is imported, so what it prints goes to stderr.
@@ -185,7 +344,7 @@ def run(config: Config) -> int:
     try:
         server = load_app(config.app)
     except AppLoadError as exc:
-        logger.error("%s", exc)
+        logger.error("cannot start: %s", exc)
         return 2
     if streams is not None:
         return run_stdio(server, config, *streams)
@@ -203,18 +362,57 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         logger.error("cannot start: %s", exc)
         return 2
     http.settings.reuse_port = reuse_port
-    ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
-    if config.legacy_sse:
-        ready += f" (and the old HTTP+SSE transport on {config.legacy_sse_path})"
+    # A worker says nothing when it listens: the parent logs the summary once for all of them.
+    ready = None if reuse_port else (lambda: startup_summary(server, config, listening_address(config, http)))
     try:
         asyncio.run(serve_forever(http, ready))
     except OSError as exc:
-        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        logger.error("cannot listen on %s: %s", listening_address(config), exc.strerror or exc)
         return 1
     finally:
         if isinstance(http.app, StreamableHTTP) and http.app.relay is not None:
             http.app.relay.close()  # nothing waits any more for what lands in its mailbox
     return 0
+
+
+def startup_summary(server: MCPServer, config: Config, address: str, *, shared_secret: bool = False) -> str:
+    """The one line an operator reads at start: where, what, which versions, how many
+    processes, which sessions."""
+    transports = f"Streamable HTTP on {config.path}"
+    if config.legacy_sse:
+        transports += f", the old HTTP+SSE on {config.legacy_sse_path} and {config.legacy_messages_path}"
+    transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
+    versions = f"MCP {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}"
+    processes = f"{config.workers} workers" if config.workers > 1 else f"1 process (pid {os.getpid()})"
+    return (
+        f"mcp_fast {__version__} serving {server.name!r} on {address} ({transports}; {versions}; "
+        f"{processes}; sessions: {_session_summary(config, shared_secret)})"
+    )
+
+
+def _session_summary(config: Config, shared_secret: bool) -> str:
+    mode = config.effective_session_mode
+    if mode != "jwt":
+        return {"none": "none (stateless)", "memory": "memory (this process)"}.get(mode, mode)
+    if config.session_algorithm != "HS256":
+        return f"jwt {config.session_algorithm}, signed with {config.session_private_key}"
+    if shared_secret:
+        return "jwt HS256, a random secret the workers share"
+    if not config.session_secret:
+        return "jwt HS256, a random per-process secret"
+    rotation = f" ({len(config.session_secret)} secrets)" if len(config.session_secret) > 1 else ""
+    return f"jwt HS256, --session-secret{rotation}"
+
+
+def listening_address(config: Config, http: HttpServer | None = None) -> str:
+    """``http://127.0.0.1:8000`` (the port really bound, when ``http`` listens) or ``unix:PATH``."""
+    if config.uds:
+        return f"unix:{config.uds}"
+    port = config.port
+    if http is not None and http.sockets:
+        port = int(http.sockets[0].getsockname()[1])
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"http://{host}:{port}"
 
 
 def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) -> int:
@@ -238,6 +436,7 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
 def run_workers(server: MCPServer, config: Config) -> int:
     """Pre-fork ``--workers`` processes that share the port (SO_REUSEPORT: the kernel spreads
     connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on."""
+    shared_secret = config.effective_session_mode == "jwt" and not config.session_secret
     if (
         config.effective_session_mode == "jwt"
         and not config.session_secret
@@ -288,6 +487,9 @@ def run_workers(server: MCPServer, config: Config) -> int:
     try:
         for _ in range(config.workers):
             spawn()
+        logger.info(
+            "%s", startup_summary(server, config, listening_address(config), shared_secret=shared_secret)
+        )
         while children:
             try:
                 pid, code = os.wait()
