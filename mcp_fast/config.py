@@ -141,7 +141,7 @@ def read_csv(text: str) -> list[str]:
 
 def names(metavar: str) -> Kind:
     """A comma-separated list (empty items dropped)."""
-    return Kind("a comma-separated list", read_csv, lambda items: ",".join(items) or "none", metavar)
+    return Kind("a comma-separated list", read_csv, ",".join, metavar)
 
 
 def read_text(text: str) -> str:
@@ -149,7 +149,7 @@ def read_text(text: str) -> str:
 
 
 def text(metavar: str) -> Kind:
-    return Kind("text", read_text, lambda value: value or "none", metavar)
+    return Kind("text", read_text, str, metavar)
 
 
 TEXT = text("TEXT")
@@ -258,6 +258,7 @@ OPTIONS: tuple[Option, ...] = (
         "listen on this Unix socket instead of --host/--port (e.g. for nginx on the same host); "
         "the socket is made group-accessible (mode 0660)",
         group="server",
+        default_text="none",
     ),
     Option("path", URL_PATH, "/mcp", "path of the MCP endpoint", group="server"),
     Option(
@@ -359,6 +360,7 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "PEM file that signs session tokens (RS256/ES256)",
         group="sessions",
+        default_text="none",
     ),
     Option(
         "session_public_keys",
@@ -366,6 +368,7 @@ OPTIONS: tuple[Option, ...] = (
         [],
         "comma-separated PEM files that verify session tokens (RS256/ES256)",
         group="sessions",
+        default_text="none",
     ),
     Option("session_ttl", SECONDS, 86400.0, "how long a session token stays valid", group="sessions"),
     # transports
