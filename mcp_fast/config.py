@@ -342,7 +342,7 @@ OPTIONS: tuple[Option, ...] = (
         "session_secret",
         names("SECRETS"),
         [],
-        "comma-separated HS256 secrets of 32 bytes or more: the first signs, all verify (rotation); "
+        "comma-separated HS256 secrets (32 bytes or more each): the first signs, all verify (rotation); "
         "they also sign 2026-07-28 input-required states",
         group="sessions",
         default_text="a random one per process (sessions then work with that process only)",
