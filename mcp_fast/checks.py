@@ -38,6 +38,8 @@ def check_startup(config: Config) -> None:
         return
     if config.uds:
         check_unix_socket(config.uds)
+    else:
+        check_host(config.host)
     if config.effective_session_mode == "jwt" and config.session_algorithm != "HS256":
         check_session_keys(config.session_algorithm, config.session_private_key, config.session_public_keys)
     warn_about_short_secrets(config.session_secret)
@@ -54,6 +56,16 @@ def warn_about_short_secrets(secrets: list[str]) -> None:
         )
     # Said once here, with the flag's name, instead of by pyjwt at every process's first token.
     warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+
+def check_host(host: str) -> None:
+    """An address to bind: a literal, or a name that resolves (binding it may still fail: in
+    use, or not this machine's; that is exit 1 when the server starts to listen)."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise StartupError(f"--host {host}: not an address to bind ({reason})") from None
 
 
 def check_unix_socket(path: str) -> None:

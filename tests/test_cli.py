@@ -448,6 +448,13 @@ def test_uds_serves_mcp_over_a_unix_socket(tmp_path: Path) -> None:
     assert f"serving 'mcp-fast-demo' on unix:{path} " in log.read_text()
 
 
+def test_a_host_that_is_no_address_is_refused() -> None:
+    assert_refused(
+        run_cli("--host", "no-such-host.invalid"),
+        "cannot start: --host no-such-host.invalid: not an address to bind (",
+    )
+
+
 def test_uds_paths_that_cannot_be_used_are_refused(tmp_path: Path) -> None:
     regular = tmp_path / "a-file"
     regular.write_text("not a socket")
