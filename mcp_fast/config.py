@@ -209,6 +209,12 @@ class Option:
     # How --help and the README show the default, where the value alone does not say it.
     default_text: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, Kind) and self.type not in _KIND_OF_READER:
+            raise TypeError(
+                f"option {self.name}: its type must be a Kind, or one of str, int, float, read_bool, read_csv"
+            )
+
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
@@ -219,7 +225,7 @@ class Option:
 
     @property
     def kind(self) -> Kind:
-        return self.type if isinstance(self.type, Kind) else _KIND_OF_READER.get(self.type, TEXT)
+        return self.type if isinstance(self.type, Kind) else _KIND_OF_READER[self.type]
 
     @property
     def is_switch(self) -> bool:

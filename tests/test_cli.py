@@ -179,6 +179,16 @@ def test_every_setting_has_a_flag_an_env_var_a_group_and_a_default_that_reads_ba
     assert all(getattr(defaults, option.name) == option.default for option in OPTIONS)
 
 
+def test_an_option_may_still_name_a_plain_reader_and_must_name_a_group() -> None:
+    """How a setting is added (config.py's docstring): a Kind, or one of the plain readers."""
+    from mcp_fast.config import Option
+
+    assert Option("example", int, 3, "an example", group="server").kind.read("5") == 5
+    assert Option("example", str, "", "an example", group="server").kind.read(" x ") == "x"
+    with pytest.raises(TypeError, match="option example: its type must be a Kind"):
+        Option("example", len, 0, "an example", group="server")
+
+
 # -- --help and --version --------------------------------------------------------------------------
 
 
