@@ -251,7 +251,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "host",
-        TEXT,
+        text("ADDRESS"),
         "127.0.0.1",
         "address to bind (0.0.0.0: every IPv4 address, :: every IPv6 one)",
         group="server",

@@ -33,7 +33,7 @@ from conftest import ROOT, console_script, free_ports
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
 from test_nginx import ensure_tool
 
-from mcp_fast.config import GROUPS, OPTIONS
+from mcp_fast.config import GROUPS, OPTIONS, Option
 
 README = ROOT / "README.md"
 
@@ -360,21 +360,29 @@ def test_instances_behind_nginx(project: Path, tmp_path: Path) -> None:
 
 
 def test_the_configuration_tables_are_the_option_table() -> None:
-    """Every setting has its row (flag, variable, default as --help shows it), under its group."""
+    """Every setting has its row under its group: the flag as --help spells it, the variable,
+    the default as --help shows it (the meaning column is free text)."""
     section = README.read_text().split("## Command line and configuration\n", 1)[1].split("\n## ", 1)[0]
-    rows: dict[str, tuple[str, str, str]] = {}
+    rows: dict[str, tuple[str, str, str, str]] = {}
     group = ""
     for line in section.splitlines():
         heading = re.match(r"\*\*(.+?)\*\*:", line)
         if heading:
             group = heading[1].lower()
-        cells = (
-            [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("| `") else []
-        )
-        if cells:
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
             flag = re.match(r"`(--[a-z0-9-]+)", cells[0])
             assert flag, line
-            rows[flag[1]] = (group, cells[1].strip("`"), cells[2].strip("`"))
+            rows[flag[1]] = (group, cells[0], cells[1], cells[2].strip("`"))
     titles = {group.key: group.title.lower() for group in GROUPS}
-    expected = {option.flag: (titles[option.group], option.env, option.shown_default) for option in OPTIONS}
+
+    def spelled(option: Option) -> str:
+        if option.is_switch:
+            return f"`{option.flag}` / `--no-{option.flag[2:]}`"
+        return f"`{option.flag} {option.kind.metavar}`"
+
+    expected = {
+        option.flag: (titles[option.group], spelled(option), f"`{option.env}`", option.shown_default)
+        for option in OPTIONS
+    }
     assert rows == expected
