@@ -94,7 +94,11 @@ if [ "$RUNNER" = "engine" ]; then
 else
     rootfs="$(engine image mount "$IMAGE")"
     cleanup() {
-        [ -n "${runner_pid:-}" ] && kill "$runner_pid" 2>/dev/null || true
+        # unshare ignores SIGTERM while it waits for its child: stop the server itself.
+        if [ -n "${runner_pid:-}" ]; then
+            kill -TERM "$(server_pid)" 2>/dev/null || true
+            wait "$runner_pid" 2>/dev/null || true
+        fi
         engine image umount "$IMAGE" >/dev/null 2>&1 || true
     }
     trap cleanup EXIT
