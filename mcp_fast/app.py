@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import secrets
@@ -16,12 +15,19 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from mcp_fast import __version__
+from mcp_fast.checks import StartupError, check_startup
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
+
+# Re-exported: the app is loaded here, and callers (tests, bench) import it from here.
+from mcp_fast.loading import AppLoadError as AppLoadError
+from mcp_fast.loading import load_app as load_app
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever, stop_on_signals
 from mcp_fast.ops.probes import Probes
 from mcp_fast.pipeline import Pipeline, PipelineSettings
+from mcp_fast.protocol.versions import SUPPORTED_VERSIONS
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
 from mcp_fast.transport.origin import HostPolicy
@@ -32,28 +38,6 @@ from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 from mcp_fast.wire.h1 import H1Limits
 
 logger = logging.getLogger("mcp_fast")
-
-
-class AppLoadError(Exception):
-    """The ``module:attribute`` given on the command line does not name an MCPServer."""
-
-
-def load_app(spec: str | None) -> MCPServer:
-    if spec is None:
-        from mcp_fast.demo import server
-
-        return server
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
-    target = getattr(module, attribute or "server", None)
-    if callable(target) and not isinstance(target, MCPServer):
-        target = target()  # a factory function
-    if not isinstance(target, MCPServer):
-        raise AppLoadError(f"{spec!r} is not an mcp_fast.MCPServer")
-    return target
 
 
 def fleet_dir(config: Config) -> Path | None:
@@ -206,6 +190,7 @@ def build_http_server(
             max_stream_buffer=config.max_stream_buffer,
         ),
         shutdown_timeout=config.shutdown_timeout,
+        uds=config.uds or None,
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
     )
@@ -221,12 +206,21 @@ def install_event_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run(config: Config) -> int:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def run(config: Config) -> int:
+    configure_logging(config.log_level)
+    try:
+        check_startup(config)
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
     streams: tuple[int, int] | None = None
     if config.transport == "stdio":
         # Take stdin/stdout before the app is imported, so what it prints goes to stderr.
@@ -238,7 +232,7 @@ def run(config: Config) -> int:
     try:
         server = load_app(config.app)
     except AppLoadError as exc:
-        logger.error("%s", exc)
+        logger.error("cannot start: %s", exc)
         return 2
     if streams is not None:
         return run_stdio(server, config, *streams)
@@ -282,9 +276,8 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         logger.error("cannot start: %s", exc)
         return 2
     http.settings.reuse_port = reuse_port
-    ready = f"mcp_fast serving {server.name!r} on http://{config.host}:{config.port}{config.path}"
-    if config.legacy_sse:
-        ready += f" (and the old HTTP+SSE transport on {config.legacy_sse_path})"
+    # A worker says nothing when it listens: the parent logs the summary once for all of them.
+    ready = None if reuse_port else (lambda: startup_summary(server, config, listening_address(config, http)))
 
     async def main() -> None:
         stop = stop_on_signals()  # before the lifespan: a SIGTERM while it starts is orderly too
@@ -297,11 +290,51 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     except LifespanFailed:
         return 1
     except OSError as exc:
-        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        logger.error("cannot listen on %s: %s", listening_address(config), exc.strerror or exc)
         return 1
     finally:
         pipeline.close()  # nothing waits any more for what lands in its mailbox
     return 0
+
+
+def startup_summary(server: MCPServer, config: Config, address: str, *, shared_secret: bool = False) -> str:
+    """The one line an operator reads at start: where, what, which versions, how many
+    processes, which sessions."""
+    transports = f"Streamable HTTP on {config.path}"
+    if config.legacy_sse:
+        transports += f", the old HTTP+SSE on {config.legacy_sse_path} and {config.legacy_messages_path}"
+    transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
+    versions = f"MCP {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}"
+    processes = f"{config.workers} workers" if config.workers > 1 else f"1 process (pid {os.getpid()})"
+    return (
+        f"mcp_fast {__version__} serving {server.name!r} on {address} ({transports}; {versions}; "
+        f"{processes}; sessions: {_session_summary(config, shared_secret)})"
+    )
+
+
+def _session_summary(config: Config, shared_secret: bool) -> str:
+    mode = config.effective_session_mode
+    if mode != "jwt":
+        return {"none": "none (stateless)", "memory": "memory (this process)"}.get(mode, mode)
+    if config.session_algorithm != "HS256":
+        return f"jwt {config.session_algorithm}, signed with {config.session_private_key}"
+    if shared_secret:
+        return "jwt HS256, a random secret the workers share"
+    if not config.session_secret:
+        return "jwt HS256, a random per-process secret"
+    rotation = f" ({len(config.session_secret)} secrets)" if len(config.session_secret) > 1 else ""
+    return f"jwt HS256, --session-secret{rotation}"
+
+
+def listening_address(config: Config, http: HttpServer | None = None) -> str:
+    """``http://127.0.0.1:8000`` (the port really bound, when ``http`` listens) or ``unix:PATH``."""
+    if config.uds:
+        return f"unix:{config.uds}"
+    port = config.port
+    if http is not None and http.sockets:
+        port = int(http.sockets[0].getsockname()[1])
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"http://{host}:{port}"
 
 
 def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) -> int:
@@ -328,6 +361,7 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
 def run_workers(server: MCPServer, config: Config) -> int:
     """Pre-fork ``--workers`` processes that share the port (SO_REUSEPORT: the kernel spreads
     connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on."""
+    shared_secret = config.effective_session_mode == "jwt" and not config.session_secret
     if (
         config.effective_session_mode == "jwt"
         and not config.session_secret
@@ -378,6 +412,9 @@ def run_workers(server: MCPServer, config: Config) -> int:
     try:
         for _ in range(config.workers):
             spawn()
+        logger.info(
+            "%s", startup_summary(server, config, listening_address(config), shared_secret=shared_secret)
+        )
         while children:
             try:
                 pid, code = os.wait()

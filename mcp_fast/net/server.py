@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -29,6 +32,9 @@ class NetSettings:
     reuse_port: bool = False
     http2: bool = True  # h2c with prior knowledge (TLS and ALPN are the proxy's job)
     h2_max_concurrent_streams: int = 100
+    # A Unix socket path to listen on instead of host:port (nginx on the same host). Made
+    # group-accessible (0660): processes of the server's group (e.g. nginx's) may connect.
+    uds: str | None = None
 
     def h2_limits(self) -> H2Limits:
         """The HTTP/1.1 size limits, applied to HTTP/2 requests too."""
@@ -49,6 +55,7 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._h2_limits = settings.h2_limits() if settings.http2 else None
+        self._socket_inode: int | None = None  # of the --uds socket this server made
 
     def _make_protocol(self) -> HttpConnection:
         return HttpConnection(
@@ -72,6 +79,12 @@ class HttpServer:
             self._server = await loop.create_server(
                 self._make_protocol, sock=sock, backlog=self.settings.backlog
             )
+        elif self.settings.uds is not None:
+            self._server = await loop.create_unix_server(
+                self._make_protocol, self.settings.uds, backlog=self.settings.backlog
+            )
+            os.chmod(self.settings.uds, 0o660)
+            self._socket_inode = os.stat(self.settings.uds).st_ino
         else:
             self._server = await loop.create_server(
                 self._make_protocol,
@@ -115,6 +128,16 @@ class HttpServer:
             self._sweeper.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        self._remove_socket_file()
+
+    def _remove_socket_file(self) -> None:
+        """The --uds socket file goes with the server (unless another server replaced it)."""
+        path = self.settings.uds
+        if path is None or self._socket_inode is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == self._socket_inode:
+                os.unlink(path)
 
 
 def stop_on_signals() -> asyncio.Future[None]:
@@ -133,16 +156,20 @@ def stop_on_signals() -> asyncio.Future[None]:
 
 
 async def serve_forever(
-    server: HttpServer, on_ready: str | None = None, stop: asyncio.Future[None] | None = None
+    server: HttpServer,
+    on_ready: str | Callable[[], str] | None = None,
+    stop: asyncio.Future[None] | None = None,
 ) -> None:
-    """Run until ``stop`` completes (by default: SIGINT/SIGTERM), then shut down gracefully."""
+    """Run until ``stop`` completes (by default: SIGINT/SIGTERM), then shut down gracefully.
+    ``on_ready`` is logged once the server listens (a callable is asked then, so it can name the
+    address really bound)."""
     if stop is None:
         stop = stop_on_signals()
     if stop.done():
         return  # stopped while starting up
     await server.start()
-    if on_ready:
-        logger.warning("%s", on_ready)
+    if on_ready is not None:
+        logger.info("%s", on_ready if isinstance(on_ready, str) else on_ready())
     await stop
     logger.info("shutting down")
     await server.stop()
