@@ -104,6 +104,9 @@ class Outbound(Protocol):
     async def wait_closed(self) -> None:
         """Return when the client went away."""
 
+    async def drain(self) -> None:
+        """Wait while the client reads slower than we write (backpressure)."""
+
     def detached(self) -> Outbound:
         """Where messages of work that outlives this request go (a task): the session's GET stream."""
 
@@ -127,6 +130,9 @@ class _Silent:
 
     async def wait_closed(self) -> None:
         await asyncio.get_running_loop().create_future()  # never: nothing closes
+
+    async def drain(self) -> None:
+        return None
 
     def detached(self) -> Outbound:
         return self

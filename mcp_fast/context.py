@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mcp_fast.call import Call, Outbound, SessionState
 from mcp_fast.protocol.input_required import DetachRequested, InputRequired, InputRound, check_answer
@@ -37,6 +38,43 @@ class Question:
     timeout: float = 300.0
 
 
+class _Sent:
+    """What a notification returns once it is written: awaiting it returns at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_SENT: Final = _Sent()
+
+
+class _Drain:
+    """What a notification written on the loop returns: awaiting it waits while the client reads
+    slower than we write; not awaiting it (a def handler on the loop) is fine too."""
+
+    __slots__ = ("_outbound",)
+
+    def __init__(self, outbound: Outbound) -> None:
+        self._outbound = outbound
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._outbound.drain().__await__()
+
+
+async def _send(outbound: Outbound, method: str, params: dict[str, Any] | None) -> None:
+    await outbound.notify(method, params)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a Context made outside a loop (a test driving a transport by hand)
+        return None
+
+
 class ServerRequestTable(Protocol):
     """The process's table of server-to-client requests waiting for an answer
     (``pipeline/server_requests.py``)."""
@@ -49,12 +87,15 @@ class ServerRequestTable(Protocol):
 class Context:
     """What a handler knows about the request it serves, and how it talks back."""
 
-    __slots__ = ("_server_requests", "asker", "call", "detachable", "inputs", "server")
+    __slots__ = ("_loop", "_server_requests", "_thread", "asker", "call", "detachable", "inputs", "server")
 
     def __init__(
         self, server: MCPServer, call: Call, server_requests: ServerRequestTable | None = None
     ) -> None:
         self.server = server
+        # Made on the event loop's thread; a def handler in the thread pool talks back through it.
+        self._loop = _running_loop()
+        self._thread = threading.get_ident()
         self.call = call  # the request as it arrived: what a middleware sees too
         # 2025 sessions: where server-to-client requests wait (None: this request can't send one).
         self._server_requests = server_requests
@@ -119,32 +160,48 @@ class Context:
         token = meta.get("progressToken")
         return token if type(token) in (str, int) else None
 
-    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
-        """Send any notification on this request's stream."""
-        await self._outbound.notify(method, params)
+    # -- notifications: await them in an async def handler; a def handler calls them plainly --
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> Awaitable[None]:
+        """Send any notification on this request's stream.
+
+        In an ``async def`` handler, ``await`` it: it is written at once, and the await waits
+        while the client reads slower than we write. In a ``def`` handler call it without
+        ``await``: on the event loop it is written at once; from the thread pool it is written by
+        the loop and the call returns once it is (so a slow client slows the handler down).
+        """
+        outbound = self.call.open_outbound()
+        if threading.get_ident() == self._thread:
+            outbound.notify_nowait(method, params)
+            return _Drain(outbound)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(_send(outbound, method, params), loop).result()
+        return _SENT
 
     def notify_nowait(self, method: str, params: dict[str, Any] | None = None) -> None:
-        self._outbound.notify_nowait(method, params)
+        """A notification written at once, without waiting for a slow client (on the loop)."""
+        self.call.open_outbound().notify_nowait(method, params)
 
     async def wait_closed(self) -> None:
         """Until the client closes this request's stream."""
         await self._outbound.wait_closed()
 
-    async def report_progress(
+    def report_progress(
         self, progress: float, total: float | None = None, message: str | None = None
-    ) -> None:
-        """``notifications/progress`` for this request; a no-op without a progress token."""
+    ) -> Awaitable[None]:
+        """``notifications/progress`` for this request; nothing without a progress token."""
         token = self.progress_token
         if token is None:
-            return
+            return _SENT
         params: dict[str, Any] = {"progressToken": token, "progress": progress}
         if total is not None:
             params["total"] = total
         if message is not None:
             params["message"] = message
-        await self._outbound.notify("notifications/progress", params)
+        return self.notify("notifications/progress", params)
 
-    async def log(self, level: LogLevel, data: Any, logger: str | None = None) -> None:
+    def log(self, level: LogLevel, data: Any, logger: str | None = None) -> Awaitable[None]:
         """``notifications/message``, dropped when below the client's logging level."""
         rank = LOG_LEVELS.get(level)
         if rank is None:
@@ -152,25 +209,25 @@ class Context:
         if self.policy.per_request_log_level:
             # 2026-07-28: log notifications only for a request that asked, at its level.
             if self.log_level is None or rank < self.log_level:
-                return
+                return _SENT
         elif self.call.session is not None and rank < self.call.session.log_level:
-            return
+            return _SENT
         params: dict[str, Any] = {"level": level, "data": data}
         if logger is not None:
             params["logger"] = logger
-        await self._outbound.notify("notifications/message", params)
+        return self.notify("notifications/message", params)
 
-    async def debug(self, data: Any, logger: str | None = None) -> None:
-        await self.log("debug", data, logger)
+    def debug(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("debug", data, logger)
 
-    async def info(self, data: Any, logger: str | None = None) -> None:
-        await self.log("info", data, logger)
+    def info(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("info", data, logger)
 
-    async def warning(self, data: Any, logger: str | None = None) -> None:
-        await self.log("warning", data, logger)
+    def warning(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("warning", data, logger)
 
-    async def error(self, data: Any, logger: str | None = None) -> None:
-        await self.log("error", data, logger)
+    def error(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("error", data, logger)
 
     # -- server-to-client requests ---------------------------------------------------
 

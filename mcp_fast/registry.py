@@ -28,8 +28,9 @@ class ToolOptions(TypedDict, total=False):
     ``annotations`` take the spec's names (readOnlyHint, destructiveHint, idempotentHint,
     openWorldHint, title). ``structured_output=False`` turns off outputSchema/structuredContent
     for a typed return value. ``input_schema`` replaces the schema derived from type hints:
-    arguments are then passed as keyword arguments without validation. ``inline=True`` runs a
-    plain ``def`` on the event loop. ``task_support`` ("optional" or "required") lets clients
+    arguments are then passed as keyword arguments without validation. A plain ``def`` runs in
+    the thread pool until it is seen to be quick, then on the event loop; ``inline=True`` keeps
+    it on the loop, ``offload=True`` in the pool. ``task_support`` ("optional" or "required") lets clients
     call the tool as a task (2025-11-25, and the 2026 tasks extension); ``task_start="detach"``
     answers input-required rounds first and becomes a task at ``ctx.detach()``.
     ``cache_ttl`` (seconds) declares that the result depends only on the arguments for that
@@ -45,6 +46,7 @@ class ToolOptions(TypedDict, total=False):
     structured_output: bool | None
     input_schema: dict[str, Any] | None
     inline: bool
+    offload: bool
     meta: dict[str, Any] | None
     task_support: TaskSupport | None
     task_start: Literal["call", "detach"]
@@ -53,15 +55,47 @@ class ToolOptions(TypedDict, total=False):
 
 
 class RunMode(enum.Enum):
-    TASK = "task"  # async def: its own Task
-    THREAD = "thread"  # def: the loop's default executor
-    INLINE = "inline"  # def with inline=True: called on the loop
+    TASK = "task"  # async def: its own Task, started at once (nothing scheduled if it does not wait)
+    ADAPTIVE = "adaptive"  # def: the thread pool until it is seen to be quick, then the loop
+    INLINE = "inline"  # def with inline=True: always on the loop
+    THREAD = "thread"  # def with offload=True: always in the thread pool
 
 
-def run_mode(func: Callable[..., Any], inline: bool) -> RunMode:
+# Calls a def handler makes in the thread pool, each quicker than the limit, before it runs on the
+# loop (ADAPTIVE): a handler that blocks from its first call never touches the loop.
+TRIAL_CALLS = 3
+# How long a def handler may run on the loop before it moves to the thread pool: a millisecond of
+# stall delays every other client of the process by as much (--offload-after).
+OFFLOAD_AFTER_S = 0.001
+
+
+@dataclass(slots=True)
+class Placement:
+    """Where a handler runs, and (ADAPTIVE) what has been learned of it (``dispatch/runner.py``)."""
+
+    mode: RunMode
+    on_loop: bool  # a def handler runs on the event loop now (else: the thread pool, or a Task)
+    is_async: bool
+    adaptive: bool
+    trials_left: int = TRIAL_CALLS
+
+
+def placement(func: Callable[..., Any], inline: bool = False, offload: bool = False) -> Placement:
+    """Where ``func`` runs: ``async def`` as a Task; a ``def`` on the loop (``inline``), in the
+    thread pool (``offload``), or (the default) in the pool until seen to be quick."""
+    if inline and offload:
+        raise ValueError("inline=True and offload=True contradict each other: choose one")
     if inspect.iscoroutinefunction(func):
-        return RunMode.TASK
-    return RunMode.INLINE if inline else RunMode.THREAD
+        if inline or offload:
+            raise ValueError(
+                f"inline= and offload= are for def handlers; {func.__name__!r} is async def (a Task)"
+            )
+        return Placement(RunMode.TASK, False, True, False)
+    if inline:
+        return Placement(RunMode.INLINE, True, False, False)
+    if offload:
+        return Placement(RunMode.THREAD, False, False, False)
+    return Placement(RunMode.ADAPTIVE, False, False, True)
 
 
 def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,7 +108,7 @@ class Tool:
     title: str | None
     description: str
     func: Callable[..., Any]
-    mode: RunMode
+    placement: Placement
     signature: Signature
     output: OutputSpec | None
     annotations: dict[str, Any] | None
@@ -88,13 +122,11 @@ class Tool:
     # The result depends only on the arguments for this many seconds: the result cache keeps it.
     cache_ttl: float | None = None
     cache_scope: CacheScope = "private"  # "public": the same for every caller
-    # Called on the loop, takes no Context, never a task: such a call needs no Context at all.
+    # Takes no Context, never a task: such a call needs no Context at all.
     plain: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.plain = (
-            self.mode is RunMode.INLINE and self.signature.context_param is None and self.task_support is None
-        )
+        self.plain = self.signature.context_param is None and self.task_support is None
 
     def definition(self, policy: VersionPolicy) -> dict[str, Any]:
         """The tools/list entry, shaped for the version in force."""
@@ -126,7 +158,7 @@ class Resource:
     description: str | None
     mime_type: str | None
     func: Callable[..., Any]
-    mode: RunMode
+    placement: Placement
     signature: Signature
     pattern: re.Pattern[str] | None  # set for templates
     annotations: dict[str, Any] | None
@@ -161,7 +193,7 @@ class Prompt:
     title: str | None
     description: str | None
     func: Callable[..., Any]
-    mode: RunMode
+    placement: Placement
     signature: Signature
     icons: list[dict[str, Any]] | None
 
@@ -215,3 +247,5 @@ class Registry:
     prompts: dict[str, Prompt] = field(default_factory=dict)
     completion: CompletionHandler | None = None
     version: int = 0
+    # Seconds a def handler may run on the event loop before it moves to the thread pool.
+    offload_after: float = OFFLOAD_AFTER_S

@@ -25,7 +25,7 @@ from mcp_fast.registry import (
     Tool,
     ToolOptions,
     compile_template,
-    run_mode,
+    placement,
 )
 from mcp_fast.routes import Route, RouteHandler, check_route
 from mcp_fast.schema import explicit_signature, inspect_signature, output_spec, parse_docstring
@@ -94,6 +94,7 @@ class MCPServer:
         structured_output: bool | None = None,
         input_schema: dict[str, Any] | None = None,
         inline: bool = False,
+        offload: bool = False,
         meta: dict[str, Any] | None = None,
         task_support: TaskSupport | None = None,
         task_start: Literal["call", "detach"] = "call",
@@ -116,7 +117,7 @@ class MCPServer:
             title=title,
             description=description or parse_docstring(func).summary,
             func=func,
-            mode=run_mode(func, inline),
+            placement=placement(func, inline, offload),
             signature=signature,
             output=output,
             annotations=dict(annotations) if annotations else None,
@@ -148,6 +149,7 @@ class MCPServer:
         icons: list[dict[str, Any]] | None = None,
         size: int | None = None,
         inline: bool = False,
+        offload: bool = False,
         cache_ttl: float | None = None,
         cache_scope: CacheScope = "private",
     ) -> Callable[[F], F]:
@@ -172,7 +174,7 @@ class MCPServer:
                 description=description or parse_docstring(func).summary or None,
                 mime_type=mime_type,
                 func=func,
-                mode=run_mode(func, inline),
+                placement=placement(func, inline, offload),
                 signature=inspect_signature(func, Context, f"{func.__name__}Arguments", strict=False),
                 pattern=pattern,
                 annotations=dict(annotations) if annotations else None,
@@ -198,6 +200,7 @@ class MCPServer:
         description: str | None = None,
         icons: list[dict[str, Any]] | None = None,
         inline: bool = False,
+        offload: bool = False,
     ) -> Callable[[F], F]:
         """Register a prompt; its arguments are the handler's parameters (strings on the wire).
 
@@ -212,7 +215,7 @@ class MCPServer:
                 title=title,
                 description=description or parse_docstring(func).summary or None,
                 func=func,
-                mode=run_mode(func, inline),
+                placement=placement(func, inline, offload),
                 signature=inspect_signature(func, Context, f"{prompt_name}Arguments", strict=False),
                 icons=icons,
             )

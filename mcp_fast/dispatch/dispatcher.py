@@ -170,7 +170,7 @@ class Dispatcher:
         if not policy.handshake and ("requestState" in params or "inputResponses" in params):
             return None  # 2026-07-28: the general path checks what came back from a round
         try:
-            return run_plain_tool(tool, arguments, policy)
+            return run_plain_tool(tool, arguments, call, self.registry.offload_after)
         except McpError:
             raise
         except Exception as exc:

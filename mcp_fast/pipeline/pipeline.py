@@ -184,8 +184,8 @@ class Pipeline:
         result = self.dispatcher.call_plain(call)
         if result is None:
             result = self.dispatcher.dispatch(call, self.context(call))
-            if type(result) is CoroutineType:
-                result = await result
+        if type(result) is CoroutineType:
+            result = await result
         if slot is not None and caching is not None and not call.cancelled:
             caching.keep(slot, self._shaped(call, result))
         return result

@@ -104,6 +104,9 @@ class _RequestOutbound:
     async def wait_closed(self) -> None:
         await self.session.wait_closed()
 
+    async def drain(self) -> None:
+        await self.session.drain()
+
     def detached(self) -> Outbound:
         return self.session  # a task outlives its request, and its cancellation
 
@@ -363,6 +366,9 @@ class ChannelSession:
     async def wait_closed(self) -> None:
         """Until the session ends (a subscriptions/listen request holds on to this)."""
         await self._ended.wait()
+
+    async def drain(self) -> None:
+        await self.sink.drain()
 
     def detached(self) -> Outbound:
         return self  # work that outlives its request (a task) talks on the same channel

@@ -139,6 +139,10 @@ class PostChannel:
         if self.responder is not None:
             await self.responder.wait_disconnected()
 
+    async def drain(self) -> None:
+        if self.responder is not None:
+            await self.responder.drain()
+
     async def send_request(self, message: bytes) -> None:
         if not self.sse_ok:
             raise McpError(

@@ -186,5 +186,8 @@ class SessionOutbound:
         if stream is not None:
             await stream.responder.wait_disconnected()
 
+    async def drain(self) -> None:
+        return None  # the GET stream is written without waiting (its buffer bound drops a laggard)
+
     def detached(self) -> Outbound:
         return self

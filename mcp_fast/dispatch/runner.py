@@ -1,0 +1,158 @@
+"""How a handler runs: the event loop never stalls, and a quick handler costs next to nothing.
+
+- ``async def``: its own asyncio Task, whose first step runs at once, in the caller's frame (as
+  Python 3.12's eager tasks do; on 3.11 by the small ``EagerTask`` below). A handler that
+  finishes without waiting needs no scheduling and no second Task; one that waits goes on as
+  the Task it already is, so ``asyncio.current_task()``, ``asyncio.timeout``, TaskGroups and
+  anyio see a real Task from the handler's first line.
+- plain ``def`` (ADAPTIVE, the default): the thread pool for its first calls, each timed; once
+  ``TRIAL_CALLS`` of them took less than the limit (``--offload-after``), the event loop. A call
+  on the loop that takes longer than the limit moves the handler back to the pool for good (and
+  says so in the log). A handler that blocks from its first call never runs on the loop.
+- ``inline=True``: always on the loop; ``offload=True``: always in the pool.
+
+What runs a handler (its Task, or the thread's future) is put on the ``Call`` so that a
+cancellation stops the wait at once; a thread cannot be stopped, its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from mcp_fast.call import Call
+from mcp_fast.registry import TRIAL_CALLS, Placement
+
+logger = logging.getLogger("mcp_fast.server")
+
+_clock = time.perf_counter
+
+
+def run(
+    func: Callable[..., Any], placement: Placement, kwargs: dict[str, Any], call: Call | None, limit: float
+) -> Any:
+    """Run a handler: what it returned, at once when it finished without waiting, else a
+    coroutine that produces it. Its own exceptions propagate (at once, or from the coroutine)."""
+    if placement.on_loop:
+        if not placement.adaptive:
+            return func(**kwargs)
+        started = _clock()
+        value = func(**kwargs)
+        elapsed = _clock() - started
+        if elapsed > limit:
+            _to_pool(func, placement, elapsed, limit)
+        return value
+    if call is not None and call.cancelled:
+        raise asyncio.CancelledError  # cancelled while a middleware was still busy with it
+    if placement.is_async:
+        task = start_task(func(**kwargs), getattr(func, "__name__", "handler"))
+        if call is not None:
+            call.running = task
+        if task.done():
+            return task.result()  # the handler's value, or its exception raised here
+        return _wait(task)
+    return _in_thread(func, placement, kwargs, call, limit)
+
+
+async def _wait(task: asyncio.Future[Any]) -> Any:
+    return await task
+
+
+async def _in_thread(
+    func: Callable[..., Any], placement: Placement, kwargs: dict[str, Any], call: Call | None, limit: float
+) -> Any:
+    future = asyncio.get_running_loop().run_in_executor(None, functools.partial(_timed, func, kwargs))
+    if call is not None:
+        call.running = future
+    value, elapsed = await future
+    if placement.adaptive and not placement.on_loop:
+        _learn(func, placement, elapsed, limit)
+    return value
+
+
+def _timed(func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, float]:
+    """In a worker thread: the handler's value, and how long it took."""
+    started = _clock()
+    value = func(**kwargs)
+    return value, _clock() - started
+
+
+def _learn(func: Callable[..., Any], placement: Placement, elapsed: float, limit: float) -> None:
+    """A call in the pool finished: quick ones earn the handler its place on the loop."""
+    if elapsed > limit:
+        placement.trials_left = TRIAL_CALLS  # slow: it stays in the pool, and starts its trial over
+        return
+    placement.trials_left -= 1
+    if placement.trials_left <= 0:
+        placement.on_loop = True
+        logger.debug(
+            "%s is quick (%.3f ms): it runs on the event loop from now on", _name(func), elapsed * 1e3
+        )
+
+
+def _to_pool(func: Callable[..., Any], placement: Placement, elapsed: float, limit: float) -> None:
+    """A call on the loop took too long: the handler runs in the thread pool from now on."""
+    placement.on_loop = False
+    placement.adaptive = False
+    logger.info(
+        "%s took %.1f ms on the event loop (more than --offload-after %.1f ms): it runs in the thread "
+        "pool from now on (declare it inline=True or offload=True to decide yourself)",
+        _name(func),
+        elapsed * 1e3,
+        limit * 1e3,
+    )
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return f"the handler {getattr(func, '__qualname__', func)!r}"
+
+
+# -- Tasks whose first step runs at once ----------------------------------------------------------
+
+if sys.version_info >= (3, 12):
+
+    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A Task for ``coro``, its first step already run (Python 3.12: ``eager_start``)."""
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
+
+else:  # Python 3.11
+    from asyncio import tasks as _tasks
+
+    class EagerTask(_tasks._PyTask):  # type: ignore[name-defined,misc]
+        """An asyncio Task (the pure-Python implementation) whose first step runs in ``__init__``
+        instead of being scheduled: Python 3.12's ``Task(..., eager_start=True)``, for 3.11."""
+
+        def __init__(
+            self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, name: str
+        ) -> None:
+            # What _PyTask.__init__ does, less scheduling the first step.
+            asyncio.futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+            self._name = name
+            self._num_cancels_requested = 0
+            self._must_cancel = False
+            self._fut_waiter = None
+            self._coro = coro
+            self._context = contextvars.copy_context()
+            # The step enters this task as the current one, as a scheduled step would. A task that
+            # is current already (a handler started from inside another Task) steps aside for it.
+            outer = _tasks.current_task(loop)
+            if outer is not None:
+                _tasks._leave_task(loop, outer)
+            try:
+                self._context.run(self._Task__step)
+            finally:
+                if outer is not None:
+                    _tasks._enter_task(loop, outer)
+            if not self.done():
+                _tasks._register_task(self)
+
+    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A Task for ``coro``, its first step already run."""
+        task: asyncio.Task[Any] = EagerTask(coro, asyncio.get_running_loop(), name)
+        return task
