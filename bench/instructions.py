@@ -2,7 +2,7 @@
 """Instructions per request of mcp_fast's own code, counted by callgrind: a figure that does not
 depend on what else the machine is doing, for checking that a change costs nothing.
 
-    python bench/instructions.py [--workloads echo,session,sessionless,sse,list,cached]
+    python bench/instructions.py [--workloads echo,echo_async,...]
 
 Runs ``bench/inprocess.py`` under ``valgrind --tool=callgrind`` twice per workload (a short and a
 longer run, ``PYTHONHASHSEED=0``) and divides the difference of the totals by the difference of
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("echo", "session", "sessionless", "sse", "list", "cached")
+WORKLOADS = ("echo", "echo_async", "echo_inline", "echo_stateless", "sessionless", "sse", "list", "cached")
 SHORT, LONG = 4000, 12000
 
 

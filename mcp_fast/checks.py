@@ -11,10 +11,6 @@ import logging
 import os
 import socket
 import stat
-import warnings
-
-import jwt
-from jwt.algorithms import get_default_algorithms
 
 from mcp_fast.config import Config
 
@@ -54,8 +50,6 @@ def warn_about_short_secrets(secrets: list[str]) -> None:
             min(short),
             MIN_SECRET_BYTES,
         )
-    # Said once here, with the flag's name, instead of by pyjwt at every process's first token.
-    warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
 def check_host(host: str) -> None:
@@ -96,7 +90,11 @@ def check_unix_socket(path: str) -> None:
 
 def check_session_keys(algorithm: str, private_key_file: str, public_key_files: list[str]) -> None:
     """The key files exist, hold keys of the algorithm's type, and one public key verifies what
-    the private key signs (otherwise every ``initialize`` would answer 500)."""
+    the private key signs (otherwise every ``initialize`` would answer 500). pyjwt is imported
+    here only: HS256 sessions do without it (transport/tokens.py)."""
+    import jwt
+    from jwt.algorithms import get_default_algorithms
+
     if algorithm not in get_default_algorithms():
         raise StartupError(
             f"--session-algorithm {algorithm} needs the cryptography package, which pyjwt's crypto "
@@ -177,6 +175,8 @@ def _key_kind(public_key: object) -> str:
 
 
 def _verifies(token: str, public_pem: str, algorithm: str) -> bool:
+    import jwt
+
     try:
         jwt.decode(token, public_pem, algorithms=[algorithm])
     except jwt.InvalidTokenError:

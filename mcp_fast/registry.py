@@ -67,6 +67,9 @@ TRIAL_CALLS = 3
 # How long a def handler may run on the loop before it moves to the thread pool: a millisecond of
 # stall delays every other client of the process by as much (--offload-after).
 OFFLOAD_AFTER_S = 0.001
+# Slow calls in a row on the loop that move a handler to the pool: one alone may be the machine's
+# doing (a garbage collection, another process on the core), not the handler's.
+SLOW_CALLS = 2
 
 
 @dataclass(slots=True)
@@ -78,6 +81,7 @@ class Placement:
     is_async: bool
     adaptive: bool
     trials_left: int = TRIAL_CALLS
+    slow_calls: int = 0  # on the loop: slow calls in a row so far
 
 
 def placement(func: Callable[..., Any], inline: bool = False, offload: bool = False) -> Placement:

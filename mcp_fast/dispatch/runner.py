@@ -6,9 +6,10 @@
   the Task it already is, so ``asyncio.current_task()``, ``asyncio.timeout``, TaskGroups and
   anyio see a real Task from the handler's first line.
 - plain ``def`` (ADAPTIVE, the default): the thread pool for its first calls, each timed; once
-  ``TRIAL_CALLS`` of them took less than the limit (``--offload-after``), the event loop. A call
-  on the loop that takes longer than the limit moves the handler back to the pool for good (and
-  says so in the log). A handler that blocks from its first call never runs on the loop.
+  ``TRIAL_CALLS`` of them took less than the limit (``--offload-after``), the event loop.
+  ``SLOW_CALLS`` calls in a row on the loop that take longer than the limit move the handler back
+  to the pool for good (the log says so). A handler that blocks from its first call never runs
+  on the loop.
 - ``inline=True``: always on the loop; ``offload=True``: always in the pool.
 
 What runs a handler (its Task, or the thread's future) is put on the ``Call`` so that a
@@ -27,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mcp_fast.call import Call
-from mcp_fast.registry import TRIAL_CALLS, Placement
+from mcp_fast.registry import SLOW_CALLS, TRIAL_CALLS, Placement
 
 logger = logging.getLogger("mcp_fast.server")
 
@@ -46,7 +47,9 @@ def run(
         value = func(**kwargs)
         elapsed = _clock() - started
         if elapsed > limit:
-            _to_pool(func, placement, elapsed, limit)
+            _slow_on_loop(func, placement, elapsed, limit)
+        elif placement.slow_calls:
+            placement.slow_calls = 0
         return value
     if call is not None and call.cancelled:
         raise asyncio.CancelledError  # cancelled while a middleware was still busy with it
@@ -96,8 +99,12 @@ def _learn(func: Callable[..., Any], placement: Placement, elapsed: float, limit
         )
 
 
-def _to_pool(func: Callable[..., Any], placement: Placement, elapsed: float, limit: float) -> None:
-    """A call on the loop took too long: the handler runs in the thread pool from now on."""
+def _slow_on_loop(func: Callable[..., Any], placement: Placement, elapsed: float, limit: float) -> None:
+    """A call on the loop took too long: after ``SLOW_CALLS`` in a row, the handler runs in the
+    thread pool from now on."""
+    placement.slow_calls += 1
+    if placement.slow_calls < SLOW_CALLS:
+        return
     placement.on_loop = False
     placement.adaptive = False
     logger.info(

@@ -48,7 +48,8 @@ def priming_id(stream: str) -> bytes:
 @dataclass(slots=True)
 class _Log:
     session_id: str
-    events: deque[tuple[int, bytes]]
+    # Made with the first event: an idle stream keeps no empty deque (600 bytes each).
+    events: deque[tuple[int, bytes]] | None = None
     next_seq: int = 1
     complete: bool = False
     dropped_before: int = 1  # sequence numbers below this fell out of the bounded log
@@ -63,7 +64,7 @@ class MemoryEventStore:
 
     def open_stream(self, session_id: str) -> str:
         stream = secrets.token_hex(8)
-        self._logs.put(stream, _Log(session_id, deque(maxlen=self.max_events)))
+        self._logs.put(stream, _Log(session_id))
         return stream
 
     def append(self, stream: str, message: bytes) -> bytes:
@@ -72,9 +73,12 @@ class MemoryEventStore:
             return f"{stream}{_SEPARATOR}x".encode()
         seq = log.next_seq
         log.next_seq += 1
-        if len(log.events) == log.events.maxlen:
-            log.dropped_before = log.events[0][0] + 1
-        log.events.append((seq, message))
+        events = log.events
+        if events is None:
+            events = log.events = deque(maxlen=self.max_events)
+        if len(events) == events.maxlen:
+            log.dropped_before = events[0][0] + 1
+        events.append((seq, message))
         return f"{stream}{_SEPARATOR}{seq}".encode()
 
     def complete(self, stream: str) -> None:
@@ -91,6 +95,8 @@ class MemoryEventStore:
         if after + 1 < log.dropped_before:
             return None  # what the client missed is gone: it must start over
         events = [
-            (f"{stream}{_SEPARATOR}{seq}".encode(), message) for seq, message in log.events if seq > after
+            (f"{stream}{_SEPARATOR}{seq}".encode(), message)
+            for seq, message in log.events or ()
+            if seq > after
         ]
         return Replay(stream, events, log.complete)

@@ -112,6 +112,11 @@ class Http2Stream:
 
     async def drain(self) -> None:
         conn = self._conn
+        if conn._processing:
+            # Output waits while the connection processes what it read, to go out in one write.
+            # A handler started from there (an eager Task) writes it now, so that a client that
+            # reads slowly holds it back here, instead of the output piling up unwritten.
+            conn._write_out()
         await conn.flow.drain()  # the transport (the whole connection)
         # This stream's HTTP/2 window: the core resets a stream whose window
         # stays shut for the write timeout, which ends this wait too.

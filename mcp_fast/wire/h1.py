@@ -134,6 +134,15 @@ _ZERO_COPY_MIN: Final = 8192
 # and a cache reset, never more.
 _CACHE_MAX_ENTRIES: Final = 1024
 _CACHE_MAX_LINE: Final = 1024
+# Fields whose value is new with every request (a trace id, an idempotency key): their lines are
+# never seen twice, so caching them would only push out the lines every request shares. (A
+# session id or a token repeats with every request of its client: those are cached.)
+_UNCACHED_FIELDS: Final = frozenset(
+    {b"traceparent", b"tracestate", b"idempotency-key", b"x-request-id", b"last-event-id"}
+)
+
+# What a connection's chunk buffer is while no chunked body is under way (never written to).
+_NO_CHUNKS: Final = bytearray()
 
 _V11: Final = b"1.1"
 _V10: Final = b"1.0"
@@ -230,7 +239,7 @@ def _parse_field_line(line: bytes | bytearray) -> tuple[bytes, bytes]:
 
 def _field_line(line: bytes) -> tuple[bytes, bytes]:
     kv = _parse_field_line(line)
-    if len(line) <= _CACHE_MAX_LINE:
+    if len(line) <= _CACHE_MAX_LINE and kv[0] not in _UNCACHED_FIELDS:
         if len(_FIELD_CACHE) >= _CACHE_MAX_ENTRIES:
             _FIELD_CACHE.clear()
         _FIELD_CACHE[line] = kv
@@ -373,7 +382,7 @@ class H1Connection:
         self._req: Request | None = None  # head waiting for its body
         self._need = 0  # body bytes (or chunk-data bytes) still expected
         self._cstate = _C_SIZE
-        self._chunks = bytearray()
+        self._chunks = _NO_CHUNKS  # a chunked body gets its own (_start_body): idle connections share this
         # The peer's address, put on every request (set by the network adapter).
         self.client: tuple[str, int] | None = None
 
@@ -482,7 +491,7 @@ class H1Connection:
         self._src = b""
         self._pos = 0
         self._buf = bytearray()
-        self._chunks = bytearray()
+        self._chunks = _NO_CHUNKS
         self._req = None
 
     def _finish(self, req: Request) -> Request:
@@ -689,7 +698,13 @@ class H1Connection:
         else:
             head = Request(method, target, path, headers, b"", keep_alive, version, 1, self.client)
             return self._start_body(head, start, length)
-        self._pos = stop
+        if stop == len(src):
+            # All of it taken: let the chunk go (a body slice keeps what it needs), so an idle
+            # connection or a long GET stream holds no copy of its last request.
+            self._src = b""
+            self._pos = 0
+        else:
+            self._pos = stop
         req = Request(method, target, path, headers, body, keep_alive, version, 1, self.client)
         if keep_alive:
             return req  # _finish for the common case: the head state was reset before parsing
@@ -712,6 +727,7 @@ class H1Connection:
         else:
             self._state = _CHUNKED
             self._cstate = _C_SIZE
+            self._chunks = bytearray()
             ev = self._next_chunked()
         if ev is NEED_DATA and want_continue:
             return ContinueRequested()
@@ -836,12 +852,8 @@ class H1Connection:
         if done:
             req = self._req
             assert req is not None
-            if len(chunks) >= _ZERO_COPY_MIN:
-                req.body = memoryview(chunks)
-                self._chunks = bytearray()
-            else:
-                req.body = bytes(chunks)
-                chunks.clear()
+            req.body = memoryview(chunks) if len(chunks) >= _ZERO_COPY_MIN else bytes(chunks)
+            self._chunks = _NO_CHUNKS
             self._cstate = _C_SIZE
             return self._finish(req)
         if self._eof:

@@ -389,8 +389,16 @@ class StreamableHTTP:
         if streams.stream_of(session.id) is not None:
             _plain(responder, 409, "Conflict: this session already has an open GET stream")
             return
-        priming = POLICIES[session.protocol_version].sse_priming
-        await streams.serve_get(responder, session.id, priming, replay)
+        stream = streams.open_get(
+            responder, session.id, POLICIES[session.protocol_version].sse_priming, replay
+        )
+        # Nothing reads this request's head again: a stream idle for hours should not hold it
+        # (the session token alone is a few hundred bytes).
+        request.headers = {}
+        try:
+            await responder.wait_disconnected()
+        finally:
+            streams.close_get(stream)
 
     def delete(self, request: Request, responder: Responder) -> None:
         """End the session (transports, "Session Management"): later requests get 404."""

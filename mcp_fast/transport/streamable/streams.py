@@ -71,10 +71,12 @@ class SessionStreams:
         """Does ``replay`` continue a POST's stream (rather than the GET stream)?"""
         return replay.complete or replay.stream in self.live
 
-    async def serve_get(
+    def open_get(
         self, responder: Responder, session_id: str, priming: bool, replay: Replay | None
-    ) -> None:
-        """Hold the session's GET stream open until the client leaves (or the session ends)."""
+    ) -> GetStream:
+        """Start the session's GET stream; the caller holds it open until the client leaves (or
+        the session ends), then calls ``close_get``. (Two plain calls, not one coroutine: an idle
+        stream should hold as few frames as it can.)"""
         stream = GetStream(responder, self.store, session_id)
         self._get_streams[session_id] = stream
         responder.start_stream(200, SSE_HEADERS)
@@ -88,13 +90,13 @@ class SessionStreams:
                 responder.send_stream(
                     sse.encode_event(b"", event_id=priming_id(stream.stream), retry_ms=self.retry_ms)
                 )
-        try:
-            self._ensure_keepalive_ticker()
-            await responder.wait_disconnected()
-        finally:
-            if self._get_streams.get(session_id) is stream:
-                del self._get_streams[session_id]
-            responder.end_stream()
+        self._ensure_keepalive_ticker()
+        return stream
+
+    def close_get(self, stream: GetStream) -> None:
+        if self._get_streams.get(stream.session_id) is stream:
+            del self._get_streams[stream.session_id]
+        stream.responder.end_stream()
 
     async def resume_post(self, replay: Replay, responder: Responder) -> None:
         """Send what the client missed on a POST's stream, then the rest of it as it comes."""
@@ -104,11 +106,13 @@ class SessionStreams:
         channel = None if replay.complete else self.live.get(replay.stream)
         if channel is not None:
             done = channel.attach(responder)
-            disconnected = asyncio.ensure_future(responder.wait_disconnected())
+            waiting = responder.wait_disconnected()
+            disconnected = asyncio.ensure_future(waiting)
             try:
                 await asyncio.wait((done, disconnected), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                disconnected.cancel()
+                if disconnected is not waiting:
+                    disconnected.cancel()  # our Task around a coroutine; never the connection's future
                 if channel.responder is responder:
                     channel.responder = None
         responder.end_stream()
