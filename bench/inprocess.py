@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "peers")]
 
 from mcp_fast.app import build_http_server, install_event_loop  # noqa: E402
-from mcp_fast.config import Config, load_config  # noqa: E402
+from mcp_fast.config import load_config  # noqa: E402
 from mcp_fast.net.connection import HttpConnection  # noqa: E402
 
 SESSIONLESS = "2026-07-28"
@@ -118,7 +118,11 @@ def initialize_bytes() -> bytes:
             "jsonrpc": "2.0",
             "id": 0,
             "method": "initialize",
-            "params": {"protocolVersion": SESSION_VERSION, "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}},
+            "params": {
+                "protocolVersion": SESSION_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "b", "version": "1"},
+            },
         }
     )
     return (
@@ -143,9 +147,9 @@ WORKLOADS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
 }
 
 
-async def measure(workload: str, requests: int) -> float:
+async def measure(workload: str, requests: int, extra_flags: tuple[str, ...] = ()) -> float:
     app_name, session, flags = WORKLOADS[workload]
-    config = load_config(["--log-level", "warning", "--session-secret", "b" * 32, *flags], {})
+    config = load_config(["--log-level", "warning", "--session-secret", "b" * 32, *flags, *extra_flags], {})
     http = build_http_server(_load_bench_app(app_name), config)
     connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, set())
     transport = CountingTransport()
@@ -188,10 +192,14 @@ def _load_bench_app(name: str) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--workload", default="echo", choices=tuple(WORKLOADS)
-    )
+    parser.add_argument("--workload", default="echo", choices=tuple(WORKLOADS))
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument(
+        "--offload-after",
+        default=None,
+        help="as the server's flag; bench/instructions.py raises it: under valgrind every call takes "
+        "~50x longer, and the default would move the handler to the thread pool",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     parser.add_argument("--callgrind", action="store_true", help="print the callgrind command and exit")
     args = parser.parse_args()
@@ -202,7 +210,8 @@ def main() -> None:
         )
         return
     install_event_loop()
-    best = min(asyncio.run(measure(args.workload, args.requests)) for _ in range(args.repeat))
+    extra = ("--offload-after", args.offload_after) if args.offload_after else ()
+    best = min(asyncio.run(measure(args.workload, args.requests, extra)) for _ in range(args.repeat))
     print(f"{args.workload}: {best:.2f} µs per request (best of {args.repeat} x {args.requests})")
 
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mcp_fast import __version__
@@ -104,6 +105,7 @@ def build_cache(config: Config) -> ResultCache | None:
 
 def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None) -> Pipeline:
     """The request path every transport of this process shares."""
+    server.registry.offload_after = config.offload_after
     return Pipeline(
         server,
         PipelineSettings(
@@ -206,6 +208,15 @@ def install_event_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def use_handler_threads(config: Config) -> None:
+    """The running loop's default executor, where offloaded def handlers and def routes run:
+    ``--handler-threads`` threads, named so a thread dump says what they are. Threads start on
+    demand, so an idle server has none."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=config.handler_threads, thread_name_prefix="mcp_fast-handler")
+    )
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -280,6 +291,7 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
     ready = None if reuse_port else (lambda: startup_summary(server, config, listening_address(config, http)))
 
     async def main() -> None:
+        use_handler_threads(config)
         stop = stop_on_signals()  # before the lifespan: a SIGTERM while it starts is orderly too
         stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
         async with lifespan_of(server):
@@ -347,6 +359,7 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
     logger.info("mcp_fast serving %r over stdio", server.name)
 
     async def main() -> str:
+        use_handler_threads(config)
         async with lifespan_of(server):
             return await serve_stdio(pipeline, settings, input_fd, output_fd)
 

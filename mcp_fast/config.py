@@ -74,6 +74,8 @@ def read_seconds(text: str) -> float:
 
 
 def show_seconds(value: float) -> str:
+    if 0 < value < 1:
+        return f"{value * 1000:g}ms"
     if value >= 3600 and value % 3600 == 0:
         return f"{value / 3600:g}h"
     if value >= 600 and value % 60 == 0:
@@ -293,6 +295,22 @@ OPTIONS: tuple[Option, ...] = (
         group="server",
     ),
     Option(
+        "offload_after",
+        SECONDS,
+        0.001,
+        "how long a plain def handler may run on the event loop: one seen to take longer (twice "
+        "within 64 calls) runs in the thread pool from then on",
+        group="server",
+    ),
+    Option(
+        "handler_threads",
+        integer(1, 1024),
+        32,
+        "threads in the pool that runs plain def handlers seen to be slow (and offload=True ones, "
+        "and def routes): how many such calls run at once per worker; more wait their turn",
+        group="server",
+    ),
+    Option(
         "page_size",
         integer(1, 10_000),
         100,
@@ -494,6 +512,8 @@ class Config:
     workers: int
     backlog: int
     shutdown_timeout: float
+    offload_after: float
+    handler_threads: int
     page_size: int
     cache_size: int
     cache_max_bytes: int

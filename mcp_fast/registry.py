@@ -67,9 +67,11 @@ TRIAL_CALLS = 3
 # How long a def handler may run on the loop before it moves to the thread pool: a millisecond of
 # stall delays every other client of the process by as much (--offload-after).
 OFFLOAD_AFTER_S = 0.001
-# Slow calls in a row on the loop that move a handler to the pool: one alone may be the machine's
-# doing (a garbage collection, another process on the core), not the handler's.
+# Slow calls on the loop, within SLOW_WINDOW calls, that move a handler to the pool for good: one
+# alone may be the machine's doing (a garbage collection, another process on the core), not the
+# handler's; two close together are the handler's (one that blocks every other call included).
 SLOW_CALLS = 2
+SLOW_WINDOW = 64
 
 
 @dataclass(slots=True)
@@ -80,8 +82,10 @@ class Placement:
     on_loop: bool  # a def handler runs on the event loop now (else: the thread pool, or a Task)
     is_async: bool
     adaptive: bool
+    name: str = "handler"  # what the log and an async handler's Task are called
     trials_left: int = TRIAL_CALLS
-    slow_calls: int = 0  # on the loop: slow calls in a row so far
+    slow_calls: int = 0  # on the loop: slow calls so far within the window
+    quick_since_slow: int = 0  # on the loop: quick calls since the last slow one
 
 
 def placement(func: Callable[..., Any], inline: bool = False, offload: bool = False) -> Placement:
@@ -89,17 +93,18 @@ def placement(func: Callable[..., Any], inline: bool = False, offload: bool = Fa
     thread pool (``offload``), or (the default) in the pool until seen to be quick."""
     if inline and offload:
         raise ValueError("inline=True and offload=True contradict each other: choose one")
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     if inspect.iscoroutinefunction(func):
         if inline or offload:
             raise ValueError(
                 f"inline= and offload= are for def handlers; {func.__name__!r} is async def (a Task)"
             )
-        return Placement(RunMode.TASK, False, True, False)
+        return Placement(RunMode.TASK, False, True, False, name)
     if inline:
-        return Placement(RunMode.INLINE, True, False, False)
+        return Placement(RunMode.INLINE, True, False, False, name)
     if offload:
-        return Placement(RunMode.THREAD, False, False, False)
-    return Placement(RunMode.ADAPTIVE, False, False, True)
+        return Placement(RunMode.THREAD, False, False, False, name)
+    return Placement(RunMode.ADAPTIVE, False, False, True, name)
 
 
 def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:

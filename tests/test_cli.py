@@ -208,7 +208,7 @@ def test_help_groups_the_flags_and_shows_choices_and_human_defaults() -> None:
         "default: 64M]",
         "default: 75s]",
         "default: 24h]",
-        "default: 0.1s]",
+        "default: 100ms]",
     ):
         assert shown in flat, shown
     for choices in ("{http,stdio}", "{jwt,memory,none}", "{HS256,RS256,ES256}", "{debug,info,warning,error}"):

@@ -8,12 +8,15 @@ import asyncio
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import start_server, stop_server
+from httpclient import RawClient, rpc_bytes
 
-from mcp_fast import Context, MCPServer, McpError, ToolError
-from mcp_fast.registry import SLOW_CALLS, TRIAL_CALLS
+from mcp_fast import Context, McpError, MCPServer, ToolError
+from mcp_fast.registry import SLOW_CALLS, SLOW_WINDOW, TRIAL_CALLS
 from mcp_fast.testing import connect
 
 
@@ -70,15 +73,41 @@ def test_a_slow_call_moves_a_handler_back_to_the_pool_for_good(caplog: pytest.Lo
         async with connect(server) as client:
             for _ in range(TRIAL_CALLS):
                 await client.call_tool("where_slowly", {"seconds": 0})
-            for _ in range(SLOW_CALLS):  # on the loop, and slow: one alone may be the machine's doing
+            for n in range(SLOW_CALLS):  # on the loop, and slow: one alone may be the machine's doing
                 on_loop = await client.call_tool("where_slowly", {"seconds": 0.1})
                 assert on_loop["content"][0]["text"] == loop_thread
+                if n < SLOW_CALLS - 1:  # a quick call between: a handler that blocks every other call
+                    quick = await client.call_tool("where_slowly", {"seconds": 0})
+                    assert quick["content"][0]["text"] == loop_thread
             for _ in range(TRIAL_CALLS + 2):  # from now on in the pool, quick or not
-                assert (await client.call_tool("where_slowly", {"seconds": 0}))["content"][0]["text"] != loop_thread
+                assert (await client.call_tool("where_slowly", {"seconds": 0}))["content"][0][
+                    "text"
+                ] != loop_thread
 
     with caplog.at_level(logging.INFO, logger="mcp_fast"):
         run(main())
     assert any("it runs in the thread pool from now on" in record.getMessage() for record in caplog.records)
+
+
+def test_a_slow_call_long_ago_is_forgotten() -> None:
+    """One slow call, SLOW_WINDOW quick ones, one slow call: never two within the window, so the
+    handler stays on the loop."""
+    server = thread_server()
+    server.registry.offload_after = 0.05
+    loop_thread = threading.current_thread().name
+
+    async def main() -> None:
+        async with connect(server) as client:
+            for _ in range(TRIAL_CALLS):
+                await client.call_tool("where_slowly", {"seconds": 0})
+            for _ in range(2):
+                await client.call_tool("where_slowly", {"seconds": 0.06})
+                for _ in range(SLOW_WINDOW):
+                    await client.call_tool("where_slowly", {"seconds": 0})
+            last = await client.call_tool("where_slowly", {"seconds": 0})
+            assert last["content"][0]["text"] == loop_thread
+
+    run(main())
 
 
 def test_a_handler_that_blocks_from_its_first_call_never_holds_up_other_clients() -> None:
@@ -121,7 +150,11 @@ def test_an_async_handler_runs_as_a_task_from_its_first_line() -> None:
             immediate = True
         async with asyncio.timeout(5):
             await asyncio.sleep(0)  # waits: the same Task goes on
-        return {"task": task is not None and not task.done(), "same": asyncio.current_task() is task, "ok": immediate}
+        return {
+            "task": task is not None and not task.done(),
+            "same": asyncio.current_task() is task,
+            "ok": immediate,
+        }
 
     @server.tool()
     async def times_out() -> str:
@@ -145,7 +178,9 @@ def test_an_async_handler_runs_as_a_task_from_its_first_line() -> None:
 def test_progress_and_logs_from_a_def_handler(place: str) -> None:
     """A def handler calls ctx.report_progress / ctx.info without await, in the pool or on the loop."""
     server = MCPServer("progress")
-    options: dict[str, Any] = {"offload": True} if place == "offload" else {"inline": True} if place == "inline" else {}
+    options: dict[str, Any] = (
+        {"offload": True} if place == "offload" else {"inline": True} if place == "inline" else {}
+    )
 
     @server.tool(**options)
     def count(ctx: Context, steps: int) -> str:
@@ -159,7 +194,9 @@ def test_progress_and_logs_from_a_def_handler(place: str) -> None:
     async def main() -> None:
         async with connect(server) as client:
             result = await client.call_tool(
-                "count", {"steps": 3}, on_progress=lambda done, total, message: progress.append((done, total, message))
+                "count",
+                {"steps": 3},
+                on_progress=lambda done, total, message: progress.append((done, total, message)),
             )
             assert result["content"][0]["text"] == "counted"
             assert [entry["data"] for entry in client.logs] == ["did step 1", "did step 2", "did step 3"]
@@ -205,7 +242,9 @@ def test_an_offloaded_handler_is_cancelled_and_sees_it() -> None:
 @pytest.mark.parametrize("place", ["offload", "adaptive", "inline", "async"])
 def test_exceptions_keep_their_messages_wherever_the_handler_runs(place: str) -> None:
     server = MCPServer("errors")
-    options: dict[str, Any] = {"offload": True} if place == "offload" else {"inline": True} if place == "inline" else {}
+    options: dict[str, Any] = (
+        {"offload": True} if place == "offload" else {"inline": True} if place == "inline" else {}
+    )
 
     if place == "async":
 
@@ -223,12 +262,17 @@ def test_exceptions_keep_their_messages_wherever_the_handler_runs(place: str) ->
         async with connect(server) as client:
             for _ in range(TRIAL_CALLS + 1):  # through the trial and after it
                 tool_error = await client.call_tool("fail", {"kind": "tool"})
-                assert tool_error["isError"] and tool_error["content"][0]["text"] == "a tool error, as written"
+                assert (
+                    tool_error["isError"] and tool_error["content"][0]["text"] == "a tool error, as written"
+                )
                 bug = await client.call_tool("fail", {"kind": "bug"})
                 assert bug["isError"] and bug["content"][0]["text"] == "Tool 'fail' failed: a bug, as written"
                 with pytest.raises(McpError) as protocol:
                     await client.call_tool("fail", {"kind": "protocol"})
-                assert (protocol.value.code, protocol.value.message) == (-32042, "a protocol error, as written")
+                assert (protocol.value.code, protocol.value.message) == (
+                    -32042,
+                    "a protocol error, as written",
+                )
 
     run(main())
 
@@ -254,3 +298,52 @@ def test_inline_and_offload_are_checked_at_registration() -> None:
         @server.tool(offload=True)
         async def coroutine() -> str:
             return ""
+
+
+POOL_APP = '''
+import threading
+import time
+
+from mcp_fast import MCPServer
+
+server = MCPServer("pool")
+lock = threading.Lock()
+running = 0
+peak = 0
+
+
+@server.tool(offload=True)
+def crowd(seconds: float) -> str:
+    """Sleeps; answers its thread and the most calls seen running at once."""
+    global running, peak
+    with lock:
+        running += 1
+        peak = max(peak, running)
+    time.sleep(seconds)
+    with lock:
+        running -= 1
+    return f"{threading.current_thread().name} {peak}"
+'''
+
+
+@pytest.mark.parametrize(("threads", "calls", "expected_peak"), [(2, 4, 2), (None, 4, 4)])
+def test_handler_threads_bounds_the_calls_that_run_at_once(
+    tmp_path: Path, threads: int | None, calls: int, expected_peak: int
+) -> None:
+    """``--handler-threads N``: N offloaded calls at once, in threads named mcp_fast-handler_*;
+    the default (32) lets all four run together."""
+    (tmp_path / "pool_app.py").write_text(POOL_APP)
+    flags = ["--stateless"] + ([] if threads is None else ["--handler-threads", str(threads)])
+    server = start_server(tmp_path, *flags, app="pool_app:server", cwd=tmp_path)
+    try:
+        clients = [RawClient(server.port) for _ in range(calls)]
+        for i, client in enumerate(clients):
+            params = {"name": "crowd", "arguments": {"seconds": 0.3}}
+            client.send(rpc_bytes("tools/call", params, i, **{"MCP-Protocol-Version": "2025-06-18"}))
+        answers = [client.read_response().json()["result"]["content"][0]["text"] for client in clients]
+        for client in clients:
+            client.close()
+    finally:
+        stop_server(server)
+    assert all(answer.startswith("mcp_fast-handler") for answer in answers), answers
+    assert max(int(answer.split()[1]) for answer in answers) == expected_peak, answers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 
 import jwt
@@ -79,10 +80,8 @@ def test_a_signature_spelled_another_way_is_refused() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(max_size=200), st.lists(st.text(max_size=60), min_size=3, max_size=3).map(".".join)))
 def test_hostile_tokens_are_only_ever_invalid(text: str) -> None:
-    try:
+    with contextlib.suppress(InvalidToken):
         Hs256Tokens([SECRET]).decode(text)
-    except InvalidToken:
-        pass
 
 
 def test_sessions_need_their_claims() -> None:

@@ -4,14 +4,16 @@
 
 ``server`` is the app as the README teaches it: ``echo`` a plain ``@server.tool()`` on a ``def``
 with default options (the headline). The variants differ in how ``echo`` is declared, for the
-extra rows: ``async_server`` (``async def``) and ``inline_server`` (``inline=True``: always on
-the event loop). Every app lists the same two tools, as the peers do (the demo app, with more
+extra rows: ``async_server`` (``async def``), ``inline_server`` (``inline=True``: always on
+the event loop) and ``offload_server`` (``offload=True``: always in the thread pool, as every
+plain ``def`` ran before handlers earned their place on the loop). Every app lists the same two tools, as the peers do (the demo app, with more
 tools, would make mcp_fast's tools/list answer larger than theirs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 
 from mcp_fast.server import MCPServer
 
@@ -37,6 +39,13 @@ def _app(echo_style: str) -> MCPServer:
             """Echo the message back."""
             return message
 
+    elif echo_style == "offload":
+
+        @app.tool(offload=True)
+        def echo(message: str) -> str:
+            """Echo the message back."""
+            return message
+
     else:
 
         @app.tool(inline=True)
@@ -56,3 +65,14 @@ def _app(echo_style: str) -> MCPServer:
 server = _app("def")
 async_server = _app("async")
 inline_server = _app("inline")
+offload_server = _app("offload")
+
+# The blocking figure (bench/run.py run_blocking): a plain def that really blocks.
+blocking_server = _app("def")
+
+
+@blocking_server.tool()
+def block(seconds: float) -> str:
+    """Sleep in the handler itself (a blocking call: a database driver, a file on a slow disk)."""
+    time.sleep(seconds)
+    return f"slept {seconds:g}"

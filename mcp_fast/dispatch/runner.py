@@ -7,9 +7,9 @@
   anyio see a real Task from the handler's first line.
 - plain ``def`` (ADAPTIVE, the default): the thread pool for its first calls, each timed; once
   ``TRIAL_CALLS`` of them took less than the limit (``--offload-after``), the event loop.
-  ``SLOW_CALLS`` calls in a row on the loop that take longer than the limit move the handler back
-  to the pool for good (the log says so). A handler that blocks from its first call never runs
-  on the loop.
+  ``SLOW_CALLS`` calls on the loop that take longer than the limit, within ``SLOW_WINDOW`` calls,
+  move the handler back to the pool for good (the log says so). A handler that blocks from its
+  first call never runs on the loop.
 - ``inline=True``: always on the loop; ``offload=True``: always in the pool.
 
 What runs a handler (its Task, or the thread's future) is put on the ``Call`` so that a
@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mcp_fast.call import Call
-from mcp_fast.registry import SLOW_CALLS, TRIAL_CALLS, Placement
+from mcp_fast.registry import SLOW_CALLS, SLOW_WINDOW, TRIAL_CALLS, Placement
 
 logger = logging.getLogger("mcp_fast.server")
 
@@ -49,12 +49,12 @@ def run(
         if elapsed > limit:
             _slow_on_loop(func, placement, elapsed, limit)
         elif placement.slow_calls:
-            placement.slow_calls = 0
+            _quick_after_slow(placement)
         return value
     if call is not None and call.cancelled:
         raise asyncio.CancelledError  # cancelled while a middleware was still busy with it
     if placement.is_async:
-        task = start_task(func(**kwargs), getattr(func, "__name__", "handler"))
+        task = start_task(func(**kwargs), placement.name)
         if call is not None:
             call.running = task
         if task.done():
@@ -100,9 +100,10 @@ def _learn(func: Callable[..., Any], placement: Placement, elapsed: float, limit
 
 
 def _slow_on_loop(func: Callable[..., Any], placement: Placement, elapsed: float, limit: float) -> None:
-    """A call on the loop took too long: after ``SLOW_CALLS`` in a row, the handler runs in the
-    thread pool from now on."""
+    """A call on the loop took too long: after ``SLOW_CALLS`` of them within ``SLOW_WINDOW``
+    calls, the handler runs in the thread pool from now on."""
     placement.slow_calls += 1
+    placement.quick_since_slow = 0
     if placement.slow_calls < SLOW_CALLS:
         return
     placement.on_loop = False
@@ -114,6 +115,13 @@ def _slow_on_loop(func: Callable[..., Any], placement: Placement, elapsed: float
         elapsed * 1e3,
         limit * 1e3,
     )
+
+
+def _quick_after_slow(placement: Placement) -> None:
+    """A quick call on the loop after a slow one: a slow call that long ago is forgotten."""
+    placement.quick_since_slow += 1
+    if placement.quick_since_slow >= SLOW_WINDOW:
+        placement.slow_calls = 0
 
 
 def _name(func: Callable[..., Any]) -> str:
@@ -131,33 +139,69 @@ if sys.version_info >= (3, 12):
 else:  # Python 3.11
     from asyncio import tasks as _tasks
 
+    _PyFuture: Any = asyncio.futures._PyFuture  # type: ignore[attr-defined]
+    _FINISHED = "FINISHED"
+
     class EagerTask(_tasks._PyTask):  # type: ignore[name-defined,misc]
         """An asyncio Task (the pure-Python implementation) whose first step runs in ``__init__``
-        instead of being scheduled: Python 3.12's ``Task(..., eager_start=True)``, for 3.11."""
+        instead of being scheduled: Python 3.12's ``Task(..., eager_start=True)``, for 3.11.
+
+        The first step is written out here rather than going through ``__step``: most handlers
+        finish in it, and then the Task is a finished future and nothing else.
+        """
 
         def __init__(
             self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, name: str
         ) -> None:
-            # What _PyTask.__init__ does, less scheduling the first step.
-            asyncio.futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+            # What _PyTask.__init__ (and _PyFuture.__init__) set, less scheduling the first step.
+            self._loop = loop
+            self._callbacks: list[Any] = []
             self._name = name
             self._num_cancels_requested = 0
             self._must_cancel = False
             self._fut_waiter = None
             self._coro = coro
-            self._context = contextvars.copy_context()
-            # The step enters this task as the current one, as a scheduled step would. A task that
-            # is current already (a handler started from inside another Task) steps aside for it.
+            context = self._context = contextvars.copy_context()
+            # The step runs with this Task as the current one, as a scheduled step would; a Task
+            # that is current already (a handler started from inside another) steps aside.
             outer = _tasks.current_task(loop)
             if outer is not None:
                 _tasks._leave_task(loop, outer)
+            _tasks._enter_task(loop, self)
             try:
-                self._context.run(self._Task__step)
+                result = context.run(coro.send, None)
+            except StopIteration as stop:
+                self._result = stop.value  # finished: no callbacks can be waiting yet
+                self._state = _FINISHED
+            except asyncio.CancelledError as exc:
+                self._cancelled_exc = exc
+                _PyFuture.cancel(self)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                _PyFuture.set_exception(self, exc)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the handler's exception, kept in the Task
+                _PyFuture.set_exception(self, exc)
+            else:
+                self._waits_on(result)
             finally:
+                _tasks._leave_task(loop, self)
                 if outer is not None:
                     _tasks._enter_task(loop, outer)
-            if not self.done():
+            if self._state != _FINISHED or self._callbacks:
                 _tasks._register_task(self)
+
+        def _waits_on(self, result: Any) -> None:
+            """The first step yielded: what __step does with a yielded value (waiting on a future;
+            a bare yield goes on at the next loop iteration; anything else is the Task's error)."""
+            if getattr(result, "_asyncio_future_blocking", None) and result is not self:
+                result._asyncio_future_blocking = False
+                result.add_done_callback(self._Task__wakeup, context=self._context)
+                self._fut_waiter = result
+            elif result is None:
+                self._loop.call_soon(self._Task__step, context=self._context)
+            else:
+                error = RuntimeError(f"Task {self!r} got bad yield: {result!r}")
+                self._loop.call_soon(self._Task__step, error, context=self._context)
 
     def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A Task for ``coro``, its first step already run."""
