@@ -265,3 +265,29 @@ def test_x_mcp_header_parameters_must_match(server: RunningServer) -> None:
     for headers in ({"Mcp-Param-Region": "us-east"}, {}, {"Mcp-Param-Region": "=?base64?ZXUtd2VzdA?="}):
         bad = send(server, "tools/call", body, name="test_x_mcp_header", headers=headers)
         assert bad.status == 400 and bad.json()["error"]["code"] == -32020
+
+
+def post_raw(server: RunningServer, body: Any) -> Response:
+    headers = {**MCP_HEADERS, "MCP-Protocol-Version": SESSIONLESS, "Mcp-Method": "x"}
+    with RawClient(server.port) as client:
+        client.send(client_request_bytes("POST", "/mcp", orjson.dumps(body), headers))
+        return client.read_response()
+
+
+def test_what_is_not_a_request(server: RunningServer) -> None:
+    """A 2026-07-28 POST that is not one request: a notification is accepted with nothing to
+    say (202), a response, a batch or a malformed message is refused (400) without a null id."""
+    notification = post_raw(server, {"jsonrpc": "2.0", "method": "notifications/initialized", "params": {"_meta": meta()}})
+    assert (notification.status, notification.body) == (202, b"")
+    response = post_raw(server, {"jsonrpc": "2.0", "id": 7, "result": {}})
+    assert response.status == 400
+    assert response.json()["error"]["code"] == -32600
+    assert "clients do not send responses" in response.json()["error"]["message"]
+    assert "id" not in response.json()
+    batch = post_raw(server, [{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": meta()}}])
+    assert batch.status == 400
+    assert "one JSON-RPC message per POST" in batch.json()["error"]["message"]
+    bad = post_raw(server, {"jsonrpc": "1.0", "id": 3, "method": "ping", "params": {"_meta": meta()}})
+    assert bad.status == 400
+    assert bad.json()["error"]["code"] == -32600
+    assert bad.json()["id"] == 3

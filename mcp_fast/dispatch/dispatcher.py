@@ -72,6 +72,7 @@ class Dispatcher:
         server.on_list_changed(self.hub.list_changed)
         server.on_resource_updated(self.hub.resource_updated)
         self._server_info_2026 = self.server_info(POLICIES["2026-07-28"])
+        self._meta_2026 = {SERVER_INFO_KEY: self._server_info_2026}
         tasks = self.task_methods
         methods: dict[str, Method] = {
             "initialize": self.initialize,
@@ -192,6 +193,9 @@ class Dispatcher:
             result.setdefault("ttlMs", 0)
             result.setdefault("cacheScope", "private" if method == "resources/read" else "public")
         meta = result.get("_meta")
+        if meta is None:
+            result["_meta"] = self._meta_2026  # shared by every answer: serialized, never changed
+            return result
         meta = dict(meta) if type(meta) is dict else {}
         meta[SERVER_INFO_KEY] = self._server_info_2026
         result["_meta"] = meta

@@ -42,41 +42,31 @@ class SessionlessPost:
                 responder, 400, McpError(INVALID_REQUEST, "Invalid request: one JSON-RPC message per POST")
             )
             return None
-        try:
-            message = jsonrpc.parse_message(body)
-        except jsonrpc.InvalidMessage as exc:
-            _refuse(responder, 400, exc, exc.request_id)
+        parts = jsonrpc.request_parts(body)  # most POSTs are requests: no Message for them
+        if parts is None:
+            self._not_a_request(body, responder)
             return None
-        if message.kind is not Kind.REQUEST:
-            if message.kind is Kind.RESPONSE:
-                error = McpError(
-                    INVALID_REQUEST, "Invalid request: clients do not send responses in 2026-07-28"
-                )
-                _refuse(responder, 400, error)
-            else:
-                responder.respond(202, NO_HEADERS, b"")  # nothing to act on over HTTP
-            return None
-        params = message.params
+        request_id, method, params = parts
         try:
             envelope = read_envelope(params)
-            check_headers(message.method, params, envelope, request.headers)
+            check_headers(method, params, envelope, request.headers)
             policy = check_version(envelope.version)
-            if message.method == "tools/call" and params is not None:
+            if method == "tools/call" and params is not None:
                 tool = self.registry.tools.get(params.get("name"))  # type: ignore[arg-type]
                 if tool is not None and tool.header_params:
                     check_header_params(tool.header_params, params.get("arguments"), request.headers)
         except McpError as exc:
             status = SESSIONLESS_ERROR_STATUS.get(exc.code, 400)
-            responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(message.id, exc))
+            responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(request_id, exc))
             return None
-        if message.method == "subscriptions/listen" and not accepted.sse_ok:
+        if method == "subscriptions/listen" and not accepted.sse_ok:
             error = McpError(INVALID_REQUEST, "subscriptions/listen answers with text/event-stream")
-            responder.respond(406, JSON_HEADERS, jsonrpc.encode_error(message.id, error))
+            responder.respond(406, JSON_HEADERS, jsonrpc.encode_error(request_id, error))
             return None
         call = HttpCall(
             "streamable-http",
-            message.id,  # type: ignore[arg-type]
-            message.method,
+            request_id,
+            method,
             params,
             policy,
             None,
@@ -91,11 +81,30 @@ class SessionlessPost:
         call.streams = None
         answer = self.pipeline.request(call)
         if type(answer) is bytes:
-            call.deliver(answer)
+            if call.outbound is None and accepted.json_ok and call.error_code is None:
+                responder.respond(200, JSON_HEADERS, answer)  # deliver()'s common case, inlined
+            else:
+                call.deliver(answer)
             return None
         # 2026-07-28 "Cancellation": closing the request's stream cancels the request.
         responder.on_disconnect(call.cancel)
         return deliver_later(call, answer)  # type: ignore[arg-type]
+
+
+    @staticmethod
+    def _not_a_request(body: Any, responder: Responder) -> None:
+        """A notification (202, nothing to act on over HTTP), a response (clients send none in
+        2026-07-28) or not a JSON-RPC message (400)."""
+        try:
+            message = jsonrpc.parse_message(body)
+        except jsonrpc.InvalidMessage as exc:
+            _refuse(responder, 400, exc, exc.request_id)
+            return
+        if message.kind is Kind.RESPONSE:
+            error = McpError(INVALID_REQUEST, "Invalid request: clients do not send responses in 2026-07-28")
+            _refuse(responder, 400, error)
+        else:
+            responder.respond(202, NO_HEADERS, b"")
 
 
 async def deliver_later(call: HttpCall, answer: Coroutine[Any, Any, bytes | None]) -> None:
