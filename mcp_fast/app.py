@@ -14,17 +14,38 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcp_fast.call import Gate, Middleware, RequestCheck, RequestObserver
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever, stop_on_signals
+from mcp_fast.ops.auth import (
+    AuthSettings,
+    BearerGate,
+    JwksKeys,
+    ResourceMetadata,
+    ScopeCheck,
+    canonical_resource,
+)
+from mcp_fast.ops.cors import CorsPolicy
+from mcp_fast.ops.forwarded import ForwardedAddresses
+from mcp_fast.ops.idempotency import Idempotency
+from mcp_fast.ops.logs import AccessLog, AuditLog, JsonLines
+from mcp_fast.ops.metrics import Metrics, MetricsShare
+from mcp_fast.ops.observers import combined
 from mcp_fast.ops.probes import Probes
+from mcp_fast.ops.ratelimit import RateLimits
+from mcp_fast.ops.tracing import Tracing, tracing_available
 from mcp_fast.pipeline import Pipeline, PipelineSettings
+from mcp_fast.registry import parse_rate
+from mcp_fast.routes import Route, check_route
 from mcp_fast.server import MCPServer
+from mcp_fast.transport.front import AccessLogFront, CorsFront, ForwardedFront
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
-from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.origin import LOOPBACK_NAMES, HostPolicy
 from mcp_fast.transport.router import App, HttpRouter, RouteEndpoint
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
 from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
@@ -98,17 +119,152 @@ def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | 
     return sessions
 
 
-def build_http_sse(pipeline: Pipeline, host_policy: HostPolicy, config: Config) -> HttpSseTransport:
+def build_http_sse(
+    pipeline: Pipeline, host_policy: HostPolicy, config: Config, gate: Gate | None = None
+) -> HttpSseTransport:
     """The old HTTP+SSE transport on two more paths, on the same pipeline as the endpoint."""
     settings = HttpSseSettings(
         sse_path=config.legacy_sse_path.encode(),
         messages_path=config.legacy_messages_path.encode(),
         host_policy=host_policy,
         keepalive_interval=config.sse_keepalive,
+        gate=gate,
     )
     if config.path.encode() in (settings.sse_path, settings.messages_path):
         raise ValueError("the old HTTP+SSE transport's paths must differ from --path")
     return HttpSseTransport(pipeline, settings)
+
+
+# Signing algorithms a JWKS's public keys can verify (RFC 7518); HS* would need a shared secret.
+_ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+@dataclass
+class Production:
+    """What the production features built for one process (``build_production``): the
+    pipeline's checks and observers, the transports' gate, the routes and the HTTP fronts."""
+
+    gate: BearerGate | None = None
+    metadata: ResourceMetadata | None = None
+    scope_check: ScopeCheck | None = None
+    rate_limits: RateLimits | None = None
+    idempotency: Idempotency | None = None
+    metrics: Metrics | None = None
+    observers: list[RequestObserver] = field(default_factory=list)
+    cors: CorsPolicy | None = None
+    forwarded: ForwardedAddresses | None = None
+    access_log: AccessLog | None = None
+    logs: list[JsonLines] = field(default_factory=list)
+    http_sse: HttpSseTransport | None = None  # set by build_endpoint (metrics count its streams)
+
+    @property
+    def checks(self) -> tuple[RequestCheck, ...]:
+        return tuple(check for check in (self.scope_check, self.rate_limits) if check is not None)
+
+    @property
+    def observer(self) -> RequestObserver | None:
+        return combined(self.observers)
+
+    def close(self) -> None:
+        for lines in self.logs:
+            lines.close()
+
+
+def build_auth(server: MCPServer, config: Config) -> tuple[BearerGate, ResourceMetadata] | None:
+    """Authorization, when --auth-jwks or MCPServer(token_verifier=...) asks for it; a ValueError
+    naming the flag for a configuration that cannot work."""
+    if not config.auth_jwks and server.token_verifier is None:
+        for flag, value in (
+            ("--auth-issuer", config.auth_issuer),
+            ("--auth-audience", config.auth_audience),
+            ("--auth-server", config.auth_server),
+        ):
+            if value:
+                raise ValueError(f"{flag} needs --auth-jwks (or an MCPServer(token_verifier=...))")
+        return None
+    if not config.public_url:
+        raise ValueError(
+            "authorization needs --public-url, the URL clients use for this endpoint "
+            "(e.g. https://mcp.example.com/mcp): tokens name it as their audience (RFC 8707)"
+        )
+    resource = canonical_resource(config.public_url, config.path)
+    algorithms = tuple(config.auth_algorithms)
+    wrong = sorted(set(algorithms) - _ASYMMETRIC)
+    if not algorithms or wrong:
+        expected = ", ".join(sorted(_ASYMMETRIC))
+        raise ValueError(f"--auth-algorithms {','.join(wrong) or '(none)'}: expected some of {expected}")
+    for issuer in config.auth_server:
+        if not issuer.startswith(("https://", "http://")):
+            raise ValueError(f"--auth-server {issuer!r}: expected the authorization server's issuer URL")
+    if not config.auth_server:
+        logger.warning("no --auth-server: the RFC 9728 metadata names no authorization server for clients")
+    settings = AuthSettings(
+        resource=resource,
+        audience=config.auth_audience or resource,
+        jwks=config.auth_jwks,
+        issuer=config.auth_issuer,
+        algorithms=algorithms,
+        authorization_servers=tuple(config.auth_server),
+    )
+    keys = None
+    if config.auth_jwks:
+        keys = JwksKeys(config.auth_jwks)
+        keys.load()  # a file that cannot be used stops start-up; a URL is retried later
+    gate = BearerGate(settings, keys, server.token_verifier)
+    return gate, ResourceMetadata(settings, server.registry)
+
+
+def build_production(server: MCPServer, config: Config, *, http: bool = True) -> Production:
+    """Every production feature the configuration asks for (``http`` False: stdio, where there is
+    no gate, no route and no front). ValueError naming the flag for a bad setting."""
+    production = Production()
+    registry = server.registry
+    if http:
+        auth = build_auth(server, config)
+        if auth is not None:
+            production.gate, production.metadata = auth
+    if production.gate is not None or any(tool.scopes for tool in registry.tools.values()):
+        metadata = production.gate.metadata if production.gate is not None else ""
+        production.scope_check = ScopeCheck(registry, metadata)
+    try:
+        rate = parse_rate(config.rate_limit) if config.rate_limit else None
+    except ValueError as exc:
+        raise ValueError(f"--rate-limit: {exc}") from None
+    if rate is not None or any(tool.rate_limit is not None for tool in registry.tools.values()):
+        production.rate_limits = RateLimits(registry, rate)
+    if config.idempotency_ttl < 0:
+        raise ValueError("--idempotency-ttl must be 0 (off) or a number of seconds")
+    if config.idempotency_ttl > 0 and http:
+        production.idempotency = Idempotency(config.idempotency_ttl)
+    if config.metrics and http:
+        production.metrics = Metrics(registry)
+        production.observers.append(production.metrics.requests)
+    if config.audit_log:
+        audit = JsonLines(config.audit_log, "--audit-log")
+        audit.open()
+        production.logs.append(audit)
+        production.observers.append(AuditLog(audit, config.audit_arguments))
+    if http and config.access_log:
+        access = JsonLines(config.access_log, "--access-log")
+        access.open()
+        production.logs.append(access)
+        production.access_log = AccessLog(access)
+    if http and config.cors_origins:
+        production.cors = CorsPolicy(config.cors_origins)
+    if http and config.forwarded_allow_ips:
+        production.forwarded = ForwardedAddresses(config.forwarded_allow_ips)
+    return production
+
+
+def start_tracing(pipeline: Pipeline, production: Production, config: Config) -> None:
+    """--tracing: once serving starts (the app may install its tracer provider in its lifespan),
+    add the span observer if OpenTelemetry is there to take spans."""
+    if config.tracing and tracing_available():
+        production.observers.append(Tracing())
+        pipeline.observer = production.observer
+        logger.info("OpenTelemetry tracing: a server span per request")
 
 
 def build_cache(config: Config) -> ResultCache | None:
@@ -118,8 +274,12 @@ def build_cache(config: Config) -> ResultCache | None:
     return ResultCache(config.cache_size, config.cache_max_bytes)
 
 
-def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None) -> Pipeline:
+def build_pipeline(
+    server: MCPServer, config: Config, fleet: Path | None = None, production: Production | None = None
+) -> Pipeline:
     """The request path every transport of this process shares."""
+    production = production or Production()
+    idempotency: Middleware | None = production.idempotency
     return Pipeline(
         server,
         PipelineSettings(
@@ -129,6 +289,9 @@ def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None)
             cache=build_cache(config),
             fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
+            checks=production.checks,
+            idempotency=idempotency,
+            observer=production.observer,
         ),
     )
 
@@ -140,19 +303,36 @@ def build_endpoint(
     host_policy: HostPolicy,
     fleet: Path | None,
     probes: Probes | None = None,
+    production: Production | None = None,
 ) -> StreamableHTTP:
     """Paths to what serves them: the MCP endpoint (the application the network adapter calls),
     and through its router the old HTTP+SSE transport, the built-in routes and the app's routes."""
+    production = production or Production()
     others: dict[bytes, App] = {}
+    http_sse: HttpSseTransport | None = None
     if config.legacy_sse:
-        http_sse = build_http_sse(pipeline, host_policy, config)
+        http_sse = build_http_sse(pipeline, host_policy, config, production.gate)
         others[http_sse.settings.sse_path] = http_sse
         others[http_sse.settings.messages_path] = http_sse
     probes = probes or Probes()
-    for flag, route in (
+    for name, check in server.readiness_checks.items():
+        probes.add_check(name, check)
+    if production.gate is not None and production.gate.keys is not None:
+        keys = production.gate.keys
+        probes.add_check("auth-jwks", lambda: keys.ready)
+    builtin: list[tuple[str, Route | None]] = [
         ("--health-path", probes.health_route(config.health_path)),
         ("--ready-path", probes.ready_route(config.ready_path)),
-    ):
+    ]
+    if production.metrics is not None and config.metrics_path:
+        path = config.metrics_path
+        handler = production.metrics.handle
+        builtin.append(("--metrics-path", Route(path, check_route(path, ["GET"]), handler, False, True)))
+    if production.metadata is not None:
+        metadata = production.metadata
+        for path in metadata.paths():
+            builtin.append(("--public-url", Route(path, check_route(path, ["GET"]), metadata.handle, False)))
+    for flag, route in builtin:
         if route is None:
             continue  # turned off with an empty path
         key = route.path.encode()
@@ -166,7 +346,7 @@ def build_endpoint(
         if key == config.path.encode() or key in others:
             raise ValueError(f"the route {path} clashes with an MCP path (--path or the old HTTP+SSE paths)")
         others[key] = RouteEndpoint(route, host_policy)
-    return StreamableHTTP(
+    endpoint = StreamableHTTP(
         pipeline,
         StreamableSettings(
             path=config.path.encode(),
@@ -174,20 +354,132 @@ def build_endpoint(
             host_policy=host_policy,
             sessions=build_sessions(config, fleet),
             keepalive_interval=config.sse_keepalive,
+            gate=production.gate,
         ),
     )
+    production.http_sse = http_sse
+    return endpoint
+
+
+def front_of(endpoint: App, config: Config, production: Production) -> App:
+    """What runs before the endpoint, outermost first: the client's address behind a trusted
+    proxy, the access log, CORS. Nothing configured: the endpoint itself."""
+    app = endpoint
+    if production.cors is not None:
+        app = CorsFront(app, production.cors)
+    if production.access_log is not None:
+        mcp_paths = {config.path.encode()}
+        if config.legacy_sse:
+            mcp_paths.add(config.legacy_messages_path.encode())
+        app = AccessLogFront(app, production.access_log, frozenset(mcp_paths))
+    if production.forwarded is not None:
+        app = ForwardedFront(app, production.forwarded)
+    return app
+
+
+def count_metrics(
+    metrics: Metrics, http: HttpServer, endpoint: StreamableHTTP, pipeline: Pipeline, production: Production
+) -> None:
+    """What a scrape reads besides the request table: numbers the components keep anyway."""
+    metrics.gauge(
+        "mcp_server_open_connections",
+        "Open client connections (HTTP/1.1 and HTTP/2).",
+        lambda: len(http.connections),
+    )
+    http_sse = production.http_sse
+
+    def streams() -> float:
+        count = len(endpoint.streams.open_streams()) + len(endpoint.streams.live)
+        return count + (len(http_sse.sessions) if http_sse is not None else 0)
+
+    metrics.gauge(
+        "mcp_server_open_streams",
+        "Open SSE streams (GET streams, streamed POST answers, old HTTP+SSE sessions).",
+        streams,
+    )
+    metrics.counter(
+        "mcp_server_sessions_created_total",
+        "Sessions started (Streamable HTTP initialize, old HTTP+SSE streams).",
+        lambda: endpoint.sessions_created + (http_sse.sessions_created if http_sse is not None else 0),
+    )
+    caching = pipeline.caching
+    if caching is not None:
+        cache = caching.cache
+        metrics.counter(
+            "mcp_server_cache_hits_total", "Requests answered from the result cache.", lambda: cache.hits
+        )
+        metrics.counter(
+            "mcp_server_cache_misses_total",
+            "Cacheable requests the result cache did not have.",
+            lambda: cache.misses,
+        )
+        metrics.counter(
+            "mcp_server_cache_evictions_total",
+            "Results the cache dropped to stay within its bounds.",
+            lambda: cache.evictions,
+        )
+        metrics.gauge("mcp_server_cache_entries", "Results in the cache.", lambda: len(cache))
+    limits = production.rate_limits
+    metrics.counter(
+        "mcp_server_rate_limited_total",
+        "Requests refused with 429, by tool ('' : the server-wide --rate-limit).",
+        lambda: {(tool,): count for tool, count in limits.refusals.items()} if limits is not None else {},
+        ("gen_ai_tool_name",),
+    )
+    gate = production.gate
+    scope_check = production.scope_check
+
+    def auth_failures() -> dict[tuple[str, ...], float]:
+        failures: dict[tuple[str, ...], float] = {}
+        if gate is not None:
+            failures.update({(reason,): count for reason, count in gate.counters.failures.items()})
+        if scope_check is not None and scope_check.refusals:
+            failures[("insufficient_scope",)] = scope_check.refusals
+        return failures
+
+    metrics.counter(
+        "mcp_server_auth_failures_total",
+        "Requests refused by authorization (401 by reason, 403 insufficient_scope).",
+        auth_failures,
+        ("reason",),
+    )
+    idempotency = production.idempotency
+    if idempotency is not None:
+        metrics.counter(
+            "mcp_server_idempotent_replays_total",
+            "tools/call retries answered with the first call's result (Idempotency-Key).",
+            lambda: idempotency.replays,
+        )
+    logs = production.logs
+    if logs:
+        metrics.counter(
+            "mcp_server_log_lines_dropped_total",
+            "Access and audit log lines that could not be written.",
+            lambda: {(lines.what,): lines.dropped for lines in logs},
+            ("log",),
+        )
 
 
 def build_http_server(
-    server: MCPServer, config: Config, pipeline: Pipeline | None = None, probes: Probes | None = None
+    server: MCPServer,
+    config: Config,
+    pipeline: Pipeline | None = None,
+    probes: Probes | None = None,
+    production: Production | None = None,
 ) -> HttpServer:
     """The HTTP server of one process; ``pipeline`` may be given (its fleet directory then is
-    the one it was built with)."""
+    the one it was built with, and ``production`` what it was built with)."""
     fleet = fleet_dir(config)
+    if production is None:
+        production = build_production(server, config)
     if pipeline is None:
-        pipeline = build_pipeline(server, config, fleet)
-    host_policy = HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins)
-    endpoint = build_endpoint(server, config, pipeline, host_policy, fleet, probes)
+        pipeline = build_pipeline(server, config, fleet, production)
+    origins = list(config.allowed_origins)
+    if config.cors_origins:
+        # The DNS-rebinding Origin check lets the CORS origins in too (the default stays).
+        origins = [*(origins or LOOPBACK_NAMES), *config.cors_origins]
+    host_policy = HostPolicy.build(config.host, config.allowed_hosts, origins)
+    endpoint = build_endpoint(server, config, pipeline, host_policy, fleet, probes, production)
     settings = NetSettings(
         host=config.host,
         port=config.port,
@@ -209,7 +501,10 @@ def build_http_server(
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
     )
-    return HttpServer(endpoint, settings)
+    http = HttpServer(front_of(endpoint, config, production), settings)
+    if production.metrics is not None:
+        count_metrics(production.metrics, http, endpoint, pipeline, production)
+    return http
 
 
 def install_event_loop() -> None:
@@ -271,13 +566,15 @@ async def lifespan_of(server: MCPServer) -> AsyncIterator[None]:
             logger.exception("the lifespan of %r failed while shutting down", server.name)
 
 
-def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
-    """One process, one event loop (a worker, or the whole server)."""
+def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_dir: Path | None = None) -> int:
+    """One process, one event loop (a worker, or the whole server). ``metrics_dir``: where the
+    workers of ``--workers`` share their metrics."""
     install_event_loop()
     probes = Probes()
     try:
-        pipeline = build_pipeline(server, config, fleet_dir(config))
-        http = build_http_server(server, config, pipeline, probes)
+        production = build_production(server, config)
+        pipeline = build_pipeline(server, config, fleet_dir(config), production)
+        http = build_http_server(server, config, pipeline, probes, production)
     except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths
         logger.error("cannot start: %s", exc)
         return 2
@@ -290,7 +587,16 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         stop = stop_on_signals()  # before the lifespan: a SIGTERM while it starts is orderly too
         stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
         async with lifespan_of(server):
-            await serve_forever(http, ready, stop)
+            start_tracing(pipeline, production, config)
+            share = None
+            if metrics_dir is not None and production.metrics is not None:
+                share = production.metrics.share = MetricsShare(metrics_dir, production.metrics)
+                share.start()
+            try:
+                await serve_forever(http, ready, stop)
+            finally:
+                if share is not None:
+                    share.stop()
 
     try:
         asyncio.run(main())
@@ -301,6 +607,7 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         return 1
     finally:
         pipeline.close()  # nothing waits any more for what lands in its mailbox
+        production.close()  # the logs' last lines
     return 0
 
 
@@ -310,17 +617,25 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
         logger.warning("--workers is ignored with --transport stdio (one client per process)")
     install_event_loop()
     settings = StdioSettings(max_message_size=config.max_body_size, shutdown_timeout=config.shutdown_timeout)
-    pipeline = build_pipeline(server, config)
+    try:
+        production = build_production(server, config, http=False)
+    except (OSError, ValueError) as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
+    pipeline = build_pipeline(server, config, None, production)
     logger.info("mcp_fast serving %r over stdio", server.name)
 
     async def main() -> str:
         async with lifespan_of(server):
+            start_tracing(pipeline, production, config)
             return await serve_stdio(pipeline, settings, input_fd, output_fd)
 
     try:
         reason = asyncio.run(main())
     except LifespanFailed:
         return 1
+    finally:
+        production.close()
     logger.info("mcp_fast stopped: %s", reason)
     return 0
 
@@ -350,6 +665,8 @@ def run_workers(server: MCPServer, config: Config) -> int:
         )
     stopping = False
     children: set[int] = set()
+    # One scrape shows the whole server: the workers publish their metrics here (MetricsShare).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="mcp_fast-metrics-")) if config.metrics else None
 
     def spawn() -> None:
         pid = os.fork()
@@ -358,7 +675,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 70  # EX_SOFTWARE: serve_one raised
             try:
-                code = serve_one(server, config, reuse_port=True)
+                code = serve_one(server, config, reuse_port=True, metrics_dir=metrics_dir)
             except BaseException:
                 logger.exception("worker %d failed", os.getpid())
             finally:
@@ -399,4 +716,6 @@ def run_workers(server: MCPServer, config: Config) -> int:
     finally:
         if private_fleet_dir:
             shutil.rmtree(config.fleet_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return status

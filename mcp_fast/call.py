@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, McpError, RequestId
+from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, HttpError, McpError, RequestId
 from mcp_fast.protocol.versions import VersionPolicy
 
 TransportName = Literal["streamable-http", "sse", "stdio", "memory"]
@@ -70,6 +70,11 @@ class Principal:
     subject: str
     scopes: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ``MCPServer(token_verifier=...)``: an opaque bearer token -> who it belongs to, or None when
+# it is not valid (basic/authorization.mdx: the server validates every token it receives).
+TokenVerifier = Callable[[str], Awaitable[Principal | None]]
 
 
 class SessionState:
@@ -158,8 +163,12 @@ class Call:
         "params",
         "policy",
         "principal",
+        "refusal",
         "running",
         "session",
+        "started",
+        "tool_error",
+        "trace",
         "transport",
     )
 
@@ -194,12 +203,20 @@ class Call:
         self.log_level = log_level  # 2026-07-28: the request's own _meta logLevel (a rank)
         self.principal: Principal | None = None
         self.cancelled = False
-        # Set by the pipeline: the JSON-RPC error code the request was answered with.
+        # Set by the pipeline: the JSON-RPC error code the request was answered with, and
+        # the error itself when it carries an HTTP status (401/403/429: HttpCall honours it).
         self.error_code: int | None = None
+        self.refusal: HttpError | None = None
+        # Set by the pipeline: the tools/call result said isError (metrics, audit).
+        self.tool_error = False
         # What runs the handler (its Task, or a thread's future): cancel() stops it.
         self.running: asyncio.Future[Any] | None = None
         # Where the handler's notifications go; opened on demand (open_outbound).
         self.outbound: Outbound | None = None
+        # ``started`` (perf_counter when the pipeline took the request) and ``trace`` (a
+        # tracing span) are set only while a RequestObserver watches: unset otherwise.
+        self.started: float
+        self.trace: Any
 
     @property
     def protocol_version(self) -> str:
@@ -227,6 +244,12 @@ class Call:
             raw = self._raw_headers
             headers = self._headers = NO_HEADERS if raw is None else HeaderMap(raw)
         return headers
+
+    def raw_header(self, name: bytes) -> bytes | None:
+        """One header's raw value by its lower-case name (bytes), or None: the cheap lookup
+        built-in checks use on every request (``headers`` is for everyone else)."""
+        raw = self._raw_headers
+        return None if raw is None else raw.get(name)
 
     @property
     def meta(self) -> dict[str, Any] | None:
@@ -279,3 +302,37 @@ class Call:
 
     def __repr__(self) -> str:
         return f"<Call {self.method} id={self.id!r} via {self.transport} {self.policy.version}>"
+
+
+class RequestObserver(Protocol):
+    """Watches every request the pipeline answers (metrics, audit, tracing): synchronous calls,
+    no coroutine, so watching costs a request two function calls.
+
+    ``begin`` runs when the pipeline takes the request (before middleware); ``end`` once it is
+    answered (``answered`` False: cancelled, no answer sent). By then ``call.error_code`` (a
+    JSON-RPC error), ``call.refusal`` (one with an HTTP status) and ``call.tool_error`` (an
+    ``isError`` tool result) say how it went; ``call.started`` holds ``time.perf_counter()`` at
+    the start. ``end`` must not raise.
+    """
+
+    def begin(self, call: Call) -> None: ...
+
+    def end(self, call: Call, answered: bool) -> None: ...
+
+
+# Checks a request before anything runs (rate limits, scopes): raise McpError (HttpError for a
+# status) to refuse it; synchronous, so a check costs no coroutine.
+RequestCheck = Callable[[Call], None]
+
+
+class Gate(Protocol):
+    """Who is calling, decided from an HTTP request's ``Authorization`` header before any MCP
+    message of it is read (the authorization of a protected MCP server, basic/authorization.mdx).
+
+    ``admit`` returns the Principal (at once when the token is known), or an awaitable of it
+    (a token seen for the first time may need a key fetched or a verifier asked); it raises
+    ``HttpError`` (401) for a missing or invalid token. Transports with HTTP ask it for every
+    MCP request; stdio has no gate.
+    """
+
+    def admit(self, authorization: bytes | None) -> Principal | Awaitable[Principal]: ...

@@ -47,12 +47,26 @@ def _size(value: str) -> int:
     return int(float(number) * factor)
 
 
+def _rate(value: str) -> str:
+    """A rate such as 100/60s ('' : none), checked here; the server parses it again."""
+    from mcp_fast.registry import parse_rate
+
+    if value.strip():
+        parse_rate(value)
+    return value.strip()
+
+
+_rate.__name__ = "rate"  # what argparse names in "invalid rate value"
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # attribute and flag: --max-body-size, MCP_FAST_MAX_BODY_SIZE
     type: Callable[[str], Any]
     default: Any
     help: str
+    # May be given several times (the env var: comma-separated); the value is a list.
+    repeat: bool = False
 
     @property
     def flag(self) -> str:
@@ -169,6 +183,69 @@ OPTIONS: tuple[Option, ...] = (
         100,
         "streams one HTTP/2 connection may have open at once (more are refused)",
     ),
+    # -- security
+    Option(
+        "public_url",
+        str,
+        "",
+        "the URL clients use for the MCP endpoint, e.g. https://mcp.example.com/mcp: the canonical "
+        "resource URL of authorization (token audience, RFC 9728 metadata)",
+    ),
+    Option(
+        "auth_jwks",
+        str,
+        "",
+        "a JWKS file or URL whose keys verify bearer JWTs; turns authorization on (a URL is "
+        "fetched again on an unknown kid, at most once a minute)",
+    ),
+    Option("auth_issuer", str, "", "the iss a token must carry (the authorization server's issuer)"),
+    Option("auth_audience", str, "", "the aud a token must carry; default: --public-url"),
+    Option("auth_algorithms", _csv, ["RS256", "ES256"], "comma-separated JWT signing algorithms accepted"),
+    Option(
+        "auth_server",
+        str,
+        [],
+        "an authorization server's issuer URL for the RFC 9728 metadata (repeatable)",
+        repeat=True,
+    ),
+    Option(
+        "rate_limit",
+        _rate,
+        "",
+        "requests per caller (principal, else session, else address), e.g. 100/60s; '' : none",
+    ),
+    Option(
+        "idempotency_ttl",
+        float,
+        600.0,
+        "seconds a tools/call result is kept for retries with the same Idempotency-Key; 0: off",
+    ),
+    Option(
+        "cors_origins",
+        _csv,
+        [],
+        "comma-separated origins browser clients may call from (CORS), or '*'; default: none",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        _csv,
+        [],
+        "comma-separated proxy addresses/networks (or '*') whose X-Forwarded-For / X-Real-IP "
+        "name the client; default: none",
+    ),
+    # -- observability
+    Option("metrics", _bool, True, "serve Prometheus metrics at --metrics-path"),
+    Option("metrics_path", str, "/metrics", "path of the Prometheus metrics"),
+    Option(
+        "tracing",
+        _bool,
+        True,
+        "an OpenTelemetry server span per request when opentelemetry-api is installed and a "
+        "tracer provider is configured",
+    ),
+    Option("access_log", str, "", "file (or - for stdout) for one JSON line per HTTP request"),
+    Option("audit_log", str, "", "file (or - for stdout) for one JSON line per tools/call"),
+    Option("audit_arguments", _bool, False, "write the raw tool arguments into the audit log too"),
 )
 
 
@@ -214,6 +291,24 @@ class Config:
     max_stream_buffer: int
     http2: bool
     h2_max_concurrent_streams: int
+    # -- security
+    public_url: str
+    auth_jwks: str
+    auth_issuer: str
+    auth_audience: str
+    auth_algorithms: list[str]
+    auth_server: list[str]
+    rate_limit: str
+    idempotency_ttl: float
+    cors_origins: list[str]
+    forwarded_allow_ips: list[str]
+    # -- observability
+    metrics: bool
+    metrics_path: str
+    tracing: bool
+    access_log: str
+    audit_log: str
+    audit_arguments: bool
 
     @property
     def effective_session_mode(self) -> str:
@@ -237,9 +332,24 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     for option in OPTIONS:
         raw = environ.get(option.env)
         try:
-            default = option.type(raw) if raw is not None else option.default
+            if option.repeat:
+                default = _csv(raw) if raw is not None else list(option.default)
+            else:
+                default = option.type(raw) if raw is not None else option.default
         except ValueError:
             parser.error(f"{option.env}={raw!r} is not a valid value ({option.help})")
+        if option.repeat:
+            # Each --flag adds one value; given at all, the flags replace the env var's list.
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="append",
+                type=option.type,
+                default=None,
+                help=f"{option.help} [{option.env}, comma-separated]",
+            )
+            parser.set_defaults(**{"_default_" + option.name: default})
+            continue
         if option.type is _bool:
             # --flag and --no-flag, so a setting that defaults to on can be turned off.
             parser.add_argument(
@@ -263,4 +373,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     namespace = build_parser(env).parse_args(argv)
-    return Config(**vars(namespace))
+    values = vars(namespace)
+    for option in OPTIONS:
+        if option.repeat:
+            fallback = values.pop("_default_" + option.name)
+            if values[option.name] is None:
+                values[option.name] = fallback
+    return Config(**values)

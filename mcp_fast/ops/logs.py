@@ -1,0 +1,230 @@
+"""The access log (``--access-log PATH|-``) and the audit log (``--audit-log PATH|-``): one JSON
+object per line.
+
+- Access: one line per HTTP request, written when its answer ends: time, client, HTTP method,
+  path, MCP method (the JSON-RPC method of a POST to an MCP path), status, duration, bytes sent.
+- Audit: one line per ``tools/call``, any transport: time, principal subject, session, client
+  address, tool, the SHA-256 of the arguments as canonical JSON (sorted keys, no spaces), outcome,
+  duration in ms; the raw arguments only with ``--audit-arguments``. Never a token.
+
+Lines are collected and written in one ``write`` every 0.2 s (and when the process stops), so a
+request pays for a dict and a ``json`` encoding, not a system call. A file that cannot be opened
+or written (a full disk, a missing directory, no permission) is reported once on the server's log
+and never fails a request: its lines are dropped (counted) until writing works again, and at most
+``MAX_PENDING`` lines wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from mcp_fast.call import Call
+
+logger = logging.getLogger("mcp_fast.logs")
+
+FLUSH_SECONDS: Final = 0.2
+MAX_PENDING: Final = 50_000
+_REOPEN_SECONDS: Final = 5.0
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonLines:
+    """An append-only file of JSON lines (``-``: standard output), written in batches."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        self.what = what  # "--access-log", "--audit-log": named in the one report
+        self._fd: int | None = None
+        self._pending: list[bytes] = []
+        self._scheduled = False
+        self._failing = False
+        self._next_open = 0.0
+        self.dropped = 0
+        self.written = 0
+
+    def open(self) -> None:
+        """Open now (at start-up): a problem is reported at once, not with the first line."""
+        self._ensure_open()
+
+    def _ensure_open(self) -> bool:
+        if self._fd is not None:
+            return True
+        if self.path == "-":
+            self._fd = sys.stdout.fileno()
+            return True
+        now = time.monotonic()
+        if now < self._next_open:
+            return False
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:
+            self._next_open = now + _REOPEN_SECONDS
+            self._report(exc)
+            return False
+        return True
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue one line; never raises."""
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
+        try:
+            self._pending.append(orjson.dumps(record, default=str) + b"\n")
+        except TypeError:
+            self.dropped += 1
+            return
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a test calling directly): write now
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued; on failure drop it and report (once until it works again)."""
+        self._scheduled = False
+        lines, self._pending = self._pending, []
+        if not lines:
+            return
+        if not self._ensure_open():
+            self.dropped += len(lines)
+            return
+        assert self._fd is not None
+        data = memoryview(b"".join(lines))
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError as exc:
+            self.dropped += len(lines)
+            self._report(exc)
+            if self.path != "-":
+                self._close()  # maybe deleted or remounted: open again later
+                self._next_open = time.monotonic() + _REOPEN_SECONDS
+            return
+        self.written += len(lines)
+        if self._failing:
+            self._failing = False
+            logger.warning(
+                "%s %s: writing works again (%d lines were dropped)", self.what, self.path, self.dropped
+            )
+
+    def _report(self, exc: OSError) -> None:
+        if self._failing:
+            return
+        self._failing = True
+        logger.error(
+            "%s %s: cannot write (%s); its lines are dropped until it works again, requests go on",
+            self.what,
+            self.path,
+            exc.strerror or exc,
+        )
+
+    def _close(self) -> None:
+        if self._fd is not None and self.path != "-":
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+
+    def close(self) -> None:
+        self.flush()
+        self._close()
+
+
+class AccessLog:
+    """The ``AccessRecord`` of ``transport/front.py``: one line per HTTP request."""
+
+    def __init__(self, lines: JsonLines) -> None:
+        self.lines = lines
+
+    def __call__(
+        self,
+        client: tuple[str, int] | None,
+        method: str,
+        path: str,
+        mcp_method: str | None,
+        status: int,
+        seconds: float,
+        sent: int,
+    ) -> None:
+        self.lines.write(
+            {
+                "time": _now_text(),
+                "client": client[0] if client is not None else None,
+                "method": method,
+                "path": path,
+                "mcp_method": mcp_method,
+                "status": status,
+                "duration_ms": round(seconds * 1000.0, 3),
+                "bytes": sent,
+            }
+        )
+
+
+def arguments_digest(arguments: Any) -> str:
+    """SHA-256 of the arguments as canonical JSON (sorted keys, no whitespace)."""
+    try:
+        canonical = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # beyond what orjson writes (integers over 64 bits): repr is stable enough
+        canonical = repr(arguments).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def outcome_of(call: Call, answered: bool) -> str:
+    """ok, tool_error (an isError result), error (a JSON-RPC error: its code), or cancelled."""
+    if not answered:
+        return "cancelled"
+    if call.error_code is not None:
+        return f"error {call.error_code}"
+    if call.tool_error:
+        return "tool_error"
+    return "ok"
+
+
+class AuditLog:
+    """A ``RequestObserver``: one line per ``tools/call``."""
+
+    def __init__(self, lines: JsonLines, with_arguments: bool = False) -> None:
+        self.lines = lines
+        self.with_arguments = with_arguments
+
+    def begin(self, call: Call) -> None:
+        if call.method == "tools/call":
+            call.started = time.perf_counter()
+
+    def end(self, call: Call, answered: bool) -> None:
+        if call.method != "tools/call":
+            return
+        params = call.params or {}
+        arguments = params.get("arguments")
+        principal = call.principal
+        client = call.client
+        record: dict[str, Any] = {
+            "time": _now_text(),
+            "principal": principal.subject if principal is not None else None,
+            "session": call.session_id,
+            "client": client[0] if client is not None else None,
+            "transport": call.transport,
+            "tool": call.tool_name,
+            "arguments_sha256": arguments_digest(arguments),
+            "outcome": outcome_of(call, answered),
+            "duration_ms": round((time.perf_counter() - call.started) * 1000.0, 3),
+        }
+        if self.with_arguments:
+            record["arguments"] = arguments
+        self.lines.write(record)
