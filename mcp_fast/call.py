@@ -150,7 +150,6 @@ class Call:
 
     __slots__ = (
         "_headers",
-        "_raw_headers",
         "cancelled",
         "client",
         "client_capabilities",
@@ -163,6 +162,7 @@ class Call:
         "params",
         "policy",
         "principal",
+        "raw_headers",
         "refusal",
         "running",
         "session",
@@ -194,7 +194,8 @@ class Call:
         # The protocol version in force: the session's, or the request's own (2026-07-28).
         self.policy = policy
         self.session = session
-        self._raw_headers = raw_headers
+        # The HTTP request's header table as parsed (lower-case byte names); None for stdio.
+        self.raw_headers = raw_headers
         self._headers: HeaderMap | None = None
         self.client = client
         # What the client declared (the session's initialize, or the request's _meta).
@@ -241,14 +242,14 @@ class Call:
         """The HTTP request's headers, case-insensitive (empty for stdio)."""
         headers = self._headers
         if headers is None:
-            raw = self._raw_headers
+            raw = self.raw_headers
             headers = self._headers = NO_HEADERS if raw is None else HeaderMap(raw)
         return headers
 
     def raw_header(self, name: bytes) -> bytes | None:
         """One header's raw value by its lower-case name (bytes), or None: the cheap lookup
         built-in checks use on every request (``headers`` is for everyone else)."""
-        raw = self._raw_headers
+        raw = self.raw_headers
         return None if raw is None else raw.get(name)
 
     @property
@@ -290,7 +291,7 @@ class Call:
             self.params,
             self.policy,
             self.session,
-            self._raw_headers,
+            self.raw_headers,
             self.client,
             self.client_capabilities,
             self.client_info,
@@ -306,14 +307,16 @@ class Call:
 
 class RequestObserver(Protocol):
     """Watches every request the pipeline answers (metrics, audit, tracing): synchronous calls,
-    no coroutine, so watching costs a request two function calls.
+    no coroutine, so watching costs a request a function call or two.
 
-    ``begin`` runs when the pipeline takes the request (before middleware); ``end`` once it is
+    The pipeline sets ``call.started`` (``time.perf_counter()``) when it takes the request;
+    ``begin`` runs then (before middleware) unless ``needs_begin`` is False; ``end`` once it is
     answered (``answered`` False: cancelled, no answer sent). By then ``call.error_code`` (a
     JSON-RPC error), ``call.refusal`` (one with an HTTP status) and ``call.tool_error`` (an
-    ``isError`` tool result) say how it went; ``call.started`` holds ``time.perf_counter()`` at
-    the start. ``end`` must not raise.
+    ``isError`` tool result) say how it went. Neither may raise.
     """
+
+    needs_begin: bool
 
     def begin(self, call: Call) -> None: ...
 

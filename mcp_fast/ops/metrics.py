@@ -59,6 +59,8 @@ REQUESTS: Final = "mcp_server_requests_total"
 _LABELS: Final = ("mcp_method_name", "gen_ai_tool_name", "error_type")
 _REQUEST_LABELS: Final = ("mcp_method_name", "gen_ai_tool_name", "outcome")
 PUBLISH_SECONDS: Final = 1.0
+_FIRST_BUCKET: Final = BUCKETS[0]
+_perf_counter: Final = time.perf_counter
 # The ``le`` label of each bucket, +Inf last (the row's extra count).
 _BOUNDS: Final = (*(f'le="{bound}"' for bound in BUCKETS), 'le="+Inf"')
 
@@ -66,20 +68,46 @@ Labels = tuple[str, ...]
 
 
 class RequestMetrics:
-    """The ``RequestObserver``: a histogram row per (method, tool, error type)."""
+    """The ``RequestObserver``: a histogram row per (method, tool, error type).
 
-    __slots__ = ("_tools", "rows")
+    ``end`` runs once per request, so its common case (a method or tool answered without error)
+    is one dictionary lookup by the method or tool name and two list increments; the full
+    label tuple is built only for errors and on a name's first appearance.
+    """
+
+    __slots__ = ("_ok_methods", "_ok_tools", "_tools", "rows")
+
+    needs_begin = False
 
     def __init__(self, registry: Registry) -> None:
         self._tools = registry.tools
         # [count per bucket ..., count above the last bucket (+Inf), sum of seconds]
         self.rows: dict[Labels, list[float]] = {}
+        # The rows of successful requests by method name, and of tools/call by tool name.
+        self._ok_methods: dict[str, list[float]] = {}
+        self._ok_tools: dict[str, list[float]] = {}
 
     def begin(self, call: Call) -> None:
-        call.started = time.perf_counter()
+        return None  # the pipeline stamps call.started
 
     def end(self, call: Call, answered: bool) -> None:
-        elapsed = time.perf_counter() - call.started
+        elapsed = _perf_counter() - call.started
+        row: list[float] | None = None
+        if answered and call.error_code is None and not call.tool_error:
+            method = call.method
+            if method == "tools/call":
+                params = call.params
+                row = self._ok_tools.get(params.get("name") if params is not None else None)  # type: ignore[arg-type]
+            else:
+                row = self._ok_methods.get(method)
+        if row is None:
+            row = self._row(call, answered)
+        # Most requests take well under 100 µs here: the first bucket, without a search.
+        row[0 if elapsed <= _FIRST_BUCKET else bisect_left(BUCKETS, elapsed)] += 1
+        row[-1] += elapsed
+
+    def _row(self, call: Call, answered: bool) -> list[float]:
+        """The row of this request's labels, made on first use (bounded label values)."""
         method = call.method
         tool = ""
         if method == "tools/call":
@@ -99,8 +127,12 @@ class RequestMetrics:
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = [0.0] * (len(BUCKETS) + 2)
-        row[bisect_left(BUCKETS, elapsed)] += 1
-        row[-1] += elapsed
+        if not error and method != "other" and tool != "other":
+            if method == "tools/call":
+                self._ok_tools[tool] = row
+            else:
+                self._ok_methods[method] = row
+        return row
 
 
 def outcome(error_type: str) -> str:

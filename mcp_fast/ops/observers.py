@@ -8,10 +8,11 @@ from mcp_fast.call import Call, RequestObserver
 
 
 class Observers:
-    __slots__ = ("_observers",)
+    __slots__ = ("_observers", "needs_begin")
 
     def __init__(self, observers: Sequence[RequestObserver]) -> None:
         self._observers = tuple(observers)
+        self.needs_begin = any(observer.needs_begin for observer in observers)
 
     def begin(self, call: Call) -> None:
         for observer in self._observers:

@@ -53,6 +53,8 @@ class Tracing:
     """A ``RequestObserver``: starts the span when the pipeline takes the request, ends it with
     the answer."""
 
+    needs_begin = True
+
     def __init__(self) -> None:
         assert trace is not None
         self.tracer = trace.get_tracer("mcp_fast")

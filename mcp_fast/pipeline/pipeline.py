@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from mcp_fast.server import MCPServer
 
 logger = logging.getLogger("mcp_fast.pipeline")
 
+_perf_counter: Final = time.perf_counter
 _ENCODE_FAILED: Final = McpError(INTERNAL_ERROR, "Internal error: the result could not be encoded")
 _EMPTY: Final[dict[str, Any]] = {}
 
@@ -116,6 +118,8 @@ class Pipeline:
         stack = server.middleware_stack
         self._chain: CallNext | None = build_chain(stack, self._innermost) if stack else None
         self.checks = settings.checks
+        self._observer: RequestObserver | None = None
+        self._observer_begin: Callable[[Call], None] | None = None
         self.observer = settings.observer
         self._idempotent_chain: CallNext | None = None
         if settings.idempotency is not None:
@@ -123,13 +127,32 @@ class Pipeline:
 
     # -- requests ----------------------------------------------------------------------
 
+    @property
+    def observer(self) -> RequestObserver | None:
+        """What sees every request begin and end (metrics, audit log, tracing); may be replaced
+        while serving (tracing starts once the app's lifespan installed its provider)."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: RequestObserver | None) -> None:
+        self._observer = observer
+        self._observer_begin = observer.begin if observer is not None and observer.needs_begin else None
+        # ``request`` is the plain path itself while nothing observes: no wrapper frame.
+        self.request = self._request if observer is None else self._observed_request  # type: ignore[method-assign]
+
     def request(self, call: Call) -> Answer:
         """Answer one request: its encoded response now, or a coroutine that produces it
-        (and None when the request was cancelled: no answer is sent for it)."""
-        observer = self.observer
-        if observer is None:
-            return self._request(call)
-        observer.begin(call)
+        (and None when the request was cancelled: no answer is sent for it). (Replaced per
+        instance by ``_request`` or ``_observed_request``, see ``observer``.)"""
+        return self._request(call)
+
+    def _observed_request(self, call: Call) -> Answer:
+        """``request`` while an observer watches: it sees the request begin and end."""
+        observer = self._observer
+        assert observer is not None
+        call.started = _perf_counter()
+        if self._observer_begin is not None:
+            self._observer_begin(call)
         answer = self._request(call)
         if type(answer) is bytes:
             observer.end(call, True)
@@ -157,8 +180,9 @@ class Pipeline:
                 return self._error(call, exc)
         if (
             self._idempotent_chain is not None
+            and (headers := call.raw_headers) is not None
+            and b"idempotency-key" in headers
             and call.method == "tools/call"
-            and call.raw_header(b"idempotency-key") is not None
         ):
             self._track(call)
             return self._through_chain(call, self._idempotent_chain)
@@ -251,7 +275,7 @@ class Pipeline:
 
     def _answer(self, call: Call, result: Any, slot: CacheSlot | None) -> bytes:
         """A method's result, shaped for the version and encoded (and kept, when cacheable)."""
-        if type(result) is dict and result.get("isError") is True:
+        if self._observer is not None and type(result) is dict and result.get("isError") is True:
             call.tool_error = True  # what metrics and the audit log call the outcome
         if call.policy.result_type:
             result = self.dispatcher.finalize(call.method, result)
