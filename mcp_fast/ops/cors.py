@@ -84,6 +84,7 @@ class CorsPolicy:
             (b"access-control-allow-origin", origin),
             (b"access-control-allow-methods", ALLOW_METHODS),
             (b"access-control-allow-headers", b", ".join(names)),
+            (b"access-control-expose-headers", EXPOSE_HEADERS),
             (b"access-control-max-age", MAX_AGE),
             (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
         )
