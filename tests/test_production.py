@@ -58,7 +58,9 @@ class AuthorizationServer:
         self.token_requests: list[dict[str, list[str]]] = []
         rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys.rsa.public_key()))
         ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(keys.ec.public_key()))
-        self.jwks = {"keys": [{**rsa_jwk, "kid": "rsa-1", "use": "sig"}, {**ec_jwk, "kid": "ec-1", "use": "sig"}]}
+        self.jwks = {
+            "keys": [{**rsa_jwk, "kid": "rsa-1", "use": "sig"}, {**ec_jwk, "kid": "ec-1", "use": "sig"}]
+        }
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,7 +88,10 @@ class AuthorizationServer:
                             "authorization_endpoint": f"{outer.issuer}/authorize",
                             "response_types_supported": ["code"],
                             "grant_types_supported": ["client_credentials"],
-                            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                            "token_endpoint_auth_methods_supported": [
+                                "client_secret_basic",
+                                "client_secret_post",
+                            ],
                             "code_challenge_methods_supported": ["S256"],
                         },
                     )
@@ -98,7 +103,9 @@ class AuthorizationServer:
                 form = parse_qs(self.rfile.read(length).decode())
                 outer.token_requests.append(form)
                 basic = self.headers.get("Authorization", "")
-                client = base64.b64decode(basic.split(" ", 1)[1]).decode() if basic.startswith("Basic ") else ""
+                client = (
+                    base64.b64decode(basic.split(" ", 1)[1]).decode() if basic.startswith("Basic ") else ""
+                )
                 if self.path != "/token" or client != "robot:s3cret":
                     self._json(401, {"error": "invalid_client"})
                     return
@@ -123,7 +130,13 @@ class AuthorizationServer:
         extra: dict[str, Any] | None = None,
     ) -> str:
         now = int(time.time())
-        claims = {"sub": sub, "aud": aud, "iss": issuer or self.issuer, "iat": now, "exp": now + int(expires_in)}
+        claims = {
+            "sub": sub,
+            "aud": aud,
+            "iss": issuer or self.issuer,
+            "iat": now,
+            "exp": now + int(expires_in),
+        }
         if scope:
             claims["scope"] = scope
         claims.update(extra or {})
@@ -269,7 +282,11 @@ def rpc(method: str, params: dict[str, Any] | None = None, request_id: int = 1) 
 
 
 def initialize_params() -> dict[str, Any]:
-    return {"protocolVersion": SESSION_VERSION, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    return {
+        "protocolVersion": SESSION_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -329,8 +346,12 @@ def test_a_request_without_a_token_is_401_naming_the_metadata(auth_server: Serve
     assert "error=" not in challenge
     assert reply.json()["error"]["code"] == -32001
     # Every MCP request: GET, DELETE, the old HTTP+SSE transport too.
-    assert http_request(auth_server.port, "GET", "/mcp", headers={"Accept": "text/event-stream"}).status == 401
-    assert http_request(auth_server.port, "GET", "/sse", headers={"Accept": "text/event-stream"}).status == 401
+    assert (
+        http_request(auth_server.port, "GET", "/mcp", headers={"Accept": "text/event-stream"}).status == 401
+    )
+    assert (
+        http_request(auth_server.port, "GET", "/sse", headers={"Accept": "text/event-stream"}).status == 401
+    )
     # A token in the query string is never read (RFC 6750 section 2.3 is not offered).
     token = "x"
     assert http_request(auth_server.port, "POST", f"/mcp?access_token={token}", rpc("ping")).status == 401
@@ -377,7 +398,9 @@ def test_invalid_tokens_are_401_invalid_token(
         "bad_signature": lambda: issuer.token(aud=audience, key="other", kid="rsa-1"),
     }[case]()
     fetches = issuer.jwks_fetches
-    reply = http_request(auth_server.port, "POST", "/mcp", rpc("initialize", initialize_params()), bearer(token))
+    reply = http_request(
+        auth_server.port, "POST", "/mcp", rpc("initialize", initialize_params()), bearer(token)
+    )
     assert reply.status == 401, reply.body
     challenge = reply.headers["WWW-Authenticate"]
     assert challenge.startswith('Bearer error="invalid_token"')
@@ -494,10 +517,14 @@ def test_metrics_are_prometheus_text(auth_server: Server, issuer: AuthorizationS
     assert count and count[0].value >= 1
     requests = families["mcp_server_requests"]
     assert any(
-        sample.labels.get("gen_ai_tool_name") == "echo" and sample.labels["outcome"] == "ok" and sample.value >= 1
+        sample.labels.get("gen_ai_tool_name") == "echo"
+        and sample.labels["outcome"] == "ok"
+        and sample.value >= 1
         for sample in requests.samples
     )
-    failures = {sample.labels["reason"]: sample.value for sample in families["mcp_server_auth_failures"].samples}
+    failures = {
+        sample.labels["reason"]: sample.value for sample in families["mcp_server_auth_failures"].samples
+    }
     assert failures.get("missing", 0) >= 1
     assert families["mcp_server_sessions_created"].samples[0].value >= 1
     assert families["mcp_server_open_connections"].samples[0].value >= 1
@@ -609,9 +636,13 @@ def test_a_tool_s_rate_limit_is_429_with_retry_after(open_server: Server) -> Non
 
 def test_the_server_wide_rate_limit_counts_each_caller(open_server: Server) -> None:
     who = as_client("10.2.0.1")
-    statuses = [call_tool(open_server.port, None, "echo", {"message": "x"}, extra=who).status for _ in range(9)]
+    statuses = [
+        call_tool(open_server.port, None, "echo", {"message": "x"}, extra=who).status for _ in range(9)
+    ]
     assert statuses[:8] == [200] * 8 and statuses[8] == 429
-    assert call_tool(open_server.port, None, "echo", {"message": "x"}, extra=as_client("10.2.0.2")).status == 200
+    assert (
+        call_tool(open_server.port, None, "echo", {"message": "x"}, extra=as_client("10.2.0.2")).status == 200
+    )
     # X-Forwarded-For from an untrusted peer would be ignored; here the peer is trusted, and the
     # tool sees the forwarded address as call.client.
     whoami = call_tool(open_server.port, None, "whoami", {}, extra=as_client("10.2.0.3")).json()
@@ -696,7 +727,9 @@ def test_readiness_names_each_check_and_fails_while_a_dependency_is_down(open_se
 def test_audit_arguments_are_written_only_when_asked(open_server: Server) -> None:
     call_tool(open_server.port, None, "echo", {"message": "raw"}, extra=as_client("10.5.0.1"))
     time.sleep(0.6)
-    lines = [json.loads(line) for line in (open_server.log_path.parent / "audit.log").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (open_server.log_path.parent / "audit.log").read_text().splitlines()
+    ]
     mine = [line for line in lines if line["client"] == "10.5.0.1"]
     assert mine and mine[0]["arguments"] == {"message": "raw"} and mine[0]["principal"] is None
 
@@ -748,7 +781,10 @@ def test_an_unwritable_audit_log_is_reported_once_and_fails_no_request(tmp_path:
         (["--rate-limit", "ten per minute"], "--rate-limit"),
         (["--cors-origins", "app.example.com"], "--cors-origins"),
         (["--forwarded-allow-ips", "not-an-ip"], "--forwarded-allow-ips"),
-        (["--auth-jwks", "x.json", "--public-url", "http://h/mcp", "--auth-algorithms", "HS256"], "--auth-algorithms"),
+        (
+            ["--auth-jwks", "x.json", "--public-url", "http://h/mcp", "--auth-algorithms", "HS256"],
+            "--auth-algorithms",
+        ),
     ],
 )
 def test_bad_settings_stop_start_up_naming_the_flag(flags: list[str], message: str) -> None:
@@ -762,3 +798,67 @@ def test_bad_settings_stop_start_up_naming_the_flag(flags: list[str], message: s
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- tracing ----------------------------------------------------------------------------------------
+
+
+def test_a_server_span_per_request_continues_the_callers_trace(tmp_path: Path) -> None:
+    spans_file = tmp_path / "spans.jsonl"
+    server = launch(tmp_path, "--stateless", env={"PRODUCTION_APP_SPANS": str(spans_file)})
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        header = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+        assert call_tool(server.port, None, "echo", {"message": "t"}, extra=header).status == 200
+        meta_trace = "0af7651916cd43dd8448eb211c80319c"
+        params = {
+            "name": "fails",
+            "arguments": {},
+            "_meta": {"traceparent": f"00-{meta_trace}-b7ad6b7169203331-01"},
+        }
+        headers = {"MCP-Protocol-Version": SESSION_VERSION}
+        http_request(server.port, "POST", "/mcp", rpc("tools/call", params, 5), headers)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and spans_file.read_text().count("\n") < 2:
+            time.sleep(0.05)
+    finally:
+        stop(server)
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    by_tool = {span["attributes"].get("gen_ai.tool.name"): span for span in spans}
+    echo = by_tool["echo"]
+    assert echo["name"] == "tools/call echo" and echo["kind"] == "SpanKind.SERVER"
+    assert echo["context"]["trace_id"] == "0x" + trace_id
+    assert echo["parent_id"] == "0x00f067aa0ba902b7"
+    assert echo["attributes"]["mcp.method.name"] == "tools/call"
+    assert echo["attributes"]["gen_ai.operation.name"] == "execute_tool"
+    assert echo["attributes"]["jsonrpc.request.id"] == "2"
+    assert echo["attributes"]["mcp.protocol.version"] == SESSION_VERSION
+    assert "error.type" not in echo["attributes"]
+    fails = by_tool["fails"]
+    assert fails["context"]["trace_id"] == "0x" + meta_trace  # params._meta wins
+    assert fails["attributes"]["error.type"] == "tool_error"
+    assert fails["status"]["status_code"] == "ERROR"
+
+
+def test_one_scrape_shows_every_worker(tmp_path: Path) -> None:
+    server = launch(tmp_path, "--stateless", "--workers", "2")
+    try:
+        wait_for_port("127.0.0.1", server.port, server.process)
+        time.sleep(1.0)  # both workers listen
+        # A new connection each: the kernel spreads them over both workers (SO_REUSEPORT hashes
+        # the addresses; all 40 on one worker has odds of 2**-39).
+        for number in range(40):
+            reply = call_tool(server.port, None, "echo", {"message": str(number)})
+            assert reply.status == 200
+        time.sleep(1.5)  # every worker has published its table since
+        for _ in range(4):  # whichever worker answers the scrape, it shows all 40
+            text = http_request(server.port, "GET", "/metrics").body.decode()
+            families = {family.name: family for family in text_string_to_metric_families(text)}
+            echo = [
+                sample.value
+                for sample in families["mcp_server_requests"].samples
+                if sample.labels.get("gen_ai_tool_name") == "echo"
+            ]
+            assert echo == [40.0], text
+    finally:
+        stop(server)

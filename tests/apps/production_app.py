@@ -8,6 +8,8 @@ tool that counts its runs (idempotency), an opaque-token verifier and a readines
   and bob, scope ``files:read``); any other non-JWT token is refused.
 - the readiness check ``dependency`` fails while the file named by ``$PRODUCTION_APP_DOWN``
   exists.
+- ``$PRODUCTION_APP_SPANS``: an OpenTelemetry SDK tracer provider writes every finished span as a
+  JSON line to that file (how an app that traces configures OpenTelemetry).
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ from mcp_fast import Context, MCPServer, ToolError
 from mcp_fast.call import Principal
 
 RUNS = {"slow_count": 0}
+
+if os.environ.get("PRODUCTION_APP_SPANS"):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    _spans = open(os.environ["PRODUCTION_APP_SPANS"], "a", buffering=1)  # noqa: SIM115 - for the process
+    _provider = TracerProvider()
+    _provider.add_span_processor(
+        SimpleSpanProcessor(
+            ConsoleSpanExporter(out=_spans, formatter=lambda span: span.to_json(indent=None) + "\n")
+        )
+    )
+    trace.set_tracer_provider(_provider)
 
 
 async def verify(token: str) -> Principal | None:
