@@ -862,3 +862,33 @@ def test_one_scrape_shows_every_worker(tmp_path: Path) -> None:
             assert echo == [40.0], text
     finally:
         stop(server)
+
+
+def test_the_readme_authorization_example(tmp_path: Path, issuer: AuthorizationServer) -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if b.startswith("# secured.py")]
+    (tmp_path / "secured.py").write_text(block)
+    port = free_port()
+    public = f"http://127.0.0.1:{port}/mcp"
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mcp_fast", "secured:server", "--port", str(port),
+             "--public-url", public, "--auth-jwks", f"{issuer.issuer}/jwks.json",
+             "--auth-issuer", issuer.issuer, "--auth-server", issuer.issuer],
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"},
+        )  # fmt: skip
+    server = Server(process, port, log_path)
+    try:
+        wait_for_port("127.0.0.1", port, process)
+        reader = issuer.token(sub="reader", aud=public, scope="files:read")
+        session = open_session(port, reader)
+        assert call_tool(port, reader, "list_files", {}, session=session).status == 200
+        assert call_tool(port, reader, "delete_file", {"path": "a"}, session=session).status == 403
+        document = http_request(port, "GET", "/.well-known/oauth-protected-resource/mcp").json()
+        assert document["scopes_supported"] == ["files:write"] and document["resource"] == public
+    finally:
+        stop(server)

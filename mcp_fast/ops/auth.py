@@ -414,11 +414,19 @@ class ScopeCheck:
         self.registry = registry
         self.metadata = metadata
         self.refusals = 0
+        self._version = -1  # the registry version _scoped was computed for
+        self._scoped = False  # does any tool declare scopes? (tools may come and go at run time)
 
     def __call__(self, call: Call) -> None:
         if call.method != "tools/call":
             return
-        tool = self.registry.tools.get(call.tool_name or "")
+        registry = self.registry
+        if registry.version != self._version:
+            self._version = registry.version
+            self._scoped = any(tool.scopes for tool in registry.tools.values())
+        if not self._scoped:
+            return
+        tool = registry.tools.get(call.tool_name or "")
         if tool is None or not tool.scopes or tool.allows(call.principal, call.transport):
             return
         self.refusals += 1

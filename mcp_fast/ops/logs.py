@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -37,8 +36,31 @@ MAX_PENDING: Final = 50_000
 _REOPEN_SECONDS: Final = 5.0
 
 
-def _now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class _UtcStamp:
+    """RFC 3339 UTC time with milliseconds (``2026-11-24T05:01:02.345Z``); the part up to the
+    second is formatted once per second (datetime's isoformat costs a request 1.3 µs)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000.0):03d}Z"
+
+
+_now_text = _UtcStamp()
+
+
+def _milliseconds(seconds: float) -> float:
+    """Seconds as milliseconds with microsecond precision (cheaper than round())."""
+    return int(seconds * 1_000_000.0) / 1000.0
 
 
 class JsonLines:
@@ -82,7 +104,7 @@ class JsonLines:
             self.dropped += 1
             return
         try:
-            self._pending.append(orjson.dumps(record, default=str) + b"\n")
+            self._pending.append(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
         except TypeError:
             self.dropped += 1
             return
@@ -170,7 +192,7 @@ class AccessLog:
                 "path": path,
                 "mcp_method": mcp_method,
                 "status": status,
-                "duration_ms": round(seconds * 1000.0, 3),
+                "duration_ms": _milliseconds(seconds),
                 "bytes": sent,
             }
         )
@@ -224,7 +246,7 @@ class AuditLog:
             "tool": call.tool_name,
             "arguments_sha256": arguments_digest(arguments),
             "outcome": outcome_of(call, answered),
-            "duration_ms": round((time.perf_counter() - call.started) * 1000.0, 3),
+            "duration_ms": _milliseconds(time.perf_counter() - call.started),
         }
         if self.with_arguments:
             record["arguments"] = arguments
