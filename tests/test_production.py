@@ -892,3 +892,54 @@ def test_the_readme_authorization_example(tmp_path: Path, issuer: AuthorizationS
         assert document["scopes_supported"] == ["files:write"] and document["resource"] == public
     finally:
         stop(server)
+
+
+def test_a_2026_sessionless_request_is_authorized_too(
+    auth_server: Server, issuer: AuthorizationServer
+) -> None:
+    def sessionless(token: str | None, tool: str, arguments: dict[str, Any]) -> Reply:
+        params = {
+            "name": tool,
+            "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+        if token is not None:
+            headers.update(bearer(token))
+        return http_request(auth_server.port, "POST", "/mcp", rpc("tools/call", params, 7), headers)
+
+    assert sessionless(None, "echo", {"message": "x"}).status == 401
+    reader = issuer.token(sub="reader2026", aud=auth_server.url, scope="files:read")
+    ok = sessionless(reader, "whoami", {})
+    assert ok.status == 200, ok.body
+    assert ok.json()["result"]["structuredContent"]["subject"] == "reader2026"
+    refused = sessionless(reader, "write_file", {"path": "p"})
+    assert refused.status == 403
+    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+
+
+def test_an_old_http_sse_session_is_bound_to_its_principal(
+    auth_server: Server, issuer: AuthorizationServer
+) -> None:
+    alice = issuer.token(sub="sse-alice", aud=auth_server.url)
+    bob = issuer.token(sub="sse-bob", aud=auth_server.url)
+    stream = http.client.HTTPConnection("127.0.0.1", auth_server.port, timeout=10)
+    try:
+        stream.request("GET", "/sse", headers={"Accept": "text/event-stream", **bearer(alice)})
+        response = stream.getresponse()
+        assert response.status == 200
+        endpoint = ""
+        while not endpoint:
+            line = response.readline().decode().strip()
+            if line.startswith("data:"):
+                endpoint = line[5:].strip()
+        message = rpc("initialize", initialize_params())
+        assert http_request(auth_server.port, "POST", endpoint, message, bearer(bob)).status == 404
+        assert http_request(auth_server.port, "POST", endpoint, message).status == 401
+        assert http_request(auth_server.port, "POST", endpoint, message, bearer(alice)).status == 202
+    finally:
+        stream.close()
