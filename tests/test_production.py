@@ -943,3 +943,13 @@ def test_an_old_http_sse_session_is_bound_to_its_principal(
         assert http_request(auth_server.port, "POST", endpoint, message, bearer(alice)).status == 202
     finally:
         stream.close()
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_ignored(auth_server: Server) -> None:
+    reply = stateless_call(auth_server.port, "opaque-bob", "whoami", {})
+    assert reply.json()["result"]["structuredContent"]["client"] == "127.0.0.1"
+    spoofed = call_tool(
+        auth_server.port, "opaque-bob", "whoami", {}, session=open_session(auth_server.port, "opaque-bob"),
+        extra={"X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.67"},
+    )  # fmt: skip
+    assert spoofed.json()["result"]["structuredContent"]["client"] == "127.0.0.1"

@@ -198,3 +198,19 @@ def test_stdio_is_unaffected_by_authorization(tmp_path: Path) -> None:
     )  # fmt: skip
     answers = {answer["id"]: answer for answer in map(json.loads, done.stdout.splitlines())}
     assert answers[2]["result"]["content"][0]["text"] == "wrote p", done.stderr
+
+
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
+    from mcp_fast.ops.forwarded import ForwardedAddresses
+
+    proxies = ForwardedAddresses(["127.0.0.1", "10.0.0.0/8"])
+    chain = {b"x-forwarded-for": b"203.0.113.9, 198.51.100.7, 10.1.2.3"}
+    # The right-most hop that is not a trusted proxy: what the client claimed left of it is not believed.
+    assert proxies.client(chain, ("127.0.0.1", 5000)) == ("198.51.100.7", 0)
+    assert proxies.client({b"x-real-ip": b"198.51.100.8"}, ("10.0.0.5", 1)) == ("198.51.100.8", 0)
+    assert proxies.client(chain, ("192.0.2.1", 5000)) == ("192.0.2.1", 5000)  # untrusted peer
+    assert proxies.client({b"x-forwarded-for": b"garbage"}, ("127.0.0.1", 1)) == ("127.0.0.1", 1)
+    anyone = ForwardedAddresses(["*"])
+    assert anyone.client({b"x-forwarded-for": b"2001:db8::1"}, ("192.0.2.1", 1)) == ("2001:db8::1", 0)
+    with pytest.raises(ValueError, match="--forwarded-allow-ips"):
+        ForwardedAddresses(["proxy.example.com"])
