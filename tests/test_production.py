@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 import jwt
 import pytest
-from conftest import ROOT, free_port, wait_for_port
+from conftest import ROOT, RunningServer, free_port, stop_server, wait_for_port
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -174,18 +174,7 @@ def issuer(keys: Keys) -> Iterator[AuthorizationServer]:
 # -- servers ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+Server = RunningServer
 
 
 def launch(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> Server:
@@ -200,17 +189,10 @@ def launch(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> Server:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     wait_for_port("127.0.0.1", port, process)
-    return Server(process, port, log_path)
+    return Server(process, "127.0.0.1", port, log_path)
 
 
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+stop = stop_server
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +218,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory, issuer: AuthorizationS
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PRODUCTION_APP_OPAQUE": "1"},
         )
     wait_for_port("127.0.0.1", port, process)
-    server = Server(process, port, log_path)
+    server = Server(process, "127.0.0.1", port, log_path)
     try:
         yield server
     finally:
@@ -881,7 +863,7 @@ def test_the_readme_authorization_example(tmp_path: Path, issuer: AuthorizationS
             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"},
         )  # fmt: skip
-    server = Server(process, port, log_path)
+    server = Server(process, "127.0.0.1", port, log_path)
     try:
         wait_for_port("127.0.0.1", port, process)
         reader = issuer.token(sub="reader", aud=public, scope="files:read")
