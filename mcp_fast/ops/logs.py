@@ -117,8 +117,8 @@ class JsonLines:
             self.dropped += 1
             return
         try:
-            self._pending += orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:
+            self._pending += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # not JSON (only --audit-arguments could carry such a value): dropped
             self.dropped += 1
             return
         self._pending_lines += 1

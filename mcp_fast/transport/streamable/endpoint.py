@@ -164,6 +164,8 @@ class StreamableHTTP:
             return None
         if not isinstance(admitted, Principal):
             return self._admitted_later(admitted, request, responder, verdict)
+        if verdict.method == b"POST":
+            return self.post(request, responder, verdict, admitted)
         return self._serve(request, responder, verdict, admitted)
 
     def _serve(
