@@ -130,6 +130,11 @@ def build_production(server: MCPServer, config: Config, *, http: bool = True) ->
     if production.gate is not None or any(tool.scopes for tool in registry.tools.values()):
         metadata = production.gate.metadata if production.gate is not None else ""
         production.scope_check = ScopeCheck(registry, metadata)
+        if http and production.gate is None:
+            logger.warning(
+                "some tools declare scopes but no authorization is configured (--auth-jwks or "
+                "a token_verifier): HTTP clients, having no token, cannot call them"
+            )
     try:
         rate = parse_rate(config.rate_limit) if config.rate_limit else None
     except ValueError as exc:

@@ -112,7 +112,8 @@ def challenge(
         params.append(f"error={_quoted(error)}")
     if scope:
         params.append(f"scope={_quoted(scope)}")
-    params.append(f"resource_metadata={_quoted(metadata)}")
+    if metadata:  # none without authorization configured (a tool's scopes alone)
+        params.append(f"resource_metadata={_quoted(metadata)}")
     if description is not None:
         params.append(f"error_description={_quoted(description)}")
     return ("Bearer " + ", ".join(params)).encode("latin-1", "replace")
