@@ -56,10 +56,13 @@ class HeaderMap(Mapping[str, str]):
         return self._raw.get(name.lower().encode("latin-1"))
 
     def __repr__(self) -> str:
-        return f"HeaderMap({dict(self.items())!r})"
+        # Credentials never reach a log line through a repr (basic/authorization.mdx, token theft).
+        shown = {name: "<redacted>" if name in _SECRET_HEADERS else value for name, value in self.items()}
+        return f"HeaderMap({shown!r})"
 
 
 NO_HEADERS: Final = HeaderMap({})
+_SECRET_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 @dataclass(frozen=True, slots=True)
