@@ -41,6 +41,7 @@ def send(
     request_id: Any = 1,
     headers: dict[str, str] | None = None,
     name: str | None = None,
+    omit: str | None = None,
 ) -> Response:
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
     if params is not None:
@@ -49,6 +50,8 @@ def send(
     if name is not None:
         all_headers["Mcp-Name"] = name
     all_headers.update(headers or {})
+    if omit is not None:
+        del all_headers[omit]
     with RawClient(server.port) as client:
         client.send(client_request_bytes("POST", "/mcp", orjson.dumps(body), all_headers))
         return client.read_response()
@@ -116,6 +119,27 @@ def test_the_validation_ladder(server: RunningServer) -> None:
     for method in ("initialize", "ping", "logging/setLevel", "resources/subscribe"):
         response = send(server, method, {"_meta": meta()})
         assert response.status == 404 and response.json()["error"]["code"] == -32601
+
+
+@pytest.mark.parametrize(
+    ("header", "wrong"),
+    [("MCP-Protocol-Version", "2025-11-25"), ("Mcp-Method", "tools/list"), ("Mcp-Name", "add")],
+)
+def test_a_missing_required_header_is_refused_like_a_disagreeing_one(
+    server: RunningServer, header: str, wrong: str
+) -> None:
+    """2026-07-28 streamable-http: MCP-Protocol-Version, Mcp-Method and (for a named target)
+    Mcp-Name must repeat the body. A missing one does not repeat it either: 400 -32020, the same
+    answer as for a value that disagrees (and not a request served as if it had agreed)."""
+    body = {"name": "echo", "arguments": {"message": "x"}, "_meta": meta()}
+    disagreeing = send(server, "tools/call", body, request_id=7, name="echo", headers={header: wrong})
+    missing = send(server, "tools/call", body, request_id=7, name="echo", omit=header)
+    for response in (disagreeing, missing):
+        assert response.status == 400, response.body
+        answer = response.json()
+        assert answer["id"] == 7 and answer["error"]["code"] == -32020, answer
+        assert "result" not in answer
+    assert header.lower() in missing.json()["error"]["message"].lower()
 
 
 def test_base64_sentinel_in_mcp_name(server: RunningServer) -> None:
