@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,11 @@ import orjson
 import pytest
 from conftest import RunningServer, start_server, stop_server
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
+
+from examples.conformance import server as demo_server
+from mcp_fast.protocol.input_required import STATE_TTL_SECONDS
+from mcp_fast.protocol.jsonrpc import McpError
+from mcp_fast.testing import connect
 
 SESSIONLESS = "2026-07-28"
 ALL_CAPS = {"sampling": {}, "elicitation": {}, "roots": {}}
@@ -289,3 +295,28 @@ def test_x_mcp_header_parameters_must_match(server: RunningServer) -> None:
     for headers in ({"Mcp-Param-Region": "us-east"}, {}, {"Mcp-Param-Region": "=?base64?ZXUtd2VzdA?="}):
         bad = send(server, "tools/call", body, name="test_x_mcp_header", headers=headers)
         assert bad.status == 400 and bad.json()["error"]["code"] == -32020
+
+
+@pytest.mark.parametrize(("waited", "expired"), [(STATE_TTL_SECONDS - 1, False), (STATE_TTL_SECONDS + 1, True)])
+def test_an_expired_request_state_is_refused(waited: float, expired: bool) -> None:
+    """mrtr: the requestState of an input-required result is signed with an expiry (600 s). A
+    client that answers after it has passed is refused (-32602) instead of being served with
+    the answers it carries. The codec's clock moves while the client "answers", no sleeping."""
+    now = [1_000_000.0]
+
+    def answer_late(params: dict[str, Any]) -> dict[str, Any]:
+        now[0] += waited
+        return {"action": "accept", "content": {"ok": True}}
+
+    async def main() -> None:
+        async with connect(demo_server, protocol_version=SESSIONLESS, elicitation=answer_late) as client:
+            client.pipeline.dispatcher.state_codec.clock = lambda: now[0]
+            call = client.call_tool("test_input_required_result_request_state", {})
+            if not expired:
+                assert (await call)["content"][0]["text"] == "state-ok: confirmed=True"
+                return
+            with pytest.raises(McpError) as refused:
+                await call
+            assert refused.value.code == -32602 and "expired" in refused.value.message
+
+    asyncio.run(main())
