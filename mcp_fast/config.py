@@ -375,7 +375,7 @@ OPTIONS: tuple[Option, ...] = (
         "write_timeout",
         SECONDS,
         30.0,
-        "time a stream may wait for a client that stopped reading",
+        "time an answer or stream may wait for a client that stopped reading",
         group="http",
     ),
     Option(

@@ -99,6 +99,10 @@ BLOCKS: dict[str, Skip | Check] = {
     "kubectl apply -k deploy/k8s/": Skip(
         "needs a Kubernetes cluster; tests/test_deploy.py validates the manifests with kubernetes-validate --strict"
     ),
+    "python scripts/mutations.py --check   # seconds: every row still applies (tests/test_mutations.py runs this)": Skip(
+        "the full run applies every mutation and runs its tests (the suite within the suite); "
+        "tests/test_mutations.py runs the --check line"
+    ),
 }
 
 

@@ -4,7 +4,9 @@ Every event on a session's SSE stream gets an id ``<stream>_<n>``. A client whos
 connection dropped GETs the endpoint with ``Last-Event-ID`` and is sent what it
 missed on that stream only, then the rest of the stream as it happens. The
 store is bounded (streams and events per stream), and sits behind a small
-interface so a shared store (for fleets) can implement it later.
+interface so a shared store (for fleets) can implement it later. When what the
+client missed is no longer all here, ``replay`` says None and the endpoint
+refuses the resumption (400) instead of serving it with a gap.
 """
 
 from __future__ import annotations

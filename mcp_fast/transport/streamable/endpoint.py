@@ -79,6 +79,13 @@ class StreamableSettings:
     gate: Gate | None = None
 
 
+_UNREPLAYABLE: Final = (
+    "Bad request: the events after this Last-Event-ID cannot be replayed (the event store no longer "
+    "holds them, or the id names no stream of this session on this server); "
+    "open a new stream without Last-Event-ID"
+)
+
+
 def _plain(responder: Responder, status: int, reason: str) -> None:
     responder.respond(status, TEXT_HEADERS, reason.encode() + b"\n")
 
@@ -460,9 +467,18 @@ class StreamableHTTP:
         streams = self.streams
         last_event_id = request.headers.get(b"last-event-id")
         replay = None
-        if last_event_id is not None:
+        if last_event_id:  # an empty one names no event (WHATWG SSE sends none then)
             replay = streams.replay(session.id, last_event_id)
-            if replay is not None and streams.resumes_post(replay):
+            if replay is None:
+                # Resumability (basic/transports): the server MAY replay what followed the
+                # event. When it cannot (the store let those events go, or never had the
+                # stream: another instance's, another session's, or no id of ours), serving a
+                # fresh stream would hide the gap, and a POST's answer would never come:
+                # say so, and the client starts over.
+                rejection = rpc_rejection(400, INVALID_REQUEST, _UNREPLAYABLE)
+                responder.respond(rejection.status, rejection.headers, rejection.body)
+                return
+            if streams.resumes_post(replay):
                 await streams.resume_post(replay, responder)  # a POST's stream
                 return
         if streams.stream_of(session.id) is not None:
