@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """mcp_fast's own cost per request, in process: bytes in to bytes out, no sockets, no kernel.
 
-    python bench/inprocess.py [--workload echo|sse|session|sessionless|list|cached|h2] [--requests 200000]
+    python bench/inprocess.py [--workload echo|echo_async|echo_inline|echo_stateless|sse|sessionless|list|cached|h2]
+                              [--requests 200000]
+
+``echo`` is the headline as a user writes it: a plain ``def`` tool, a JWT session, default flags.
+``h2`` is the echo request over h2c (``--stateless``, as the bench's HTTP/2 rows), through the real
+``Http2Connection``: one stream per request, HPACK-indexed headers as h2load sends them.
 
 The real ``HttpConnection`` (HTTP/1.1 parser, transport, dispatcher, handler, encoder, writer)
 is fed the exact bytes wrk sends on a keep-alive connection, one request per ``data_received``,
 with a stand-in transport that only counts the bytes written. What it leaves out is what the
 socket benchmark adds: the event loop's epoll and the kernel's TCP work (about 40 % of the
 server's time per request on loopback, see bench/README.md "Profile").
-
-``--workload h2`` feeds the same echo request over HTTP/2 (h2c) to the real ``Http2Connection``,
-as h2load sends it: one request (HEADERS + DATA, the header block HPACK-indexed after the first)
-per ``data_received``, on one connection whose windows the client opened once.
 
 A quick, repeatable figure for a code change: µs per request on this machine, and under
 ``valgrind --tool=callgrind`` an instruction count that does not depend on what else the machine
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "peers")]
 
 from mcp_fast.app import build_http_server, install_event_loop  # noqa: E402
-from mcp_fast.config import Config, load_config  # noqa: E402
+from mcp_fast.config import load_config  # noqa: E402
 from mcp_fast.net.connection import HttpConnection  # noqa: E402
 
 SESSIONLESS = "2026-07-28"
@@ -82,6 +83,10 @@ class CountingTransport:
         return default
 
 
+# ``--header NAME:VALUE``: headers every measured request carries too (a bearer token, say).
+EXTRA_HEADERS: dict[str, str] = {}
+
+
 def request_bytes(workload: str, session_id: str | None = None) -> bytes:
     params: dict[str, Any] = {"name": "echo", "arguments": {"message": "hello"}}
     method = "tools/call"
@@ -108,6 +113,7 @@ def request_bytes(workload: str, session_id: str | None = None) -> bytes:
         }
     if session_id is not None:
         headers["Mcp-Session-Id"] = session_id
+    headers.update(EXTRA_HEADERS)
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     head = "POST /mcp HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
@@ -119,7 +125,11 @@ def initialize_bytes() -> bytes:
             "jsonrpc": "2.0",
             "id": 0,
             "method": "initialize",
-            "params": {"protocolVersion": SESSION_VERSION, "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}},
+            "params": {
+                "protocolVersion": SESSION_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "b", "version": "1"},
+            },
         }
     )
     return (
@@ -128,6 +138,21 @@ def initialize_bytes() -> bytes:
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
+
+
+# workload -> (the bench app's server, a session?, flags): "echo" is the headline, the app as the
+# README teaches it (a plain def, a JWT session, default flags); the others are the extra rows.
+WORKLOADS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
+    "echo": ("server", True, ()),
+    "echo_async": ("async_server", True, ()),
+    "echo_inline": ("inline_server", True, ()),
+    "echo_stateless": ("server", False, ("--stateless",)),
+    "sse": ("server", False, ("--stateless",)),
+    "sessionless": ("server", False, ()),
+    "list": ("server", False, ("--stateless",)),
+    "cached": ("server", False, ("--stateless",)),
+    "h2": ("server", False, ("--stateless",)),
+}
 
 
 def h2_requests(count: int) -> tuple[bytes, list[bytes]]:
@@ -142,6 +167,7 @@ def h2_requests(count: int) -> tuple[bytes, list[bytes]]:
         (b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream"),
         (b"mcp-protocol-version", SESSION_VERSION.encode()), (b"content-length", b"%d" % len(body)),
     ]  # fmt: skip
+    fields += [(name.lower().encode(), value.encode()) for name, value in EXTRA_HEADERS.items()]
     encoder = hpack.Encoder()
     first, rest = encoder.encode(fields), encoder.encode(fields)
 
@@ -160,37 +186,48 @@ def h2_requests(count: int) -> tuple[bytes, list[bytes]]:
     return preface, out
 
 
-async def measure_h2(config: Config, requests: int) -> float:
+_WARM_UP = 10
+
+
+async def measure_h2(http: Any, requests: int) -> float:
     from mcp_fast.net.flow import FlowControl
     from mcp_fast.net.h2connection import Http2Connection
 
-    http = build_http_server(_load_bench_app(), config)
     assert http._h2_limits is not None
     connection = Http2Connection(http.app, http._h2_limits, http.settings.timeouts, set())
     transport = CountingTransport()
-    preface, wire = h2_requests(requests + 1)
+    preface, wire = h2_requests(_WARM_UP + requests)
     connection.take_over(transport, FlowControl(transport, 30.0), preface)  # type: ignore[arg-type]
     transport.take()
-    connection.data_received(wire[0])
-    answer = transport.take()
-    assert b'"result"' in answer and b'"isError":false' in answer, answer[:600]
+    # Warm up with the loop running (as measure(): a plain def's first calls run in the pool).
+    for data in wire[:_WARM_UP]:
+        connection.data_received(data)
+        answer = b""
+        for _ in range(1000):
+            answer += transport.take()
+            if b'"result"' in answer:
+                break
+            await asyncio.sleep(0.001)
+        assert b'"result"' in answer and b'"isError":false' in answer, answer[:600]
     start = time.perf_counter()
-    for data in wire[1:]:
+    for data in wire[_WARM_UP:]:
         connection.data_received(data)
     elapsed = time.perf_counter() - start
-    assert b'"result"' in transport.take()
+    assert b'"result"' in transport.take(), "the timed requests were not all answered at once"
     return elapsed / requests * 1e6
 
 
-async def measure(config: Config, workload: str, requests: int) -> float:
+async def measure(workload: str, requests: int, extra_flags: tuple[str, ...] = ()) -> float:
+    app_name, session, flags = WORKLOADS[workload]
+    config = load_config(["--log-level", "warning", "--session-secret", "b" * 32, *flags, *extra_flags], {})
+    http = build_http_server(_load_bench_app(app_name), config)
     if workload == "h2":
-        return await measure_h2(config, requests)
-    http = build_http_server(_load_bench_app(), config)
+        return await measure_h2(http, requests)
     connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, set())
     transport = CountingTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
     session_id = None
-    if workload == "session":
+    if session:
         connection.data_received(initialize_bytes())
         head = transport.take().split(b"\r\n\r\n", 1)[0]
         for line in head.split(b"\r\n"):
@@ -199,31 +236,50 @@ async def measure(config: Config, workload: str, requests: int) -> float:
         assert session_id, "no session id in the initialize answer"
     data = request_bytes(workload, session_id)
     transport.take()
-    connection.data_received(data)
-    answer = transport.take()
-    ok = answer.startswith(b"HTTP/1.1 200 ") and b'"result"' in answer and b'"isError":true' not in answer
-    assert ok, answer[:600]
+    # Warm up with the loop running: a plain def runs its first calls in the thread pool (until it
+    # is seen to be quick), and caches fill. Then every request is answered inside data_received.
+    for _ in range(10):
+        connection.data_received(data)
+        answer = b""
+        for _ in range(1000):
+            answer += transport.take()
+            if answer.endswith(b"}") or answer.endswith(b"\n\n"):
+                break
+            await asyncio.sleep(0.001)
+        ok = answer.startswith(b"HTTP/1.1 200 ") and b'"result"' in answer and b'"isError":true' not in answer
+        assert ok, answer[:600]
     start = time.perf_counter()
     for _ in range(requests):
         connection.data_received(data)
     elapsed = time.perf_counter() - start
+    assert transport.take().endswith((b"}", b"\n\n")), "the timed requests were not all answered at once"
     return elapsed / requests * 1e6
 
 
-def _load_bench_app() -> Any:
+def _load_bench_app(name: str) -> Any:
     import mcp_fast_app
 
-    return mcp_fast_app.server
+    return getattr(mcp_fast_app, name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--workload", default="echo", choices=("echo", "sse", "session", "sessionless", "list", "cached", "h2")
-    )
+    parser.add_argument("--workload", default="echo", choices=tuple(WORKLOADS))
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument(
+        "--offload-after",
+        default=None,
+        help="as the server's flag; bench/instructions.py raises it: under valgrind every call takes "
+        "~50x longer, and the default would move the handler to the thread pool",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     parser.add_argument("--callgrind", action="store_true", help="print the callgrind command and exit")
+    parser.add_argument(
+        "--flags", default="", help="more server flags, e.g. '--audit-log /tmp/a.log' or '--no-metrics'"
+    )
+    parser.add_argument(
+        "--header", action="append", default=[], help="NAME:VALUE sent with every request (repeatable)"
+    )
     args = parser.parse_args()
     if args.callgrind:
         print(
@@ -231,14 +287,13 @@ def main() -> None:
             f"{sys.executable} {__file__} --workload {args.workload} --requests 20000 --repeat 1"
         )
         return
-    flags = ["--log-level", "warning"]
-    if args.workload != "session":
-        flags.append("--stateless")
-    config = load_config(flags, {})
+    for header in args.header:
+        name, _, value = header.partition(":")
+        EXTRA_HEADERS[name.strip()] = value.strip()
     install_event_loop()
-    best = min(
-        asyncio.run(measure(config, args.workload, args.requests)) for _ in range(args.repeat)
-    )
+    extra = ("--offload-after", args.offload_after) if args.offload_after else ()
+    extra = (*extra, *args.flags.split())
+    best = min(asyncio.run(measure(args.workload, args.requests, extra)) for _ in range(args.repeat))
     print(f"{args.workload}: {best:.2f} µs per request (best of {args.repeat} x {args.requests})")
 
 

@@ -2,9 +2,11 @@
 """Where mcp_fast's time per request goes, on the headline workload (bench/README.md "Profile").
 
     python bench/profile_hot_path.py [--duration 10] [--rate 500] [--workload tools_call_echo]
+                                     [--server mcp_fast]
 
-1. Start mcp_fast as bench/run.py does (``--stateless``, the bench app, pinned to core 0) and check
-   it answers correctly.
+1. Start mcp_fast as bench/run.py does (``--server``: ``mcp_fast`` is the headline, default flags,
+   a JWT session, echo a plain ``def``; ``mcp_fast_inline``, ``mcp_fast_async``,
+   ``mcp_fast_stateless`` are its variants), pinned to core 0, and check it answers correctly.
 2. Warm up, then one run of wrk without the profiler (core 1, 50 connections): the server's CPU time
    per request (utime + stime from /proc; the kernel's loopback TCP work in its own syscalls is in
    stime) and its split between user and kernel.
@@ -20,7 +22,8 @@
    server's CPU time (stime / (utime + stime) from /proc): they should agree.
 
 Writes ``bench/results/profile.json`` (table and settings) and ``bench/results/profile.raw.txt``
-(py-spy's collapsed stacks, for a flame graph). py-spy comes from ``.bench-venv/`` (requirements).
+(py-spy's collapsed stacks, for a flame graph); for another ``--server`` than ``mcp_fast``,
+``profile.<server>.json`` and ``profile.<server>.raw.txt``. py-spy comes from ``.bench-venv/`` (requirements).
 """
 
 from __future__ import annotations
@@ -49,16 +52,20 @@ STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("handler (echo)", "mcp_fast_app.py", None),
     ("argument validation", "pydantic_core", None),
     ("argument validation", "pydantic", None),
-    ("encode (orjson.dumps)", "mcp_fast/jsonrpc.py", ("encode_result", "dumps", "_default")),
-    ("encode (orjson.dumps)", "mcp_fast/dispatch.py", ("_encode",)),
-    ("JSON decode (orjson.loads)", "mcp_fast/jsonrpc.py", ("decode",)),
-    ("JSON-RPC envelope", "mcp_fast/jsonrpc.py", ("parse_message", "_valid_id", "_parse_response")),
-    ("result shaping", "mcp_fast/server.py", ("tool_result", "_content_blocks", "_drop_none")),
+    ("encode (orjson.dumps)", "mcp_fast/protocol/jsonrpc.py", ("encode_result", "dumps", "_default")),
+    ("JSON decode (orjson.loads)", "mcp_fast/protocol/jsonrpc.py", ("decode",)),
+    (
+        "JSON-RPC envelope",
+        "mcp_fast/protocol/jsonrpc.py",
+        ("parse_message", "request_parts", "_parse_response"),
+    ),
+    ("result shaping", "mcp_fast/results.py", None),
     ("result shaping", "mcp_fast/content.py", None),
     ("result shaping", "mcp_fast/schema.py", ("serialize",)),
-    ("result shaping", "mcp_fast/dispatch.py", ("finalize",)),
-    ("dispatch (route, tool lookup)", "mcp_fast/server.py", ("call_tool",)),
-    ("dispatch (route, tool lookup)", "mcp_fast/dispatch.py", None),
+    ("result shaping", "mcp_fast/dispatch/dispatcher.py", ("finalize",)),
+    ("dispatch (route, tool lookup)", "mcp_fast/dispatch/", None),
+    ("pipeline (Call, cache probe, answer)", "mcp_fast/pipeline/", None),
+    ("pipeline (Call, cache probe, answer)", "mcp_fast/call.py", None),
     (
         WRITE,
         "mcp_fast/wire/h1.py",
@@ -69,25 +76,19 @@ STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
         "mcp_fast/net/connection.py",
         ("respond", "start_stream", "send_stream", "end_stream"),
     ),
-    (
-        "channel + context (PostChannel, Context)",
-        "mcp_fast/transport/streamable.py",
-        ("finish", "_start", "_emit", "__init__", "_complete", "_context"),
-    ),
+    ("channel + context (PostChannel, Context)", "mcp_fast/transport/streamable/answer.py", None),
+    ("channel + context (PostChannel, Context)", "mcp_fast/transport/streamable/calls.py", None),
     ("channel + context (PostChannel, Context)", "mcp_fast/context.py", None),
-    ("JSON-RPC envelope", "mcp_fast/envelope.py", None),
+    ("JSON-RPC envelope", "mcp_fast/protocol/envelope.py", None),
     (
         "POST handling (streamable.post)",
-        "mcp_fast/transport/streamable.py",
-        ("post", "post_sessionless", "_meta", "_run_tracked"),
+        "mcp_fast/transport/streamable/endpoint.py",
+        ("post", "post_message", "state_of"),
     ),
-    (
-        "header verdict (routing, Host/Accept/version)",
-        "mcp_fast/transport/streamable.py",
-        ("__call__", "judge", "_accepts", "_is_json_content_type"),
-    ),
+    ("POST handling (streamable.post)", "mcp_fast/transport/streamable/sessionless.py", None),
+    ("header verdict (routing, Host/Accept/version)", "mcp_fast/transport/streamable/", None),
     ("header verdict (routing, Host/Accept/version)", "mcp_fast/transport/origin.py", None),
-    ("header verdict (routing, Host/Accept/version)", "mcp_fast/versions.py", None),
+    ("header verdict (routing, Host/Accept/version)", "mcp_fast/protocol/versions.py", None),
     ("HTTP parse (h1)", "mcp_fast/wire/h1.py", None),
     ("request loop (connection.py, eager start)", "mcp_fast/net/connection.py", None),
     ("request loop (connection.py, eager start)", "mcp_fast/net/eager.py", None),
@@ -112,6 +113,7 @@ ORDER = [
     "JSON decode (orjson.loads)",
     "JSON-RPC envelope",
     "POST handling (streamable.post)",
+    "pipeline (Call, cache probe, answer)",
     "channel + context (PostChannel, Context)",
     "dispatch (route, tool lookup)",
     "argument validation",
@@ -219,7 +221,13 @@ def main() -> int:
     p.add_argument(
         "--workload",
         default=run.HEADLINE,
-        choices=[w for w in run.WORKLOADS if w in run.SERVERS["mcp_fast"].workloads],
+        choices=list(run.WORKLOADS),
+    )
+    p.add_argument(
+        "--server",
+        default="mcp_fast",
+        choices=[name for name, spec in run.SERVERS.items() if spec.family == "mcp_fast"],
+        help="which mcp_fast server of bench/run.py (default mcp_fast: the headline, default flags)",
     )
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
@@ -229,13 +237,20 @@ def main() -> int:
         help="no run: classify bench/results/profile.raw.txt again with profile.json's figures",
     )
     args = p.parse_args()
+    spec = run.SERVERS[args.server]
+    if args.workload not in spec.workloads:
+        p.error(
+            f"--workload {args.workload}: {args.server} does not serve it (it serves {', '.join(spec.workloads)})"
+        )
+    stem = "profile" if args.server == "mcp_fast" else f"profile.{args.server}"
+    json_path, raw_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.raw.txt"
     if args.analyse_only:
-        saved = json.loads((RESULTS / "profile.json").read_text())
+        saved = json.loads(json_path.read_text())
         cpu_us, kernel_share = saved["plain"]["us_per_request"], saved["plain"]["kernel_share_pct"] / 100
-        rows, total, in_syscalls = analyse(RESULTS / "profile.raw.txt", cpu_us, kernel_share)
+        rows, total, in_syscalls = analyse(raw_path, cpu_us, kernel_share)
         print_table(rows, cpu_us, kernel_share, in_syscalls)
         saved["steps"] = rows
-        (RESULTS / "profile.json").write_text(json.dumps(saved, indent=2) + "\n")
+        json_path.write_text(json.dumps(saved, indent=2) + "\n")
         return 0
     run.check_cpus(args.server_cpu, args.load_cpu)
     peers_python = run.ensure_peers_venv()
@@ -243,7 +258,7 @@ def main() -> int:
     tools = {"wrk": run.ensure_tool("wrk", "wrk")}
     workload = run.WORKLOADS[args.workload]
     pythons = run.Pythons(project=sys.executable, peers=peers_python)
-    server = run.launch_server(run.SERVERS["mcp_fast"], pythons, (args.server_cpu,), label="mcp_fast_profile")
+    server = run.launch_server(spec, pythons, (args.server_cpu,), label=f"{args.server}_profile")
     try:
         run.wait_listening(server)
         if server.failure:
@@ -288,7 +303,6 @@ def main() -> int:
             f"{cpu_us:.1f} µs CPU per request in the process ({100 * kernel_share:.0f}% in the kernel), "
             f"{core_us:.1f} µs of its core; p50 {plain.latency_ms['p50']:.2f} ms, p99 {plain.latency_ms['p99']:.2f} ms"
         )
-        raw_path = RESULTS / "profile.raw.txt"
         RESULTS.mkdir(parents=True, exist_ok=True)
         spy = subprocess.Popen(
             ["taskset", "-c", str(args.load_cpu), pyspy, "record", "--pid", str(server.pid), "--native",
@@ -314,6 +328,7 @@ def main() -> int:
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "workload": workload.name,
+        "server": args.server,
         "connections": args.connections,
         "git": run._git_describe(),
         "loadavg": os.getloadavg(),
@@ -337,8 +352,8 @@ def main() -> int:
         "steps": rows,
         "raw": str(raw_path.relative_to(run.ROOT)),
     }
-    (RESULTS / "profile.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(run.ROOT)}/profile.json and {raw_path.relative_to(run.ROOT)}")
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {json_path.relative_to(run.ROOT)} and {raw_path.relative_to(run.ROOT)}")
     return 0
 
 

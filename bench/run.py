@@ -36,6 +36,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -83,11 +84,11 @@ class Pythons:
     peers: str  # .bench-venv/bin/python
 
 
-def _mcp_fast(*extra: str) -> Callable[[Pythons, int], list[str]]:
-    # The bench app (peers/mcp_fast_app.py: one echo tool, like every peer) on the PYTHONPATH that
-    # ServerSpec.env sets.
+def _mcp_fast(*extra: str, app: str = "server") -> Callable[[Pythons, int], list[str]]:
+    # A bench app (peers/mcp_fast_app.py: echo and lookup, like every peer; ``app`` says how echo
+    # is written) on the PYTHONPATH that ServerSpec.env sets.
     return lambda py, port: [
-        py.project, "-m", "mcp_fast", "mcp_fast_app:server",
+        py.project, "-m", "mcp_fast", f"mcp_fast_app:{app}",
         "--host", HOST, "--port", str(port), "--log-level", "warning", *extra,
     ]  # fmt: skip
 
@@ -152,9 +153,44 @@ class ServerSpec:
     # SSE workload: mcp_fast streams when the client accepts only text/event-stream).
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
     startup_timeout: float = 30.0
+    # Workloads this server serves in a session of its own (initialize once, Mcp-Session-Id on
+    # every request) though the workload itself does not ask for one: mcp_fast with default flags.
+    session_workloads: tuple[str, ...] = ()
+
+
+def uses_session(workload: Workload, spec: ServerSpec) -> bool:
+    return workload.session or workload.name in spec.session_workloads
 
 
 MCP_FAST_ENV = {"PYTHONPATH": str(PEERS_DIR)}
+# The production rows (README "Benchmarks"): the headline with an RS256 bearer token (a key and
+# its JWKS made here), with the audit log, and without the default metrics, each beside it.
+AUTH_AUDIENCE = "mcp-fast-bench"
+AUTH_DIR = RESULTS_DIR / "auth"
+AUDIT_LOG = RESULTS_DIR / "audit.log"
+
+
+def _bearer_token() -> str:
+    """An RS256 access token for the bench server, and the JWKS that verifies it (in AUTH_DIR)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    AUTH_DIR.mkdir(parents=True, exist_ok=True)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    (AUTH_DIR / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "bench"}]}))
+    now = int(time.time())
+    claims = {"sub": "bench", "aud": AUTH_AUDIENCE, "iat": now, "exp": now + 7 * 86400, "scope": "bench"}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+
+
+BENCH_TOKEN = _bearer_token()
+AUTH_FLAGS = (
+    "--stateless",
+    "--auth-jwks", str(AUTH_DIR / "jwks.json"),
+    "--auth-audience", AUTH_AUDIENCE,
+    "--public-url", "http://127.0.0.1/mcp",
+)  # fmt: skip
 STATELESS_WORKLOADS = (
     "tools_call_echo",
     "tools_call_echo_2026",
@@ -169,27 +205,89 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             name="mcp_fast",
             family="mcp_fast",
-            description="python -m mcp_fast --stateless (bench app: one echo tool)",
-            command=_mcp_fast("--stateless"),
-            # HTTP/2 only here and in the ceiling: uvicorn, under the SDK and FastMCP, has none.
-            workloads=(*STATELESS_WORKLOADS, "tools_call_echo_sse", "tools_call_echo_h2", "tools_call_echo_h2_c1"),
+            description=(
+                "python -m mcp_fast, default flags (a JWT session per client); the bench app as the "
+                "README teaches it: echo a plain @server.tool() def"
+            ),
+            command=_mcp_fast(),
+            workloads=(*STATELESS_WORKLOADS, "tools_call_echo_sse", "tools_call_echo_session"),
             env=MCP_FAST_ENV,
             headers={"tools_call_echo_sse": {"Accept": "text/event-stream"}},
+            session_workloads=tuple(
+                w for w in (*STATELESS_WORKLOADS, "tools_call_echo_sse") if w != "tools_call_echo_2026"
+            ),
         ),
         ServerSpec(
             name="mcp_fast_tls",
             family="mcp_fast",
-            description="python -m mcp_fast --stateless --certfile --keyfile: TLS on the port, ALPN h2 and http/1.1",
+            description=(
+                "the --stateless row with --certfile/--keyfile: TLS on the port, ALPN h2 and http/1.1 "
+                "(against mcp_fast_stateless, the same flags in cleartext)"
+            ),
             command=_mcp_fast_tls("--stateless"),
             workloads=("tools_call_echo_tls", "tools_call_echo_h2_tls"),
             env=MCP_FAST_ENV,
         ),
         ServerSpec(
-            name="mcp_fast_jwt",
+            name="mcp_fast_bearer",
+            family="mcp_fast_bearer",
+            description="the --stateless row with authorization: an RS256 bearer token on every request (--auth-jwks)",
+            command=_mcp_fast(*AUTH_FLAGS),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+            headers={"tools_call_echo": {"Authorization": f"Bearer {BENCH_TOKEN}"}},
+        ),
+        ServerSpec(
+            name="mcp_fast_audit",
+            family="mcp_fast_audit",
+            description="the --stateless row with --audit-log FILE (a JSON line per tools/call)",
+            command=_mcp_fast("--stateless", "--audit-log", str(AUDIT_LOG)),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+        ),
+        ServerSpec(
+            name="mcp_fast_no_metrics",
+            family="mcp_fast_no_metrics",
+            description="the --stateless row with --no-metrics (metrics are on by default)",
+            command=_mcp_fast("--stateless", "--no-metrics"),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+        ),
+        ServerSpec(
+            name="mcp_fast_async",
             family="mcp_fast",
-            description="python -m mcp_fast --session-secret S: signed (JWT HS256) session tokens",
-            command=_mcp_fast("--session-secret", SESSION_SECRET),
-            workloads=("tools_call_echo_session",),
+            description="the headline with echo an async def (default flags, a JWT session)",
+            command=_mcp_fast(app="async_server"),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+            session_workloads=("tools_call_echo",),
+        ),
+        ServerSpec(
+            name="mcp_fast_inline",
+            family="mcp_fast",
+            description="the headline with echo declared inline=True (always on the event loop)",
+            command=_mcp_fast(app="inline_server"),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+            session_workloads=("tools_call_echo",),
+        ),
+        ServerSpec(
+            name="mcp_fast_offload",
+            family="mcp_fast",
+            description="the headline with echo declared offload=True (always the thread pool: every def before)",
+            command=_mcp_fast(app="offload_server"),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+            session_workloads=("tools_call_echo",),
+        ),
+        ServerSpec(
+            name="mcp_fast_stateless",
+            family="mcp_fast",
+            description="the headline with --stateless (no session); HTTP/2 (h2load cannot number requests)",
+            command=_mcp_fast("--stateless"),
+            # HTTP/2 only here, in mcp_fast_tls and in the ceiling: uvicorn, under the SDK and
+            # FastMCP, has none.
+            workloads=("tools_call_echo", "tools_call_echo_h2", "tools_call_echo_h2_c1"),
             env=MCP_FAST_ENV,
         ),
         ServerSpec(
@@ -244,11 +342,22 @@ SERVERS: dict[str, ServerSpec] = {
     )
 }
 
-# (numerator, denominator) server families; each workload reports the pairs it has.
+# (numerator, denominator) server families; each workload reports the pairs it has (every server
+# of the numerator's family against the denominator's first).
 RATIOS: tuple[tuple[str, str], ...] = (
     ("mcp_fast", "official_sdk"),
     ("mcp_fast", "fastmcp"),
     ("mcp_fast", "raw_ceiling"),
+)
+# (numerator, denominator) servers: how the tools users write compare with the inline=True path,
+# and what production features cost.
+SERVER_RATIOS: tuple[tuple[str, str], ...] = (
+    ("mcp_fast", "mcp_fast_inline"),
+    ("mcp_fast_async", "mcp_fast_inline"),
+    # What production features cost, each against the same flags without it (metrics are on by default).
+    ("mcp_fast_bearer", "mcp_fast_stateless"),
+    ("mcp_fast_audit", "mcp_fast_stateless"),
+    ("mcp_fast_stateless", "mcp_fast_no_metrics"),
 )
 
 
@@ -354,7 +463,10 @@ WORKLOADS: dict[str, Workload] = {
     )
 }
 
-# mcp_fast's HTTP/2 and TLS rows against its cleartext HTTP/1.1 headline of the same run.
+# mcp_fast's HTTP/2 and TLS rows (all --stateless: h2load cannot number a session's requests)
+# against the same flags over cleartext HTTP/1.1, in the same run.
+TRANSPORT_BASE = "mcp_fast_stateless"
+TRANSPORT_SERVERS = ("mcp_fast_stateless", "mcp_fast_tls")
 TRANSPORT_RATIOS: tuple[str, ...] = (
     "tools_call_echo_h2", "tools_call_echo_h2_c1", "tools_call_echo_tls", "tools_call_echo_h2_tls",
 )  # fmt: skip
@@ -388,7 +500,7 @@ def request_for(
         headers["Mcp-Method"] = workload.method
         if workload.method == "tools/call":
             headers["Mcp-Name"] = "echo"
-    if workload.session:
+    if uses_session(workload, spec):
         assert session_id is not None
         headers["Mcp-Session-Id"] = session_id
     headers.update(spec.headers.get(workload.name, {}))
@@ -534,6 +646,8 @@ def check_once(
         if sorted(names) != ["echo", "lookup"]:
             return CheckResult(False, f"tools {names!r} (expected echo and lookup)")
         return CheckResult(True, "ok", len(data))
+    if workload.method == "ping":
+        return CheckResult(result == {}, "ok" if result == {} else f"ping answered {snippet}", len(data))
     if result.get("isError") is True:
         return CheckResult(False, f"isError true: {snippet}")
     if workload.sessionless and result.get("resultType") != "complete":
@@ -551,6 +665,97 @@ def check_once(
         shown = [t[:40] + "..." if isinstance(t, str) and len(t) > 40 else t for t in texts]
         return CheckResult(False, f"text {shown!r} != the expected {len(expected)}-character answer")
     return CheckResult(True, "ok", len(data))
+
+
+# The blocking figure: while this many calls of a plain def that sleeps (time.sleep) run at once,
+# a ping on another connection must stay quick (issue 11: p99 under 5 ms).
+BLOCKING_CALLS = 10
+BLOCK_SECONDS = 0.05
+PING = Workload(
+    name="ping_while_blocked", description="ping, while 10 plain-def calls sleep 50 ms each", method="ping"
+)
+
+
+def run_blocking(bench: Bench) -> dict[str, Any] | None:
+    """A ping's latency on one connection while BLOCKING_CALLS calls of a blocking plain ``def``
+    run on others (mcp_fast, default flags, app ``blocking_server``)."""
+    if not bench.args.blocking or "mcp_fast" not in bench.args.servers:
+        return None
+    spec = ServerSpec(
+        name="mcp_fast_blocking",
+        family="mcp_fast",
+        description="default flags; the app's tool `block` is a plain def that calls time.sleep",
+        command=_mcp_fast(app="blocking_server"),
+        workloads=(PING.name,),
+        env=MCP_FAST_ENV,
+        session_workloads=(PING.name,),
+    )
+    server = launch_server(spec, bench.pythons, (bench.args.server_cpu,))
+    log(
+        f"\n[blocking] ping on 1 connection while {BLOCKING_CALLS} calls sleep {BLOCK_SECONDS * 1000:g} ms each"
+    )
+    stop = threading.Event()
+    finished: list[int] = []
+    errors: list[str] = []
+
+    def blocker(index: int) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "MCP-Protocol-Version": PROTOCOL_VERSION,
+            "Mcp-Session-Id": server.session_id or "",
+        }
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            body = json.dumps(
+                {"jsonrpc": "2.0", "id": f"block-{index}-{n}", "method": "tools/call",
+                 "params": {"name": "block", "arguments": {"seconds": BLOCK_SECONDS}}}
+            )  # fmt: skip
+            try:
+                conn.request("POST", MCP_PATH, body, headers)
+                data = conn.getresponse().read()
+            except OSError as exc:
+                errors.append(repr(exc))
+                return
+            if b"slept" not in data:
+                errors.append(data[:200].decode("utf-8", "replace"))
+                return
+            finished.append(1)
+
+    threads = [threading.Thread(target=blocker, args=(i,), daemon=True) for i in range(BLOCKING_CALLS)]
+    try:
+        wait_listening(server)
+        if server.failure is None:
+            check_server(server, [PING])
+            if not server.checks.get(PING.name, CheckResult(False, "no check")).ok:
+                server.failure = f"check: {server.checks[PING.name].detail}"
+        if server.failure:
+            bench.failures.append(f"blocking: {server.failure}")
+            return {"failure": server.failure}
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # the sleepers run
+        started = len(finished)
+        bench.measure([(PING, server, 1)], phase="blocking", warmup=0.0)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        runs = [r for r in bench.runs if r.phase == "blocking"]
+        out = summarize(runs)
+        out["blocking_calls_done"] = len(finished) - started
+        out["blocking_errors"] = errors[:5]
+        if errors or not out.get("all_ok", False):
+            bench.failures.append(f"blocking: errors {errors[:2]} or no successful ping run")
+        lat = out.get("latency_ms", {})
+        log(
+            f"[blocking] ping p99 {lat.get('p99', float('nan')):.2f} ms; {out['blocking_calls_done']} sleeping calls done meanwhile"
+        )
+        return out
+    finally:
+        stop.set()
+        stop_server(server)
 
 
 def lookup_answer(key: str) -> str:
@@ -865,7 +1070,7 @@ def check_server(server: RunningServer, workloads: Sequence[Workload]) -> None:
     for workload in workloads:
         if workload.name not in server.spec.workloads or workload.skip:
             continue
-        if workload.session and server.session_id is None:
+        if uses_session(workload, server.spec) and server.session_id is None:
             try:
                 server.session_id = open_session(server.port)
             except (OSError, RuntimeError) as exc:
@@ -877,7 +1082,7 @@ def check_server(server: RunningServer, workloads: Sequence[Workload]) -> None:
 def write_request_file(workload: Workload, server: RunningServer) -> Path:
     # In a session, ids must not repeat (the server routes answers by id: 50 connections sending
     # id 1 at once get each other's answers, or none), so wrk numbers those requests itself.
-    request_id: int | str = ID_MARK if workload.session else 1
+    request_id: int | str = ID_MARK if uses_session(workload, server.spec) else 1
     headers, body = request_for(
         workload, server.spec, message=workload.message, request_id=request_id, session_id=server.session_id
     )
@@ -1020,7 +1225,7 @@ def run_load(
         argv = _wrk_argv(tools["wrk"], url, duration, load)
     argv = ["taskset", "-c", cpu_list(load.load_cpus), *argv]
     env = dict(os.environ, BENCH_REQUEST=str(request), BENCH_PATH=MCP_PATH)
-    if workload.session:
+    if uses_session(workload, server.spec):
         if workload.loadgen != "wrk":
             raise SetupError("only wrk can number the requests of a session workload")
         env["BENCH_ID_MARK"] = json.dumps(ID_MARK)
@@ -1287,6 +1492,23 @@ def print_idle(idle: dict[str, Any]) -> None:
     print_rows(rows, lambda j: True)
 
 
+def print_blocking(blocking: dict[str, Any]) -> None:
+    log(
+        f"\n== blocking: a ping on 1 connection while {BLOCKING_CALLS} plain-def calls sleep "
+        f"{BLOCK_SECONDS * 1000:g} ms each (mcp_fast, default flags; goal p99 < 5 ms)"
+    )
+    if blocking.get("failure"):
+        log(f"  FAILED: {blocking['failure']}")
+        return
+    lat = blocking.get("latency_ms", {})
+    rows = [["ping req/s", "p50 ms", "p99 ms", "max ms", "sleeping calls done"]]
+    rows.append([
+        fmt_int(blocking.get("rps", 0)), f"{lat.get('p50', float('nan')):.2f}", f"{lat.get('p99', float('nan')):.2f}",
+        f"{lat.get('max', float('nan')):.1f}", fmt_int(blocking.get("blocking_calls_done", 0)),
+    ])  # fmt: skip
+    print_rows(rows, lambda j: True)
+
+
 def print_legend() -> None:
     log("\n  cpu%: the server's processes (utime+stime, which here includes the softirq work of its own")
     log("  sends); core%: its core(s) busy in all (any process, irq, steal): near 100 means saturated.")
@@ -1435,6 +1657,12 @@ def _footer_lines(report: dict[str, Any]) -> list[str]:
             f"{fmt_int(r['streams'])} streams: {r['kib_per_stream']:.2f} KiB each" for r in idle["results"]
         ]
         lines.append("mcp_fast idle SSE streams, RSS per stream: " + ", ".join(cells))
+    blocking = report.get("blocking") or {}
+    if blocking.get("latency_ms"):
+        lines.append(
+            f"ping p99 while {BLOCKING_CALLS} plain-def calls sleep {BLOCK_SECONDS * 1000:g} ms: "
+            f"{blocking['latency_ms']['p99']:.2f} ms"
+        )
     return lines
 
 
@@ -1536,6 +1764,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="1,2",
         help="mcp_fast --workers counts for the scaling figure (default 1,2; 'none' skips it). "
         "These runs give the server and the load generator all cores (see README)",
+    )
+    p.add_argument(
+        "--no-blocking",
+        dest="blocking",
+        action="store_false",
+        help="skip the blocking figure (a ping's p99 while plain-def calls sleep)",
     )
     p.add_argument(
         "--idle-streams",
@@ -1731,24 +1965,35 @@ def run_main(bench: Bench, workloads: Sequence[Workload]) -> dict[str, dict[str,
 def compute_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
     ratios: dict[str, dict[str, float | None]] = {}
     for wname, per_server in summary.items():
-        by_family = {SERVERS[n].family: (n, s) for n, s in per_server.items() if s.get("repetitions")}
+        measured = {n: s for n, s in per_server.items() if s.get("repetitions")}
+        first_of: dict[str, tuple[str, dict[str, Any]]] = {}
+        for n, s in measured.items():
+            first_of.setdefault(SERVERS[n].family, (n, s))
         ratios[wname] = {}
         for num, den in RATIOS:
-            if num in by_family and den in by_family:
-                (a_name, a), (b_name, b) = by_family[num], by_family[den]
+            if den not in first_of:
+                continue
+            b_name, b = first_of[den]
+            for a_name, a in measured.items():
+                if SERVERS[a_name].family == num:
+                    ratios[wname][f"{a_name} / {b_name}"] = a["rps"] / b["rps"] if b["rps"] else None
+        for a_name, b_name in SERVER_RATIOS:
+            if a_name in measured and b_name in measured:
+                a, b = measured[a_name], measured[b_name]
                 ratios[wname][f"{a_name} / {b_name}"] = a["rps"] / b["rps"] if b["rps"] else None
     return ratios
 
 
 def compute_transport_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """mcp_fast over HTTP/2 and TLS against mcp_fast's cleartext HTTP/1.1 headline, same run."""
-    base = summary.get(HEADLINE, {}).get("mcp_fast", {})
+    """mcp_fast over HTTP/2 and TLS against the same flags over cleartext HTTP/1.1 (the headline
+    workload on TRANSPORT_BASE), same run."""
+    base = summary.get(HEADLINE, {}).get(TRANSPORT_BASE, {})
     if not base.get("repetitions") or not base.get("rps"):
         return {}
     out: dict[str, dict[str, float]] = {}
     for wname in TRANSPORT_RATIOS:
         for name, s in summary.get(wname, {}).items():
-            if SERVERS[name].family == "mcp_fast" and s.get("repetitions"):
+            if name in TRANSPORT_SERVERS and s.get("repetitions"):
                 out[wname] = {"server": name, "rps": s["rps"], "ratio": s["rps"] / base["rps"],  # type: ignore[dict-item]
                               "p99_ms": s["latency_ms"]["p99"]}  # fmt: skip
     return out
@@ -1757,7 +2002,7 @@ def compute_transport_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> d
 def print_transport_ratios(ratios: dict[str, dict[str, float]]) -> None:
     if not ratios:
         return
-    log("\n== mcp_fast over HTTP/2 and TLS, against its cleartext HTTP/1.1 headline (same run)")
+    log(f"\n== mcp_fast over HTTP/2 and TLS, against {TRANSPORT_BASE} over cleartext HTTP/1.1 (same run)")
     rows = [["workload", "server", "req/s", "x HTTP/1.1", "p99 ms"]]
     for wname, r in ratios.items():
         rows.append([wname, str(r["server"]), fmt_int(r["rps"]), f"{r['ratio']:.2f}x", f"{r['p99_ms']:.2f}"])
@@ -1922,7 +2167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bench = Bench(args, pythons, tools)
     summary: dict[str, dict[str, dict[str, Any]]] = {}
-    sweep = workers = idle = None
+    sweep = workers = idle = blocking = None
     interrupted = False
     try:
         bench.start_servers(args.servers, plan_workloads)
@@ -1931,6 +2176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in bench.servers.values():
             stop_server(server)
         workers = run_workers(bench)
+        blocking = run_blocking(bench)
         idle = run_idle_streams(bench)
     except KeyboardInterrupt:
         interrupted = True
@@ -1968,6 +2214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "transport_ratios": transport_ratios,
         "sweep": sweep,
         "workers": workers,
+        "blocking": blocking,
         "idle_streams": idle,
         "runs": [asdict(r) | {"ok": r.ok} for r in bench.runs],
     }
@@ -1977,6 +2224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_sweep(sweep)
     if workers and "results" in workers:
         print_workers(workers)
+    if blocking:
+        print_blocking(blocking)
     if idle:
         print_idle(idle)
     print_legend()

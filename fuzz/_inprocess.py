@@ -23,6 +23,7 @@ import orjson
 
 from fuzz import _whatwg_sse
 from mcp_fast.net.eager import start_eagerly
+from mcp_fast.pipeline import Pipeline
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 from mcp_fast.wire.events import Request
@@ -202,7 +203,7 @@ class Harness:
     """One transport over one event loop, reused by every example of a test module."""
 
     def __init__(self, server: MCPServer, settings: StreamableSettings | None = None) -> None:
-        self.transport = StreamableHTTP(server, settings or StreamableSettings())
+        self.transport = StreamableHTTP(Pipeline(server), settings or StreamableSettings())
         self.loop = asyncio.new_event_loop()
         self.errors = ErrorLog()
         logging.getLogger("mcp_fast").addHandler(self.errors)

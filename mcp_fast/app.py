@@ -1,10 +1,9 @@
-"""Put the layers together: config -> network adapter -> transport -> dispatcher -> server."""
+"""Put the floors together: config -> network adapter -> router -> transports -> pipeline -> server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import secrets
@@ -13,44 +12,37 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mcp_fast import __version__
+from mcp_fast.call import Gate, Middleware
+from mcp_fast.checks import StartupError, check_startup, tls_settings
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
+
+# Re-exported: the app is loaded here, and callers (tests, bench) import it from here.
+from mcp_fast.loading import AppLoadError as AppLoadError
+from mcp_fast.loading import load_app as load_app
 from mcp_fast.net.connection import Timeouts
-from mcp_fast.net.server import HttpServer, NetSettings, serve_forever
-from mcp_fast.net.tls import ClientCerts, TlsConfigError, TlsSettings, build_context
+from mcp_fast.net.server import HttpServer, NetSettings, serve_forever, stop_on_signals
+from mcp_fast.ops.metrics import MetricsShare
+from mcp_fast.ops.probes import Probes
+from mcp_fast.pipeline import Pipeline, PipelineSettings
+from mcp_fast.production import Production, build_production, count_metrics, front_of, start_tracing
+from mcp_fast.protocol.versions import SUPPORTED_VERSIONS
+from mcp_fast.routes import Route, check_route
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
-from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.origin import LOOPBACK_NAMES, HostPolicy
+from mcp_fast.transport.router import App, HttpRouter, RouteEndpoint
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
 from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
 from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
 from mcp_fast.wire.h1 import H1Limits
 
 logger = logging.getLogger("mcp_fast")
-
-
-class AppLoadError(Exception):
-    """The ``module:attribute`` given on the command line does not name an MCPServer."""
-
-
-def load_app(spec: str | None) -> MCPServer:
-    if spec is None:
-        from mcp_fast.demo import server
-
-        return server
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
-    target = getattr(module, attribute or "server", None)
-    if callable(target) and not isinstance(target, MCPServer):
-        target = target()  # a factory function
-    if not isinstance(target, MCPServer):
-        raise AppLoadError(f"{spec!r} is not an mcp_fast.MCPServer")
-    return target
 
 
 def fleet_dir(config: Config) -> Path | None:
@@ -95,19 +87,20 @@ def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | 
     return sessions
 
 
-def build_http_sse(server: MCPServer, transport: StreamableHTTP, config: Config) -> HttpSseTransport:
-    """The old HTTP+SSE transport on two more paths, sharing the endpoint's dispatcher."""
-    mcp_path = config.path.encode()
+def build_http_sse(
+    pipeline: Pipeline, host_policy: HostPolicy, config: Config, gate: Gate | None = None
+) -> HttpSseTransport:
+    """The old HTTP+SSE transport on two more paths, on the same pipeline as the endpoint."""
     settings = HttpSseSettings(
         sse_path=config.legacy_sse_path.encode(),
         messages_path=config.legacy_messages_path.encode(),
-        host_policy=transport.settings.host_policy,
+        host_policy=host_policy,
         keepalive_interval=config.sse_keepalive,
-        not_found=b"Not found: the MCP endpoint is " + mcp_path + b"\n",
+        gate=gate,
     )
-    if mcp_path in (settings.sse_path, settings.messages_path):
+    if config.path.encode() in (settings.sse_path, settings.messages_path):
         raise ValueError("the old HTTP+SSE transport's paths must differ from --path")
-    return HttpSseTransport(server, transport.dispatcher, settings)
+    return HttpSseTransport(pipeline, settings)
 
 
 def build_cache(config: Config) -> ResultCache | None:
@@ -117,55 +110,114 @@ def build_cache(config: Config) -> ResultCache | None:
     return ResultCache(config.cache_size, config.cache_max_bytes)
 
 
-def tls_settings(config: Config) -> TlsSettings | None:
-    """--certfile and friends (None: cleartext); TlsConfigError names a flag used alone."""
-    if not config.certfile:
-        for flag, value in (
-            ("--keyfile", config.keyfile),
-            ("--keyfile-password", config.keyfile_password),
-            ("--ssl-ca-certs", config.ssl_ca_certs),
-        ):
-            if value:
-                raise TlsConfigError(f"{flag} {value}: needs --certfile")
-        if config.ssl_cert_reqs != "none":
-            raise TlsConfigError(f"--ssl-cert-reqs {config.ssl_cert_reqs}: needs --certfile")
-        return None
-    return TlsSettings(
-        certfile=config.certfile,
-        keyfile=config.keyfile,
-        keyfile_password=config.keyfile_password,
-        ca_certs=config.ssl_ca_certs,
-        cert_reqs=ClientCerts.parse(config.ssl_cert_reqs),
-        http2=config.http2,
-    )
-
-
-def check_tls(config: Config) -> None:
-    """Read the TLS files once (before workers fork): a bad one stops start-up."""
-    settings = tls_settings(config)
-    if settings is not None:
-        build_context(settings)
-
-
-def build_http_server(server: MCPServer, config: Config) -> HttpServer:
-    fleet = fleet_dir(config)
-    transport = StreamableHTTP(
+def build_pipeline(
+    server: MCPServer, config: Config, fleet: Path | None = None, production: Production | None = None
+) -> Pipeline:
+    """The request path every transport of this process shares."""
+    server.registry.offload_after = config.offload_after
+    production = production or Production()
+    idempotency: Middleware | None = production.idempotency
+    return Pipeline(
         server,
-        StreamableSettings(
-            path=config.path.encode(),
+        PipelineSettings(
             page_size=config.page_size,
-            host_policy=HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins),
-            sessions=build_sessions(config, fleet),
-            keepalive_interval=config.sse_keepalive,
             # One secret for sessions and input-required states: a fleet shares it.
             state_secrets=tuple(config.session_secret),
             cache=build_cache(config),
             fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
+            checks=production.checks,
+            idempotency=idempotency,
+            observer=production.observer,
         ),
     )
+
+
+def build_endpoint(
+    server: MCPServer,
+    config: Config,
+    pipeline: Pipeline,
+    host_policy: HostPolicy,
+    fleet: Path | None,
+    probes: Probes | None = None,
+    production: Production | None = None,
+) -> StreamableHTTP:
+    """Paths to what serves them: the MCP endpoint (the application the network adapter calls),
+    and through its router the old HTTP+SSE transport, the built-in routes and the app's routes."""
+    production = production or Production()
+    others: dict[bytes, App] = {}
+    http_sse: HttpSseTransport | None = None
     if config.legacy_sse:
-        transport.settings.fallback = build_http_sse(server, transport, config)
+        http_sse = build_http_sse(pipeline, host_policy, config, production.gate)
+        others[http_sse.settings.sse_path] = http_sse
+        others[http_sse.settings.messages_path] = http_sse
+    probes = probes or Probes()
+    for name, check in server.readiness_checks.items():
+        probes.add_check(name, check)
+    if production.gate is not None and production.gate.keys is not None:
+        keys = production.gate.keys
+        probes.add_check("auth-jwks", lambda: keys.ready)
+    builtin: list[tuple[str, Route | None]] = [
+        ("--health-path", probes.health_route(config.health_path)),
+        ("--ready-path", probes.ready_route(config.ready_path)),
+    ]
+    if production.metrics is not None and config.metrics_path:
+        path = config.metrics_path
+        handler = production.metrics.handle
+        builtin.append(("--metrics-path", Route(path, check_route(path, ["GET"]), handler, False, True)))
+    if production.metadata is not None:
+        metadata = production.metadata
+        for path in metadata.paths():
+            builtin.append(("--public-url", Route(path, check_route(path, ["GET"]), metadata.handle, False)))
+    for flag, route in builtin:
+        if route is None:
+            continue  # turned off with an empty path
+        key = route.path.encode()
+        if key == config.path.encode() or key in others or route.path in server.routes:
+            raise ValueError(
+                f"{flag} {route.path}: that path is taken (--path, an old HTTP+SSE path or an app route)"
+            )
+        others[key] = RouteEndpoint(route, host_policy)
+    for path, route in server.routes.items():
+        key = path.encode()
+        if key == config.path.encode() or key in others:
+            raise ValueError(f"the route {path} clashes with an MCP path (--path or the old HTTP+SSE paths)")
+        others[key] = RouteEndpoint(route, host_policy)
+    endpoint = StreamableHTTP(
+        pipeline,
+        StreamableSettings(
+            path=config.path.encode(),
+            others=HttpRouter(config.path.encode(), others),
+            host_policy=host_policy,
+            sessions=build_sessions(config, fleet),
+            keepalive_interval=config.sse_keepalive,
+            gate=production.gate,
+        ),
+    )
+    production.http_sse = http_sse
+    return endpoint
+
+
+def build_http_server(
+    server: MCPServer,
+    config: Config,
+    pipeline: Pipeline | None = None,
+    probes: Probes | None = None,
+    production: Production | None = None,
+) -> HttpServer:
+    """The HTTP server of one process; ``pipeline`` may be given (its fleet directory then is
+    the one it was built with, and ``production`` what it was built with)."""
+    fleet = fleet_dir(config)
+    if production is None:
+        production = build_production(server, config)
+    if pipeline is None:
+        pipeline = build_pipeline(server, config, fleet, production)
+    origins = list(config.allowed_origins)
+    if config.cors_origins:
+        # The DNS-rebinding Origin check lets the CORS origins in too (the default stays).
+        origins = [*(origins or LOOPBACK_NAMES), *config.cors_origins]
+    host_policy = HostPolicy.build(config.host, config.allowed_hosts, origins)
+    endpoint = build_endpoint(server, config, pipeline, host_policy, fleet, probes, production)
     settings = NetSettings(
         host=config.host,
         port=config.port,
@@ -184,12 +236,16 @@ def build_http_server(server: MCPServer, config: Config) -> HttpServer:
             max_stream_buffer=config.max_stream_buffer,
         ),
         shutdown_timeout=config.shutdown_timeout,
+        uds=config.uds or None,
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
         h2_max_connection_buffer=config.h2_max_connection_buffer,
         tls=tls_settings(config),
     )
-    return HttpServer(transport, settings)
+    http = HttpServer(front_of(endpoint, config, production), settings)
+    if production.metrics is not None:
+        count_metrics(production.metrics, http, endpoint, pipeline, production)
+    return http
 
 
 def install_event_loop() -> None:
@@ -201,12 +257,30 @@ def install_event_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run(config: Config) -> int:
+def use_handler_threads(config: Config) -> None:
+    """The running loop's default executor, where offloaded def handlers and def routes run:
+    ``--handler-threads`` threads, named so a thread dump says what they are. Threads start on
+    demand, so an idle server has none."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=config.handler_threads, thread_name_prefix="mcp_fast-handler")
+    )
+
+
+def configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def run(config: Config) -> int:
+    configure_logging(config.log_level)
+    try:
+        check_startup(config)
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
     streams: tuple[int, int] | None = None
     if config.transport == "stdio":
         # Take stdin/stdout before the app is imported, so what it prints goes to stderr.
@@ -218,42 +292,128 @@ def run(config: Config) -> int:
     try:
         server = load_app(config.app)
     except AppLoadError as exc:
-        logger.error("%s", exc)
+        logger.error("cannot start: %s", exc)
         return 2
     if streams is not None:
         return run_stdio(server, config, *streams)
-    try:
-        check_tls(config)
-    except TlsConfigError as exc:
-        logger.error("cannot start: %s", exc)
-        return 2
     if config.workers > 1:
         return run_workers(server, config)
     return serve_one(server, config, reuse_port=False)
 
 
-def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
-    """One process, one event loop (a worker, or the whole server)."""
-    install_event_loop()
+class LifespanFailed(Exception):
+    """The server's ``@server.lifespan`` function failed: start-up stops (exit code 1)."""
+
+
+@contextlib.asynccontextmanager
+async def lifespan_of(server: MCPServer) -> AsyncIterator[None]:
+    """The server's lifespan around serving: a failure to start is reported (LifespanFailed), one
+    while shutting down is logged."""
+    manager = server.running()
     try:
-        http = build_http_server(server, config)
-    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths
+        await manager.__aenter__()
+    except Exception as exc:
+        logger.error("the lifespan of %r failed at start-up: %s: %s", server.name, type(exc).__name__, exc)
+        logger.debug("the lifespan's traceback", exc_info=exc)  # for --log-level debug
+        raise LifespanFailed(str(exc)) from None
+    try:
+        yield
+    finally:
+        try:
+            await manager.__aexit__(None, None, None)
+        except Exception:  # the user's clean-up code: logged; the process still stops
+            logger.exception("the lifespan of %r failed while shutting down", server.name)
+
+
+def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_dir: Path | None = None) -> int:
+    """One process, one event loop (a worker, or the whole server). ``metrics_dir``: where the
+    workers of ``--workers`` share their metrics."""
+    install_event_loop()
+    probes = Probes()
+    try:
+        production = build_production(server, config)
+        pipeline = build_pipeline(server, config, fleet_dir(config), production)
+        http = build_http_server(server, config, pipeline, probes, production)
+    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths, TLS files
         logger.error("cannot start: %s", exc)
         return 2
     http.settings.reuse_port = reuse_port
-    scheme = "https" if config.certfile else "http"
-    ready = f"mcp_fast serving {server.name!r} on {scheme}://{config.host}:{config.port}{config.path}"
-    if config.legacy_sse:
-        ready += f" (and the old HTTP+SSE transport on {config.legacy_sse_path})"
+    # A worker says nothing when it listens: the parent logs the summary once for all of them.
+    ready = None if reuse_port else (lambda: startup_summary(server, config, listening_address(config, http)))
+
+    async def main() -> None:
+        use_handler_threads(config)
+        # Before the lifespan: a SIGTERM while it starts is orderly too. SIGHUP: the certificate.
+        stop = stop_on_signals(http.reload_certificate)
+        stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
+        async with lifespan_of(server):
+            start_tracing(pipeline, production, config)
+            share = None
+            if metrics_dir is not None and production.metrics is not None:
+                share = production.metrics.share = MetricsShare(metrics_dir, production.metrics)
+                share.start()
+            try:
+                await serve_forever(http, ready, stop)
+            finally:
+                if share is not None:
+                    share.stop()
+
     try:
-        asyncio.run(serve_forever(http, ready))
+        asyncio.run(main())
+    except LifespanFailed:
+        return 1
     except OSError as exc:
-        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        logger.error("cannot listen on %s: %s", listening_address(config), exc.strerror or exc)
         return 1
     finally:
-        if isinstance(http.app, StreamableHTTP) and http.app.relay is not None:
-            http.app.relay.close()  # nothing waits any more for what lands in its mailbox
+        pipeline.close()  # nothing waits any more for what lands in its mailbox
+        production.close()  # the logs' last lines
     return 0
+
+
+def startup_summary(server: MCPServer, config: Config, address: str, *, shared_secret: bool = False) -> str:
+    """The one line an operator reads at start: where, what, which versions, how many
+    processes, which sessions."""
+    transports = f"Streamable HTTP on {config.path}"
+    if config.legacy_sse:
+        transports += f", the old HTTP+SSE on {config.legacy_sse_path} and {config.legacy_messages_path}"
+    if config.certfile:
+        transports += "; HTTP/1.1 and h2 by ALPN" if config.http2 else "; HTTP/1.1"
+    else:
+        transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
+    versions = f"MCP {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}"
+    processes = f"{config.workers} workers" if config.workers > 1 else f"1 process (pid {os.getpid()})"
+    return (
+        f"mcp_fast {__version__} serving {server.name!r} on {address} ({transports}; {versions}; "
+        f"{processes}; sessions: {_session_summary(config, shared_secret)})"
+    )
+
+
+def _session_summary(config: Config, shared_secret: bool) -> str:
+    mode = config.effective_session_mode
+    if mode != "jwt":
+        return {"none": "none (stateless)", "memory": "memory (this process)"}.get(mode, mode)
+    if config.session_algorithm != "HS256":
+        return f"jwt {config.session_algorithm}, signed with {config.session_private_key}"
+    if shared_secret:
+        return "jwt HS256, a random secret the workers share"
+    if not config.session_secret:
+        return "jwt HS256, a random per-process secret"
+    rotation = f" ({len(config.session_secret)} secrets)" if len(config.session_secret) > 1 else ""
+    return f"jwt HS256, --session-secret{rotation}"
+
+
+def listening_address(config: Config, http: HttpServer | None = None) -> str:
+    """``http://127.0.0.1:8000`` (``https://`` with --certfile; the port really bound, when
+    ``http`` listens) or ``unix:PATH`` (``unix:PATH over TLS``)."""
+    if config.uds:
+        return f"unix:{config.uds} over TLS" if config.certfile else f"unix:{config.uds}"
+    port = config.port
+    if http is not None and http.sockets:
+        port = int(http.sockets[0].getsockname()[1])
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    scheme = "https" if config.certfile else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) -> int:
@@ -261,15 +421,27 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
     if config.workers > 1:
         logger.warning("--workers is ignored with --transport stdio (one client per process)")
     install_event_loop()
-    settings = StdioSettings(
-        max_message_size=config.max_body_size,
-        shutdown_timeout=config.shutdown_timeout,
-        page_size=config.page_size,
-        state_secrets=tuple(config.session_secret),
-        cache=build_cache(config),
-    )
+    settings = StdioSettings(max_message_size=config.max_body_size, shutdown_timeout=config.shutdown_timeout)
+    try:
+        production = build_production(server, config, http=False)
+    except (OSError, ValueError) as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
+    pipeline = build_pipeline(server, config, None, production)
     logger.info("mcp_fast serving %r over stdio", server.name)
-    reason = asyncio.run(serve_stdio(server, settings, input_fd, output_fd))
+
+    async def main() -> str:
+        use_handler_threads(config)
+        async with lifespan_of(server):
+            start_tracing(pipeline, production, config)
+            return await serve_stdio(pipeline, settings, input_fd, output_fd)
+
+    try:
+        reason = asyncio.run(main())
+    except LifespanFailed:
+        return 1
+    finally:
+        production.close()
     logger.info("mcp_fast stopped: %s", reason)
     return 0
 
@@ -278,6 +450,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
     """Pre-fork ``--workers`` processes that share the port (SO_REUSEPORT: the kernel spreads
     connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on, and
     SIGHUP (certificate reload)."""
+    shared_secret = config.effective_session_mode == "jwt" and not config.session_secret
     if (
         config.effective_session_mode == "jwt"
         and not config.session_secret
@@ -300,16 +473,18 @@ def run_workers(server: MCPServer, config: Config) -> int:
         )
     stopping = False
     children: set[int] = set()
+    # One scrape shows the whole server: the workers publish their metrics here (MetricsShare).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="mcp_fast-metrics-")) if config.metrics else None
 
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:  # the worker; it must never return into the parent's loop below
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its loop handles it
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its loop handles it (stop_on_signals)
             code = 70  # EX_SOFTWARE: serve_one raised
             try:
-                code = serve_one(server, config, reuse_port=True)
+                code = serve_one(server, config, reuse_port=True, metrics_dir=metrics_dir)
             except BaseException:
                 logger.exception("worker %d failed", os.getpid())
             finally:
@@ -335,6 +510,9 @@ def run_workers(server: MCPServer, config: Config) -> int:
     try:
         for _ in range(config.workers):
             spawn()
+        logger.info(
+            "%s", startup_summary(server, config, listening_address(config), shared_secret=shared_secret)
+        )
         while children:
             try:
                 pid, code = os.wait()
@@ -356,4 +534,6 @@ def run_workers(server: MCPServer, config: Config) -> int:
     finally:
         if private_fleet_dir:
             shutil.rmtree(config.fleet_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return status

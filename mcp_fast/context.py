@@ -1,50 +1,31 @@
-"""The per-request Context handed to handlers that ask for it, and the Outbound interface.
+"""The per-request ``Context`` handed to handlers that ask for it.
 
-A handler declares a parameter annotated ``Context`` to get one. Through it the
-handler reports progress and sends log messages; both travel on the request's
-own response stream (a POST answered as SSE), which the transport opens only
-when the first notification is sent.
+A handler declares a parameter annotated ``Context`` to get one. Through it the handler sees
+the request (``ctx.call``: headers, client, principal, transport ...), reports progress, sends
+log messages and asks the client (sampling, elicitation, roots). Messages travel on the
+request's own channel (a POST answered as SSE, the session's pipe), which the transport opens
+only when the first one is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from mcp_fast.dispatch.cache import CacheSlot
+from mcp_fast.call import Call, Outbound, SessionState
 from mcp_fast.protocol.input_required import DetachRequested, InputRequired, InputRound, check_answer
 from mcp_fast.protocol.jsonrpc import McpError, RequestId, encode_request
 from mcp_fast.protocol.spec import CAPABILITY_OF_METHOD, LOG_LEVELS, LogLevel
 from mcp_fast.protocol.versions import VersionPolicy
 
-logger = logging.getLogger("mcp_fast.context")
-
 if TYPE_CHECKING:
     from mcp_fast.server import MCPServer
 
-
-class SessionState:
-    """What this process remembers of one session (bounded by the transport).
-
-    Sessions themselves are stateless tokens; this holds only what must live
-    where the connection is: the log level chosen with logging/setLevel, the
-    requests in flight (for cancellation), resource subscriptions and the GET stream.
-    """
-
-    __slots__ = ("get_stream", "inflight", "log_level", "session_id", "subscriptions")
-
-    def __init__(self, session_id: str = "") -> None:
-        self.session_id = session_id
-        self.log_level = 0  # debug: everything, until logging/setLevel says otherwise
-        self.inflight: dict[RequestId, Context] = {}
-        self.subscriptions: set[str] = set()
-        self.get_stream: Any = None
+__all__ = ["Context", "Question"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,209 +38,170 @@ class Question:
     timeout: float = 300.0
 
 
-class Outbound(Protocol):
-    """Where a request's messages to the client go (the transport implements it)."""
+class _Sent:
+    """What a notification returns once it is written: awaiting it returns at once."""
 
-    async def notify(self, method: str, params: dict[str, Any] | None) -> None: ...
+    __slots__ = ()
 
-    async def send_request(self, message: bytes) -> None:
-        """Send a server-to-client request; raise McpError when this channel can't carry one."""
-
-    async def close_stream(self) -> None:
-        """End the HTTP response early; the client resumes with GET + Last-Event-ID."""
-
-    def notify_nowait(self, method: str, params: dict[str, Any] | None) -> None:
-        """A notification written at once (no wait for the client to read)."""
-
-    async def wait_closed(self) -> None:
-        """Return when the client went away."""
-
-    def detached(self) -> Outbound:
-        """Where messages of work that outlives this request go (a task): the session's GET stream."""
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
 
 
-class RelayedAnswers(Protocol):
-    """Answers to this process's server-to-client requests that another instance received."""
-
-    poll_seconds: float
-
-    def prepare(self) -> None:
-        """Be ready to receive answers (called before a request goes out)."""
-        ...
-
-    def take(self, now: float) -> list[tuple[str, str, dict[str, Any]]]:
-        """(request id, answering session id, JSON-RPC message) of each answer waiting."""
-        ...
+_SENT: Final = _Sent()
 
 
-class ServerRequests:
-    """Server-to-client requests waiting for the client's answer.
+class _Drain:
+    """What a notification written on the loop returns: awaiting it waits while the client reads
+    slower than we write; not awaiting it (a def handler on the loop) is fine too."""
 
-    Ids are unique in the process, so the client's response (a separate POST) finds its waiter
-    by id. Each waiter also remembers the session it asked (its owner): only a response from
-    that session answers it. The ids are easy to guess, and without this check any client of
-    the process could answer another session's sampling or elicitation request.
-    """
+    __slots__ = ("_outbound",)
 
-    def __init__(self) -> None:
-        self._pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
-        self.instance = secrets.token_hex(4)  # names this process in the ids
-        self._counter = itertools.count(1)
-        # Where answers that reached another instance of a fleet come back (transport/relay.py).
-        self.relay: RelayedAnswers | None = None
-        self._watching: asyncio.Task[None] | None = None
+    def __init__(self, outbound: Outbound) -> None:
+        self._outbound = outbound
 
-    def open(self, owner: str = "") -> tuple[str, asyncio.Future[dict[str, Any]]]:
-        """A new request id and the future its answer resolves; ``owner``: the asking session."""
-        request_id = f"srv-{self.instance}-{next(self._counter)}"
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._pending[request_id] = (owner, future)
-        if self.relay is not None and self._watching is None:
-            self.relay.prepare()  # before the request goes out, so its answer can come back
-            self._watching = loop.create_task(self._watch_relayed(self.relay))
-        return request_id, future
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._outbound.drain().__await__()
 
-    async def _watch_relayed(self, relay: RelayedAnswers) -> None:
-        """While anything waits, look for its answer among those relayed by other instances."""
-        try:
-            while self._pending:
-                await asyncio.sleep(relay.poll_seconds)
-                for request_id, owner, message in relay.take(time.time()):
-                    if not self.resolve(request_id, message, owner):
-                        logger.debug("a relayed answer to %r found nobody waiting", request_id)
-        finally:
-            self._watching = None
 
-    def close(self, request_id: str) -> None:
-        self._pending.pop(request_id, None)
+async def _send(outbound: Outbound, method: str, params: dict[str, Any] | None) -> None:
+    await outbound.notify(method, params)
 
-    def resolve(self, request_id: object, message: dict[str, Any], owner: str = "") -> bool:
-        """Hand the client's response to its waiter; False when nobody of ``owner`` waits for it."""
-        pending = self._pending.get(request_id) if isinstance(request_id, str) else None
-        if pending is None or pending[0] != owner:
-            return False
-        future = pending[1]
-        if future.done():
-            return False
-        error = message.get("error")
-        if isinstance(error, dict):
-            code = error.get("code")
-            text = error.get("message")
-            future.set_exception(
-                McpError(
-                    code if type(code) is int else -32603, str(text) if text else "error from the client"
-                )
-            )
-        else:
-            result = message.get("result")
-            future.set_result(result if isinstance(result, dict) else {})
-        return True
 
-    def fail_all(self, code: int, message: str) -> None:
-        """The client is gone: every waiter gets this error now instead of waiting out its timeout."""
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(McpError(code, message))
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a Context made outside a loop (a test driving a transport by hand)
+        return None
 
-    def __len__(self) -> int:
-        return len(self._pending)
+
+class ServerRequestTable(Protocol):
+    """The process's table of server-to-client requests waiting for an answer
+    (``pipeline/server_requests.py``)."""
+
+    def open(self, owner: str = "") -> tuple[str, asyncio.Future[dict[str, Any]]]: ...
+
+    def close(self, request_id: str) -> None: ...
 
 
 class Context:
     """What a handler knows about the request it serves, and how it talks back."""
 
-    __slots__ = (
-        "_outbound",
-        "_server_requests",
-        "asker",
-        "cache_slot",
-        "cancelled",
-        "client_capabilities",
-        "client_info",
-        "detachable",
-        "error_code",
-        "inputs",
-        "log_level",
-        "meta",
-        "policy",
-        "request_id",
-        "server",
-        "session",
-        "task",
-    )
+    __slots__ = ("_loop", "_server_requests", "_thread", "asker", "call", "detachable", "inputs", "server")
 
     def __init__(
-        self,
-        server: MCPServer,
-        request_id: RequestId | None,
-        meta: dict[str, Any] | None,
-        policy: VersionPolicy,
-        outbound: Outbound,
-        *,
-        client_capabilities: dict[str, Any] | None = None,
-        client_info: dict[str, Any] | None = None,
-        server_requests: ServerRequests | None = None,
-        session: SessionState | None = None,
-        log_level: int | None = None,
+        self, server: MCPServer, call: Call, server_requests: ServerRequestTable | None = None
     ) -> None:
         self.server = server
-        self.request_id = request_id
-        self.meta = meta
-        self.policy = policy
-        self.client_capabilities = client_capabilities
-        self.client_info = client_info
-        self._outbound = outbound
+        # Made on the event loop's thread; a def handler in the thread pool talks back through it.
+        self._loop = _running_loop()
+        self._thread = threading.get_ident()
+        self.call = call  # the request as it arrived: what a middleware sees too
+        # 2025 sessions: where server-to-client requests wait (None: this request can't send one).
         self._server_requests = server_requests
-        self.session = session
-        self.log_level = log_level  # 2026-07-28: the request's own _meta logLevel
-        self.error_code: int | None = None  # set when the request was answered with an error
         self.inputs: InputRound | None = None  # 2026-07-28: answers and questions of this round
         self.detachable = False  # ctx.detach() turns this call into a task (tasks extension)
         # Inside a task of the tasks extension: questions wait for tasks/update.
         self.asker: Callable[[dict[str, dict[str, Any]]], Awaitable[dict[str, Any]]] | None = None
-        self.task: asyncio.Task[Any] | None = None  # the handler's Task, for cancellation
-        self.cancelled = False
-        self.cache_slot: CacheSlot | None = None  # a cacheable request's result goes there
+
+    # -- the request -------------------------------------------------------------------
+
+    @property
+    def request_id(self) -> RequestId:
+        return self.call.id
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        return self.call.meta
+
+    @property
+    def policy(self) -> VersionPolicy:
+        return self.call.policy
 
     @property
     def protocol_version(self) -> str:
-        return self.policy.version
+        return self.call.policy.version
+
+    @property
+    def client_capabilities(self) -> dict[str, Any] | None:
+        return self.call.client_capabilities
+
+    @property
+    def client_info(self) -> dict[str, Any] | None:
+        return self.call.client_info
+
+    @property
+    def session(self) -> SessionState | None:
+        return self.call.session
+
+    @property
+    def log_level(self) -> int | None:
+        return self.call.log_level
+
+    @property
+    def cancelled(self) -> bool:
+        return self.call.cancelled
+
+    @property
+    def lifespan(self) -> Any:
+        """What the server's ``@server.lifespan`` function yielded (None without one)."""
+        return self.server.lifespan_state
+
+    @property
+    def _outbound(self) -> Outbound:
+        return self.call.open_outbound()
 
     @property
     def progress_token(self) -> str | int | None:
         """The client's ``_meta.progressToken`` (progress is sent only when it gave one)."""
-        if self.meta is None:
+        meta = self.call.meta
+        if meta is None:
             return None
-        token = self.meta.get("progressToken")
+        token = meta.get("progressToken")
         return token if type(token) in (str, int) else None
 
-    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
-        """Send any notification on this request's stream."""
-        await self._outbound.notify(method, params)
+    # -- notifications: await them in an async def handler; a def handler calls them plainly --
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> Awaitable[None]:
+        """Send any notification on this request's stream.
+
+        In an ``async def`` handler, ``await`` it: it is written at once, and the await waits
+        while the client reads slower than we write. In a ``def`` handler call it without
+        ``await``: on the event loop it is written at once; from the thread pool it is written by
+        the loop and the call returns once it is (so a slow client slows the handler down).
+        """
+        outbound = self.call.open_outbound()
+        if threading.get_ident() == self._thread:
+            outbound.notify_nowait(method, params)
+            return _Drain(outbound)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(_send(outbound, method, params), loop).result()
+        return _SENT
 
     def notify_nowait(self, method: str, params: dict[str, Any] | None = None) -> None:
-        self._outbound.notify_nowait(method, params)
+        """A notification written at once, without waiting for a slow client (on the loop)."""
+        self.call.open_outbound().notify_nowait(method, params)
 
     async def wait_closed(self) -> None:
         """Until the client closes this request's stream."""
         await self._outbound.wait_closed()
 
-    async def report_progress(
+    def report_progress(
         self, progress: float, total: float | None = None, message: str | None = None
-    ) -> None:
-        """``notifications/progress`` for this request; a no-op without a progress token."""
+    ) -> Awaitable[None]:
+        """``notifications/progress`` for this request; nothing without a progress token."""
         token = self.progress_token
         if token is None:
-            return
+            return _SENT
         params: dict[str, Any] = {"progressToken": token, "progress": progress}
         if total is not None:
             params["total"] = total
         if message is not None:
             params["message"] = message
-        await self._outbound.notify("notifications/progress", params)
+        return self.notify("notifications/progress", params)
 
-    async def log(self, level: LogLevel, data: Any, logger: str | None = None) -> None:
+    def log(self, level: LogLevel, data: Any, logger: str | None = None) -> Awaitable[None]:
         """``notifications/message``, dropped when below the client's logging level."""
         rank = LOG_LEVELS.get(level)
         if rank is None:
@@ -267,32 +209,33 @@ class Context:
         if self.policy.per_request_log_level:
             # 2026-07-28: log notifications only for a request that asked, at its level.
             if self.log_level is None or rank < self.log_level:
-                return
-        elif self.session is not None and rank < self.session.log_level:
-            return
+                return _SENT
+        elif self.call.session is not None and rank < self.call.session.log_level:
+            return _SENT
         params: dict[str, Any] = {"level": level, "data": data}
         if logger is not None:
             params["logger"] = logger
-        await self._outbound.notify("notifications/message", params)
+        return self.notify("notifications/message", params)
 
-    async def debug(self, data: Any, logger: str | None = None) -> None:
-        await self.log("debug", data, logger)
+    def debug(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("debug", data, logger)
 
-    async def info(self, data: Any, logger: str | None = None) -> None:
-        await self.log("info", data, logger)
+    def info(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("info", data, logger)
 
-    async def warning(self, data: Any, logger: str | None = None) -> None:
-        await self.log("warning", data, logger)
+    def warning(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("warning", data, logger)
 
-    async def error(self, data: Any, logger: str | None = None) -> None:
-        await self.log("error", data, logger)
+    def error(self, data: Any, logger: str | None = None) -> Awaitable[None]:
+        return self.log("error", data, logger)
 
     # -- server-to-client requests ---------------------------------------------------
 
-    async def request(
+    async def send_request(
         self, method: str, params: dict[str, Any] | None, timeout: float = 300.0
     ) -> dict[str, Any]:
-        """Send a request to the client on this request's stream and wait for its answer.
+        """Send a request to the client on this request's stream and wait for its answer
+        (a 2025 session; 2026-07-28 clients are asked with input-required results: ``ask``).
 
         Raises McpError when the client lacks the capability, answers with an
         error, or does not answer within ``timeout`` seconds.
@@ -300,8 +243,7 @@ class Context:
         self.require_client_capability(method)
         if self._server_requests is None:
             raise McpError(-32603, f"{method} is not available on this transport")
-        owner = self.session.session_id if self.session is not None else ""
-        request_id, answer = self._server_requests.open(owner)
+        request_id, answer = self._server_requests.open(self.owner)
         try:
             await self._outbound.send_request(encode_request(request_id, method, params))
             return await asyncio.wait_for(answer, timeout)
@@ -327,7 +269,7 @@ class Context:
             if not self.policy.handshake:
                 raise McpError(-32603, "Client input is not available for this request")
             return tuple(
-                await asyncio.gather(*(self.request(q.method, q.params, q.timeout) for q in questions))
+                await asyncio.gather(*(self.send_request(q.method, q.params, q.timeout) for q in questions))
             )
         answers: list[dict[str, Any]] = []
         missing = False
@@ -444,27 +386,17 @@ class Context:
     @property
     def owner(self) -> str:
         """Who owns what this request creates (tasks): its session, or "" without one."""
-        return self.session.session_id if self.session is not None else ""
+        session = self.call.session
+        return session.session_id if session is not None else ""
 
     def detached_copy(self) -> Context:
-        """A Context for work that goes on after this request was answered (a task)."""
-        return Context(
-            self.server,
-            self.request_id,
-            self.meta,
-            self.policy,
-            self._outbound.detached(),
-            client_capabilities=self.client_capabilities,
-            client_info=self.client_info,
-            server_requests=self._server_requests,
-            session=self.session,
-        )
+        """A Context for work that goes on after this request was answered (a task): the same
+        facts, messages to the session's stream, and a cancellation of its own."""
+        return Context(self.server, self.call.detached_copy(), self._server_requests)
 
     def cancel(self) -> None:
-        """``notifications/cancelled`` for this request: stop the handler, send no answer."""
-        self.cancelled = True
-        if self.task is not None:
-            self.task.cancel()
+        """Stop the handler and send no answer (``notifications/cancelled``)."""
+        self.call.cancel()
 
     def require_client_capability(self, method: str) -> None:
         """Raise a clear error when the client did not declare what ``method`` needs.

@@ -76,25 +76,54 @@ def with_app(args: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def start_server(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, app: str | None = CONFORMANCE_APP
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    app: str | None = CONFORMANCE_APP,
+    cwd: Path = ROOT,
 ) -> RunningServer:
     """Start `python -m mcp_fast APP` with extra CLI args (``app`` None: the built-in demo app);
-    waits until it accepts connections."""
+    waits until it accepts connections. ``cwd``: where it runs (this checkout's mcp_fast is
+    imported wherever that is)."""
     port = free_port()
     if app is not None:
         args = tuple(with_app(args)) if app == CONFORMANCE_APP else (app, *args)
     log_path = tmp_path / f"server-{port}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if cwd != ROOT:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mcp_fast", "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
         )
     wait_for_port("127.0.0.1", port, process)
     return RunningServer(process, "127.0.0.1", port, log_path)
+
+
+def console_script(directory: Path) -> Path:
+    """``directory/mcp-fast``: pyproject's console script, written as pip writes it on install
+    (this interpreter; the script's own directory, not the current one, first on sys.path).
+    Run it with PYTHONPATH=ROOT to import this checkout's mcp_fast."""
+    import tomllib
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["mcp-fast"]
+    module, _, function = target.partition(":")
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "mcp-fast"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import re\nimport sys\n"
+        f"from {module} import {function}\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+        f"    sys.exit({function}())\n"
+    )
+    script.chmod(0o755)
+    return script
 
 
 def stop_server(server: RunningServer) -> None:

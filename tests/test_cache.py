@@ -9,7 +9,8 @@ from test_server_api import mcp_request, serve
 
 from mcp_fast import Context, MCPServer, RpcError
 from mcp_fast.dispatch.cache import NO_EXPIRY, CacheKey, ResultCache
-from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
+from mcp_fast.pipeline import Pipeline, PipelineSettings
+from mcp_fast.transport.streamable import StreamableHTTP
 
 SESSIONLESS = "2026-07-28"
 
@@ -135,7 +136,7 @@ class Harness:
             runs["weather"] = runs.get("weather", 0) + 1
             return f"sunny in {city}"
 
-        self.transport = StreamableHTTP(server, StreamableSettings(cache=self.cache))
+        self.transport = StreamableHTTP(Pipeline(server, PipelineSettings(cache=self.cache)))
 
     def post(
         self,

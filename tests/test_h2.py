@@ -958,3 +958,90 @@ def test_hpack_bomb_stops_decoding_at_twice_the_header_limit() -> None:
     with pytest.raises(ProtocolError):
         events(server)
     assert server.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+# -- the Responder of a stream (mcp_fast/net/h2connection.py) ------------------------------------
+
+
+class _Transport:
+    """Just enough of an asyncio transport for Http2Connection: collects what is written."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.written += chunk
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_a_stream_answers_wait_disconnected_as_the_responder_contract_says() -> None:
+    """Responder.wait_disconnected (mcp_fast/wire/responder.py): a future, the same one while
+    nobody cancelled it, a new one after a waiter was cancelled with it, completed when the
+    client resets the stream, and already complete when asked afterwards."""
+    import asyncio
+
+    from mcp_fast.net.connection import Timeouts
+    from mcp_fast.net.flow import FlowControl
+    from mcp_fast.net.h2connection import Http2Connection, Http2Stream
+
+    async def main() -> None:
+        held: list[Http2Stream] = []
+
+        async def app(request: Request, responder: Http2Stream) -> None:
+            held.append(responder)
+            responder.start_stream(200, ((b"content-type", b"text/event-stream"),))
+            await responder.wait_disconnected()
+
+        connection = Http2Connection(app, H2Limits(), Timeouts(), set())  # type: ignore[arg-type]
+        transport = _Transport()
+        client = H2Peer()
+        connection.take_over(transport, FlowControl(transport), client.data())  # type: ignore[arg-type]
+        sid = client.request("GET", "/mcp", {"accept": "text/event-stream"})
+        connection.data_received(client.data())
+        await asyncio.sleep(0)
+        [stream] = held
+        first = stream.wait_disconnected()
+        assert isinstance(first, asyncio.Future) and stream.wait_disconnected() is first
+        waiter = asyncio.ensure_future(asyncio.shield(first))
+        await asyncio.sleep(0)
+        first.cancel()  # as asyncio.wait_for does to what it waits on
+        second = stream.wait_disconnected()
+        assert second is not first and not second.done()
+        waiter.cancel()
+        connection.data_received(rst_frame(sid, ErrorCodes.CANCEL))
+        assert second.done() and stream.disconnected
+        third = stream.wait_disconnected()
+        assert third is second or third.done()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_fast.context import ServerRequests
 from mcp_fast.fleet.relay import MAX_WAITING_ANSWERS, AnswerRelay, asking_instance
+from mcp_fast.pipeline.server_requests import ServerRequests
 
 POLL = 0.01
 ANSWER = {"jsonrpc": "2.0", "id": "x", "result": {"action": "accept"}}

@@ -16,7 +16,8 @@ from mcp_fast import Context, MCPServer, RpcError, ToolError, ToolResult, conten
 from mcp_fast.app import AppLoadError, load_app
 from mcp_fast.config import load_config
 from mcp_fast.net.eager import start_eagerly
-from mcp_fast.transport.streamable import StreamableHTTP, StreamableSettings
+from mcp_fast.pipeline import Pipeline, PipelineSettings
+from mcp_fast.transport.streamable import StreamableHTTP
 from mcp_fast.wire.events import Request
 
 
@@ -89,7 +90,7 @@ def post(
     if params is not None:
         message["params"] = params
     request = mcp_request(message, {b"mcp-protocol-version": version.encode()})
-    return serve(StreamableHTTP(server, StreamableSettings(page_size=100)), request)
+    return serve(StreamableHTTP(Pipeline(server, PipelineSettings(page_size=100))), request)
 
 
 def result_of(server: MCPServer, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -303,7 +304,7 @@ def _sessionless_post(server: MCPServer, name: str, arguments: dict[str, Any]) -
         },
     )
     recorder = Recorder()
-    assert StreamableHTTP(server)(request, recorder) is None  # a plain tool answers at once
+    assert StreamableHTTP(Pipeline(server))(request, recorder) is None  # a plain tool answers at once
     return recorder
 
 
@@ -489,12 +490,12 @@ def test_registry_changes_refresh_lists_and_notify_listeners() -> None:
         """1"""
         return "1"
 
-    transport = StreamableHTTP(server)
+    transport = StreamableHTTP(Pipeline(server))
     assert [t["name"] for t in result_of(server, "tools/list")["tools"]] == ["one"]
     server.remove_tool("one")
     assert result_of(server, "tools/list")["tools"] == []
     assert changes == ["tools", "tools"]
-    assert transport.dispatcher.capabilities() == {"logging": {}}
+    assert transport.pipeline.dispatcher.capabilities() == {"logging": {}}
 
 
 def test_ping_and_set_level_return_empty_objects() -> None:

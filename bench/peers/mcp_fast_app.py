@@ -1,30 +1,78 @@
-"""The app mcp_fast serves in the benchmark: ``echo`` and ``lookup`` tools, as each peer has.
+"""The apps mcp_fast serves in the benchmark: ``echo`` and ``lookup`` tools, as each peer has.
 
     python -m mcp_fast mcp_fast_app:server --port 8000        # with PYTHONPATH=bench/peers
 
-The demo app (``python -m mcp_fast`` alone) has some 25 tools, so its ``tools/list`` answer would
-be far larger than the peers'; with this app every server lists the same two tools. ``echo`` is
-declared as in ``mcp_fast/demo.py`` less its annotations (the peers' have none), with
-``inline=True``: a plain ``def`` called on the loop, as the SDK and FastMCP call a sync tool.
+``server`` is the app as the README teaches it: ``echo`` a plain ``@server.tool()`` on a ``def``
+with default options (the headline). The variants differ in how ``echo`` is declared, for the
+extra rows: ``async_server`` (``async def``), ``inline_server`` (``inline=True``: always on
+the event loop) and ``offload_server`` (``offload=True``: always in the thread pool, as every
+plain ``def`` ran before handlers earned their place on the loop). Every app lists the same two tools, as the peers do (the demo app, with more
+tools, would make mcp_fast's tools/list answer larger than theirs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 
 from mcp_fast.server import MCPServer
 
-server = MCPServer("mcp-fast-bench", "0.1.0")
 
-
-@server.tool(inline=True)
-def echo(message: str) -> str:
-    """Echo the message back."""
-    return message
-
-
-@server.tool(inline=True, cache_ttl=60, cache_scope="public")
-def lookup(key: str) -> str:
-    """Look a key up (stands for real work: 400 rounds of PBKDF2, about 0.1 ms here). Declared
-    cacheable, so mcp_fast's result cache answers repeated lookups: the cache-hit workload."""
+def lookup_answer(key: str) -> str:
+    """Stands for real work: 400 rounds of PBKDF2, about 0.1 ms here."""
     return hashlib.pbkdf2_hmac("sha256", key.encode(), b"mcp-fast-bench", 400).hex()
+
+
+def _app(echo_style: str) -> MCPServer:
+    app = MCPServer("mcp-fast-bench", "0.1.0")
+    if echo_style == "def":
+
+        @app.tool()
+        def echo(message: str) -> str:
+            """Echo the message back."""
+            return message
+
+    elif echo_style == "async":
+
+        @app.tool()
+        async def echo(message: str) -> str:
+            """Echo the message back."""
+            return message
+
+    elif echo_style == "offload":
+
+        @app.tool(offload=True)
+        def echo(message: str) -> str:
+            """Echo the message back."""
+            return message
+
+    else:
+
+        @app.tool(inline=True)
+        def echo(message: str) -> str:
+            """Echo the message back."""
+            return message
+
+    @app.tool(cache_ttl=60, cache_scope="public")
+    def lookup(key: str) -> str:
+        """Look a key up. Declared cacheable, so mcp_fast's result cache answers repeated lookups:
+        the cache-hit workload."""
+        return lookup_answer(key)
+
+    return app
+
+
+server = _app("def")
+async_server = _app("async")
+inline_server = _app("inline")
+offload_server = _app("offload")
+
+# The blocking figure (bench/run.py run_blocking): a plain def that really blocks.
+blocking_server = _app("def")
+
+
+@blocking_server.tool()
+def block(seconds: float) -> str:
+    """Sleep in the handler itself (a blocking call: a database driver, a file on a slow disk)."""
+    time.sleep(seconds)
+    return f"slept {seconds:g}"

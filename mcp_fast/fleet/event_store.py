@@ -4,7 +4,9 @@ Every event on a session's SSE stream gets an id ``<stream>_<n>``. A client whos
 connection dropped GETs the endpoint with ``Last-Event-ID`` and is sent what it
 missed on that stream only, then the rest of the stream as it happens. The
 store is bounded (streams and events per stream), and sits behind a small
-interface so a shared store (for fleets) can implement it later.
+interface so a shared store (for fleets) can implement it later. When what the
+client missed is no longer all here, ``replay`` says None and the endpoint
+refuses the resumption (400) instead of serving it with a gap.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def priming_id(stream: str) -> bytes:
 @dataclass(slots=True)
 class _Log:
     session_id: str
-    events: deque[tuple[int, bytes]]
+    # Made with the first event: an idle stream keeps no empty deque (600 bytes each).
+    events: deque[tuple[int, bytes]] | None = None
     next_seq: int = 1
     complete: bool = False
     dropped_before: int = 1  # sequence numbers below this fell out of the bounded log
@@ -63,7 +66,7 @@ class MemoryEventStore:
 
     def open_stream(self, session_id: str) -> str:
         stream = secrets.token_hex(8)
-        self._logs.put(stream, _Log(session_id, deque(maxlen=self.max_events)))
+        self._logs.put(stream, _Log(session_id))
         return stream
 
     def append(self, stream: str, message: bytes) -> bytes:
@@ -72,9 +75,12 @@ class MemoryEventStore:
             return f"{stream}{_SEPARATOR}x".encode()
         seq = log.next_seq
         log.next_seq += 1
-        if len(log.events) == log.events.maxlen:
-            log.dropped_before = log.events[0][0] + 1
-        log.events.append((seq, message))
+        events = log.events
+        if events is None:
+            events = log.events = deque(maxlen=self.max_events)
+        if len(events) == events.maxlen:
+            log.dropped_before = events[0][0] + 1
+        events.append((seq, message))
         return f"{stream}{_SEPARATOR}{seq}".encode()
 
     def complete(self, stream: str) -> None:
@@ -91,6 +97,8 @@ class MemoryEventStore:
         if after + 1 < log.dropped_before:
             return None  # what the client missed is gone: it must start over
         events = [
-            (f"{stream}{_SEPARATOR}{seq}".encode(), message) for seq, message in log.events if seq > after
+            (f"{stream}{_SEPARATOR}{seq}".encode(), message)
+            for seq, message in log.events or ()
+            if seq > after
         ]
         return Replay(stream, events, log.complete)

@@ -4,7 +4,7 @@ A 2025 session's sampling, elicitation or roots request goes out on the stream o
 that runs the tool, and that instance waits for the answer. The client sends its answer in a new
 POST. Behind a round-robin load balancer (or with ``--workers``, where the kernel picks the
 worker) that POST usually reaches another instance, which has nobody waiting for it. The request
-id names the instance that asked (``srv-<instance>-<n>``, ``context.ServerRequests``). So the
+id names the instance that asked (``srv-<instance>-<n>``, ``pipeline/server_requests.py``). So the
 instance that got the answer drops it in the asking instance's mailbox, a directory under the
 fleet directory. The asking instance looks there every ``poll_seconds``, but only while it waits
 for an answer.

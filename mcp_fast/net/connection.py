@@ -64,8 +64,10 @@ class Connection(Protocol):
 def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
     """The client's (host, port), or None where the socket has none (a Unix socket)."""
     peer = transport.get_extra_info("peername")
+    if type(peer) is tuple and len(peer) == 2:
+        return peer  # (host, port) as asyncio gives it: kept, not copied (one per connection)
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), int(peer[1])
+        return str(peer[0]), int(peer[1])  # IPv6: (host, port, flowinfo, scope_id)
     return None
 
 
@@ -526,12 +528,13 @@ class HttpConnection(asyncio.Protocol):
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._on_disconnect = callback
 
-    async def wait_disconnected(self) -> None:
-        if self._lost:
-            return
-        if self._disconnected is None:
-            self._disconnected = self._loop.create_future()
-        await self._disconnected
+    def wait_disconnected(self) -> asyncio.Future[None]:
+        future = self._disconnected
+        if future is None or future.cancelled():  # a waiter that was cancelled took it along
+            future = self._disconnected = self._loop.create_future()
+            if self._lost:
+                future.set_result(None)
+        return future
 
     def end_stream(self) -> None:
         if not self._streaming:

@@ -7,7 +7,7 @@ request coroutine itself and hands it to a Task only when it yields a future
 (what Python 3.12's eager tasks do, for 3.11 too).
 
 Only our own request pipeline runs this way. User ``async def`` handlers always
-get a Task of their own (see ``mcp_fast.server.invoke``), because code such as
+get a Task of their own (see ``mcp_fast.dispatch.runner``), because code such as
 ``asyncio.timeout`` needs ``asyncio.current_task()`` from its first step.
 """
 
@@ -15,40 +15,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
 logger = logging.getLogger("mcp_fast.net")
 
 
-@types.coroutine
-def _continue(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Drive the rest of an already-started coroutine from inside a Task.
+class _Resumed:
+    """The rest of a coroutine whose first step already ran, in the shape a Task drives.
 
-    Yields what the coroutine yields (the futures it waits on) to the Task, and
-    passes results, exceptions and cancellation back in.
+    The Task's first step gets what the coroutine yielded then (the future it waits on); every
+    later step, result, exception and cancellation goes straight to the coroutine. One small
+    object instead of a wrapper coroutine and a generator: a long GET stream keeps this while
+    it is idle.
     """
-    while True:
-        try:
-            value = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine, not handled
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def send(self, value: Any) -> Any:
+        yielded = self._yielded
+        if yielded is not _NOTHING:
+            self._yielded = _NOTHING
+            return yielded  # the Task's first step: what the coroutine waits on
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._yielded = _NOTHING  # cancelled before its first step: the coroutine takes it
+        return self._coro.throw(*exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        raise TypeError("driven by its Task only")
+
+    def __repr__(self) -> str:
+        return f"<{getattr(self._coro, '__qualname__', 'coroutine')} resumed>"
 
 
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _continue(coro, yielded)
+_NOTHING: Any = object()
+Coroutine.register(_Resumed)  # what asyncio.Task checks it was given
 
 
 def start_eagerly(
@@ -60,7 +70,7 @@ def start_eagerly(
         yielded = coro.send(None)
     except StopIteration:
         return None
-    return loop.create_task(_finish(coro, yielded))
+    return loop.create_task(_Resumed(coro, yielded))
 
 
 def request_failed(task: asyncio.Task[None]) -> bool:

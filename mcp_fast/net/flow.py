@@ -3,13 +3,17 @@
 Every pause/resume of reading and every wait for the write buffer to drain goes
 through here (uvicorn's FlowControl idea, without its one bypass): a second
 place that pauses the transport would resume it behind this object's back.
+
+It also owns the write timeout: a peer that takes nothing of what we wrote for
+``write_timeout`` seconds is dropped, whether a producer waits in ``drain`` (a
+stream) or not (one large response written at once, which would otherwise sit
+in the buffer, and keep the connection open, for as long as the peer likes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from enum import Flag, auto
 
 logger = logging.getLogger("mcp_fast.net")
@@ -27,10 +31,10 @@ class FlowControl:
     __slots__ = (
         "_closed",
         "_drain_waiters",
-        "_paused_at",
         "_reasons",
         "_transport",
         "_write_timeout",
+        "_write_watch",
         "reading_paused",
         "write_paused",
     )
@@ -43,9 +47,11 @@ class FlowControl:
         # outside this class.
         self.reading_paused = False
         self.write_paused = False
-        self._paused_at = 0.0  # loop time of the last pause_writing
-        self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        # A list, not a deque: an idle connection holds one, and an empty deque costs 600 bytes.
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed = False
+        # While writing is paused: the timer that drops the peer at the write timeout.
+        self._write_watch: asyncio.TimerHandle | None = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -68,40 +74,43 @@ class FlowControl:
     # -- writing ---------------------------------------------------------------
 
     def on_pause_writing(self) -> None:
-        """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark."""
+        """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark.
+
+        From now on the peer has ``write_timeout`` seconds to take enough of it (until
+        ``on_resume_writing``), or it is dropped. (Not on the common path: a response that
+        fits the buffers never pauses writing.)"""
         self.write_paused = True
-        self._paused_at = asyncio.get_running_loop().time()
-
-    def write_blocked_for(self, now: float) -> float:
-        """Seconds (loop time) the transport has been refusing more output; 0 when it is not.
-
-        For a connection with no writer waiting in ``drain`` (HTTP/2 answers PINGs and
-        SETTINGS by itself): its sweeper drops a peer that reads nothing this long."""
-        return now - self._paused_at if self.write_paused and not self._closed else 0.0
+        if self._write_watch is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._write_watch = loop.call_later(self._write_timeout, self._give_up)
 
     def on_resume_writing(self) -> None:
         self.write_paused = False
+        self._stop_watch()
         self._wake_writers()
+
+    def _stop_watch(self) -> None:
+        if self._write_watch is not None:
+            self._write_watch.cancel()
+            self._write_watch = None
 
     async def drain(self) -> None:
         """Wait until the peer took enough of what we wrote (returns at once if it did).
 
-        A peer that takes nothing for ``write_timeout`` seconds is disconnected,
-        so a client that stopped reading cannot hold a producer (and its
-        buffered output) forever.
+        A peer that takes nothing for ``write_timeout`` seconds is disconnected (the
+        watch ``on_pause_writing`` started), so a client that stopped reading cannot
+        hold a producer (and its buffered output) forever.
         """
         if not self.write_paused or self._closed:
             return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
-        give_up = loop.call_later(self._write_timeout, self._give_up)
-        try:
-            await waiter
-        finally:
-            give_up.cancel()
+        await waiter
 
     def _give_up(self) -> None:
+        self._write_watch = None
+        if not self.write_paused or self._closed:
+            return
         logger.info("dropping a connection whose client read nothing for %.3g s", self._write_timeout)
         self.abort()
 
@@ -115,10 +124,11 @@ class FlowControl:
         """Writers waiting for a gone peer go on (their output is dropped)."""
         self._closed = True
         self.write_paused = False
+        self._stop_watch()
         self._wake_writers()
 
     def _wake_writers(self) -> None:
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

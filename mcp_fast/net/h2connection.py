@@ -113,6 +113,11 @@ class Http2Stream:
 
     async def drain(self) -> None:
         conn = self._conn
+        if conn._processing:
+            # Output waits while the connection processes what it read, to go out in one write.
+            # A handler started from there (an eager Task) writes it now, so that a client that
+            # reads slowly holds it back here, instead of the output piling up unwritten.
+            conn._write_out()
         await conn.flow.drain()  # the transport (the whole connection)
         # This stream's HTTP/2 window: the core resets a stream whose window
         # stays shut for the write timeout, which ends this wait too.
@@ -141,12 +146,13 @@ class Http2Stream:
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._on_disconnect = callback
 
-    async def wait_disconnected(self) -> None:
-        if self._flags & _GONE:
-            return
-        if self._disconnected is None:
-            self._disconnected = asyncio.get_running_loop().create_future()
-        await self._disconnected
+    def wait_disconnected(self) -> asyncio.Future[None]:
+        future = self._disconnected
+        if future is None or future.cancelled():  # a waiter that was cancelled took it along
+            future = self._disconnected = self._conn._loop.create_future()
+            if self._flags & _GONE:
+                future.set_result(None)
+        return future
 
     def abort(self) -> None:
         """Reset this stream (RST_STREAM CANCEL); the other streams go on. Only when
@@ -449,10 +455,8 @@ class Http2Connection(asyncio.Protocol):
             return
         if transport.is_closing():
             return
-        if self.flow.write_blocked_for(now) > self._timeouts.write:
-            logger.info("dropping a connection whose client read nothing for %.3g s", self._timeouts.write)
-            self.flow.abort()
-            return
+        # (A peer that reads nothing for the write timeout is dropped by the FlowControl's own
+        # timer, started when writing pauses.)
         self.core.check_timeouts()
         self._process()
 

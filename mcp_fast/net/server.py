@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -32,6 +35,9 @@ class NetSettings:
     h2_max_concurrent_streams: int = 100
     h2_max_connection_buffer: int = 16 << 20
     tls: TlsSettings | None = None  # None: cleartext
+    # A Unix socket path to listen on instead of host:port (nginx on the same host). Made
+    # group-accessible (0660): processes of the server's group (e.g. nginx's) may connect.
+    uds: str | None = None
 
     def h2_limits(self) -> H2Limits:
         """The HTTP/1.1 size limits, applied to HTTP/2 requests too."""
@@ -53,6 +59,7 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._h2_limits = settings.h2_limits() if settings.http2 else None
+        self._socket_inode: int | None = None  # of the --uds socket this server made
         # Read (and checked) here, so that bad files stop start-up (TlsConfigError).
         self.certificates = CertificateStore(settings.tls) if settings.tls is not None else None
 
@@ -79,6 +86,12 @@ class HttpServer:
             self._server = await loop.create_server(
                 self._make_protocol, sock=sock, backlog=self.settings.backlog, ssl=context
             )
+        elif self.settings.uds is not None:
+            self._server = await loop.create_unix_server(
+                self._make_protocol, self.settings.uds, backlog=self.settings.backlog, ssl=context
+            )
+            os.chmod(self.settings.uds, 0o660)
+            self._socket_inode = os.stat(self.settings.uds).st_ino
         else:
             self._server = await loop.create_server(
                 self._make_protocol,
@@ -131,15 +144,24 @@ class HttpServer:
             self._sweeper.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        self._remove_socket_file()
+
+    def _remove_socket_file(self) -> None:
+        """The --uds socket file goes with the server (unless another server replaced it)."""
+        path = self.settings.uds
+        if path is None or self._socket_inode is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == self._socket_inode:
+                os.unlink(path)
 
 
-async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully; SIGHUP reloads the certificate."""
-    await server.start()
-    if on_ready:
-        logger.warning("%s", on_ready)
+def stop_on_signals(reload: Callable[[], None] | None = None) -> asyncio.Future[None]:
+    """A future that SIGINT or SIGTERM completes. Made before anything slow starts (the app's
+    lifespan, say), so that a signal during start-up stops the process in order too.
+    ``reload`` (the server's certificate reload) is called on each SIGHUP."""
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
 
     def request_stop() -> None:
         if not stop.done():
@@ -147,7 +169,26 @@ async def serve_forever(server: HttpServer, on_ready: str | None = None) -> None
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_certificate)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    return stop
+
+
+async def serve_forever(
+    server: HttpServer,
+    on_ready: str | Callable[[], str] | None = None,
+    stop: asyncio.Future[None] | None = None,
+) -> None:
+    """Run until ``stop`` completes (by default: SIGINT/SIGTERM, and SIGHUP reloads the
+    certificate), then shut down gracefully. ``on_ready`` is logged once the server listens (a
+    callable is asked then, so it can name the address really bound)."""
+    if stop is None:
+        stop = stop_on_signals(server.reload_certificate)
+    if stop.done():
+        return  # stopped while starting up
+    await server.start()
+    if on_ready is not None:
+        logger.info("%s", on_ready if isinstance(on_ready, str) else on_ready())
     await stop
     logger.info("shutting down")
     await server.stop()

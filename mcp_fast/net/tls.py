@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,23 +36,12 @@ class TlsConfigError(ValueError):
 
 
 class ClientCerts(enum.Enum):
-    """``--ssl-cert-reqs``: whether clients must present a certificate (mutual TLS)."""
+    """``--ssl-cert-reqs``: whether clients must present a certificate (mutual TLS); the flag's
+    text (config.CERT_REQS, which also takes uvicorn's 0/1/2) is a member's name."""
 
     NONE = ssl.CERT_NONE
     OPTIONAL = ssl.CERT_OPTIONAL
     REQUIRED = ssl.CERT_REQUIRED
-
-    @classmethod
-    def parse(cls, text: str) -> ClientCerts:
-        """``none``/``optional``/``required``, or uvicorn's 0/1/2."""
-        value = text.strip().lower()
-        by_number = {"0": cls.NONE, "1": cls.OPTIONAL, "2": cls.REQUIRED}
-        if value in by_number:
-            return by_number[value]
-        try:
-            return cls[value.upper()]
-        except KeyError:
-            raise ValueError("must be none, optional or required") from None
 
 
 @dataclass(frozen=True)
@@ -175,7 +165,8 @@ class CertificateStore:
             logger.error("certificate reload failed, the old certificate stays in use: %s", exc)
             return False
         self.current = context
-        logger.warning("reloaded the TLS certificate from %s", self.settings.certfile)
+        # The pid tells the workers of --workers apart (each reloads on the SIGHUP passed on).
+        logger.warning("reloaded the TLS certificate from %s (pid %d)", self.settings.certfile, os.getpid())
         return True
 
 

@@ -97,6 +97,8 @@ def decode_header_value(raw: bytes) -> str | None:
     None for a malformed sentinel (which then mismatches whatever the body says).
     """
     text = raw.decode("latin-1")
+    if not text.startswith("=?"):
+        return text  # most values are plain: no pattern to match
     match = _SENTINEL.match(text)
     if match is None:
         return text

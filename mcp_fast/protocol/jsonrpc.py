@@ -55,6 +55,29 @@ class McpError(Exception):
 RpcError = McpError
 
 
+class HttpError(McpError):
+    """A JSON-RPC error that also carries HTTP semantics: a status and response headers.
+
+    Streamable HTTP answers it with that status and those headers (401 with
+    ``WWW-Authenticate``, 403 for a missing scope, 429 with ``Retry-After``), the JSON-RPC
+    error object as the body. Transports without HTTP status per request (stdio, the old
+    HTTP+SSE transport, a JSON-RPC batch) answer it as the plain JSON-RPC error.
+    ``headers`` are (lower-case name, value) pairs of bytes.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        data: Any = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(code, message, data)
+        self.status = status
+        self.headers = headers
+
+
 class Kind(enum.Enum):
     REQUEST = "request"
     NOTIFICATION = "notification"
@@ -87,21 +110,45 @@ def decode(body: bytes | memoryview | str) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise McpError(PARSE_ERROR, "Parse error: the body is not valid JSON") from None
+        raise parse_error() from None
 
 
-def _valid_id(value: object) -> bool:
-    # MCP: "Requests MUST include a string or integer ID" (not null, not bool, not float).
-    kind = type(value)
-    return kind is str or kind is int
+def parse_error() -> McpError:
+    """What a body that is not JSON gets (-32700; JSON-RPC 2.0 section 5.1: with id null)."""
+    return McpError(PARSE_ERROR, "Parse error: the body is not valid JSON")
+
+
+def request_parts(obj: Any) -> tuple[RequestId, str, JsonObject | None] | None:
+    """(id, method, params) of a well-formed request; None for anything else, which
+    ``parse_message`` then tells apart (a notification, a response, or what is wrong).
+
+    The transports ask this first: most messages are requests, and a request needs no
+    ``Message``. The rules are parse_message's, which itself starts here.
+    """
+    if type(obj) is not dict or obj.get("jsonrpc") != "2.0":
+        return None
+    request_id = obj.get("id")
+    method = obj.get("method")
+    params = obj.get("params")
+    if (
+        type(method) is not str
+        or (type(request_id) is not str and type(request_id) is not int)
+        or (params is not None and type(params) is not dict)
+    ):
+        return None
+    return request_id, method, params
 
 
 def parse_message(obj: Any) -> Message:
     """Validate one JSON-RPC envelope (JSON-RPC 2.0 sections 4 and 5)."""
+    parts = request_parts(obj)
+    if parts is not None:
+        return Message(Kind.REQUEST, parts[0], parts[1], parts[2], obj)
     if type(obj) is not dict:
         raise InvalidMessage("Invalid request: a JSON-RPC message must be a JSON object")
     raw_id = obj.get("id")
-    echo_id = raw_id if _valid_id(raw_id) else None
+    # MCP: "Requests MUST include a string or integer ID" (not null, not bool, not float).
+    echo_id = raw_id if type(raw_id) is str or type(raw_id) is int else None
     if obj.get("jsonrpc") != "2.0":
         raise InvalidMessage('Invalid request: "jsonrpc" must be "2.0"', echo_id)
     method = obj.get("method")
@@ -158,7 +205,11 @@ def dumps(value: Any) -> bytes:
 
 
 def encode_result(request_id: RequestId | None, result: Any) -> bytes:
-    return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    response = {"jsonrpc": "2.0", "id": request_id, "result": result}
+    try:
+        return orjson.dumps(response, default=_default)  # dumps() in one frame: every answer passes
+    except TypeError:
+        return dumps(response)
 
 
 def encode_error(request_id: RequestId | None, error: McpError, *, omit_null_id: bool = False) -> bytes:

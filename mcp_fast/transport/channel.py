@@ -1,42 +1,39 @@
-"""One MCP session over one message channel: what stdio and the old HTTP+SSE transport share.
+"""One MCP session over one message channel: what stdio, the old HTTP+SSE transport and the
+in-process test client share.
 
-Both transports carry every server-to-client message (responses, notifications,
-server-to-client requests) on one ordered channel, and every client message
-(requests, notifications, responses to our requests) arrives on another, one at
-a time. Everything above the framing is the same for both and lives here; the
-transport frames messages (a line, an SSE event) in its ``Sink``.
+They carry every server-to-client message (responses, notifications, server-to-client requests)
+on one ordered channel, and every client message (requests, notifications, responses to our
+requests) arrives on another, one at a time. The transport frames messages (a line, an SSE
+event) in its ``Sink``; what happens to a request is the pipeline's business. Here:
 
-- Lifecycle (basic/lifecycle.mdx): ``initialize`` negotiates the version with the
-  same dispatcher as Streamable HTTP; before it only ``ping`` is served. The
-  session remembers the client's capabilities, its ``logging/setLevel`` level
-  and its resource subscriptions (``SessionState``).
-- Requests run concurrently: one that has to wait becomes its own Task, so a slow
-  tool does not hold up a ping. ``notifications/cancelled`` cancels one and no
-  response is sent for it (basic/utilities/cancellation.mdx).
-- Server-to-client requests (sampling, elicitation, roots) go out on the channel;
-  the client's responses come back in and wake their waiter. Each session has its
-  own table of them, so one client cannot answer another's.
-- 2026-07-28 requests (per-request ``_meta``, no initialize) are served
-  statelessly next to the session where the transport allows it (stdio):
-  2026-07-28 basic/versioning.mdx, "Backward Compatibility with
-  Initialization-Based Versions": a dual-era server MAY serve both eras on one process.
+- Lifecycle (basic/lifecycle.mdx): ``initialize`` negotiates the version; before it only
+  ``ping`` is served. The session remembers the client's capabilities, its ``logging/setLevel``
+  level and its resource subscriptions.
+- Requests run concurrently: one that has to wait becomes its own Task, so a slow tool does not
+  hold up a ping. ``notifications/cancelled`` cancels one and no response is sent for it.
+- Server-to-client requests (sampling, elicitation, roots) go out on the channel; the client's
+  responses come back in and wake their waiter; only this session's client can answer them.
+- 2026-07-28 requests (per-request ``_meta``, no initialize) are served statelessly next to the
+  session where the transport allows it (stdio): 2026-07-28 basic/versioning.mdx, "Backward
+  Compatibility with Initialization-Based Versions": a dual-era server MAY serve both eras.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any, Final, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from mcp_fast.context import Context, ServerRequests, SessionState
-from mcp_fast.dispatch.dispatcher import Dispatcher
-from mcp_fast.dispatch.tasks import Task
+from mcp_fast.call import Call, Outbound, Principal, SessionState, TransportName
+from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import batch, jsonrpc
 from mcp_fast.protocol.envelope import carries_envelope, check_version, read_envelope
 from mcp_fast.protocol.jsonrpc import INVALID_REQUEST, Kind, McpError, Message, RequestId
 from mcp_fast.protocol.versions import LATEST_VERSION, POLICIES, VersionPolicy, negotiate
-from mcp_fast.server import MCPServer
+
+if TYPE_CHECKING:
+    from mcp_fast.dispatch.tasks import Task
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -60,14 +57,21 @@ class Sink(Protocol):
         """Wait while the client reads slower than we write (backpressure)."""
 
 
-class _Running:
-    """A request in flight: its Context (the cancelled flag) and the Task that runs it."""
+class ChannelCall(Call):
+    """A request on a channel: its messages go to the channel, silent once it is cancelled."""
 
-    __slots__ = ("ctx", "task")
+    __slots__ = ("channel",)
 
-    def __init__(self, ctx: Context, task: asyncio.Task[Any]) -> None:
-        self.ctx = ctx
-        self.task = task
+    channel: ChannelSession
+
+    def cancel_scope(self) -> str | None:
+        return self.channel.state.session_id  # both eras: the channel is the client
+
+    def open_outbound(self) -> Outbound:
+        outbound = self.outbound
+        if outbound is None:
+            outbound = self.outbound = _RequestOutbound(self.channel, self)
+        return outbound
 
 
 class _RequestOutbound:
@@ -75,26 +79,22 @@ class _RequestOutbound:
     request is cancelled, before its handler has unwound (a thread cannot be stopped at all):
     basic/utilities/cancellation.mdx, no further messages for a cancelled request."""
 
-    __slots__ = ("ctx", "session")
+    __slots__ = ("call", "session")
 
-    def __init__(self, session: ChannelSession) -> None:
+    def __init__(self, session: ChannelSession, call: Call) -> None:
         self.session = session
-        self.ctx: Context | None = None  # set right after the Context is made
-
-    @property
-    def _silent(self) -> bool:
-        return self.ctx is not None and self.ctx.cancelled
+        self.call = call
 
     async def notify(self, method: str, params: dict[str, Any] | None) -> None:
-        if not self._silent:
+        if not self.call.cancelled:
             await self.session.notify(method, params)
 
     def notify_nowait(self, method: str, params: dict[str, Any] | None) -> None:
-        if not self._silent:
+        if not self.call.cancelled:
             self.session.notify_nowait(method, params)
 
     async def send_request(self, message: bytes) -> None:
-        if self._silent:
+        if self.call.cancelled:
             raise McpError(jsonrpc.INTERNAL_ERROR, "The request was cancelled")
         await self.session.send_request(message)
 
@@ -104,13 +104,11 @@ class _RequestOutbound:
     async def wait_closed(self) -> None:
         await self.session.wait_closed()
 
-    def detached(self) -> ChannelSession:
+    async def drain(self) -> None:
+        await self.session.drain()
+
+    def detached(self) -> Outbound:
         return self.session  # a task outlives its request, and its cancellation
-
-
-def _meta(params: dict[str, Any] | None) -> dict[str, Any] | None:
-    meta = params.get("_meta") if params is not None else None
-    return meta if type(meta) is dict else None
 
 
 def _error(request_id: RequestId | None, code: int, message: str) -> bytes:
@@ -119,58 +117,69 @@ def _error(request_id: RequestId | None, code: int, message: str) -> bytes:
 
 class ChannelSession:
     """One client's session on one channel. Also an ``Outbound``: every message goes to the
-    same place, in the order it was sent (each request talks through a ``_RequestOutbound``)."""
+    same place, in the order it was sent (each request talks through a ``_RequestOutbound``).
+
+    The transport tells it what is not tied to a request (``list_changed``,
+    ``resource_updated``, ``task_status``): one listener per transport, not per session."""
 
     __slots__ = (
-        "_batches",
         "_ended",
         "_loop",
-        "_running",
+        "_tasks",
         "client_capabilities",
         "client_info",
-        "dispatcher",
+        "pipeline",
         "policy",
-        "server",
-        "server_requests",
+        "principal",
         "sessionless",
         "sink",
         "state",
+        "transport",
     )
 
     def __init__(
-        self, server: MCPServer, dispatcher: Dispatcher, sink: Sink, *, session_id: str, sessionless: bool
+        self,
+        pipeline: Pipeline,
+        sink: Sink,
+        *,
+        session_id: str,
+        transport: TransportName,
+        sessionless: bool,
     ) -> None:
-        self.server = server
-        self.dispatcher = dispatcher
+        self.pipeline = pipeline
         self.sink = sink
+        self.transport: TransportName = transport
         self.sessionless = sessionless  # serve 2026-07-28 requests too (stdio), not only the session's
         self.state = SessionState(session_id)
         self.policy: VersionPolicy | None = None  # set by initialize
         self.client_capabilities: dict[str, Any] = {}
         self.client_info: dict[str, Any] = {}
-        self.server_requests = ServerRequests()
-        self._running: dict[RequestId, _Running] = {}
-        self._batches: set[asyncio.Task[None]] = set()
+        # Who the client is, when the transport knows (the in-process test client may say).
+        self.principal: Principal | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._ended = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
     @property
     def in_flight(self) -> int:
-        return len(self._running) + len(self._batches)
+        return len(self._tasks)
 
     # -- messages from the client ----------------------------------------------------
 
-    def receive(self, value: Any) -> McpError | None:
-        """One decoded JSON value from the client. An error refuses it as a whole, and the
-        transport reports it its own way (stdio: an error line; HTTP+SSE: 400)."""
+    def receive(
+        self, value: Any, headers: Mapping[bytes, bytes] | None = None, client: tuple[str, int] | None = None
+    ) -> McpError | None:
+        """One decoded JSON value from the client (``headers`` and ``client``: of the HTTP request
+        that carried it, if one did). An error refuses it as a whole, and the transport reports it
+        its own way (stdio: an error line; HTTP+SSE: 400)."""
         if type(value) is list:
-            return self._batch(value)
+            return self._batch(value, headers, client)
         try:
             message = jsonrpc.parse_message(value)
         except jsonrpc.InvalidMessage as exc:
             return exc
         if message.kind is Kind.REQUEST:
-            answer = self._request(message, respond=True)
+            answer = self._request(message, headers, client, respond=True)
             if type(answer) is bytes:
                 self.sink.send(answer)
         elif message.kind is Kind.NOTIFICATION:
@@ -179,152 +188,145 @@ class ChannelSession:
             self._resolve(message)
         return None
 
-    def _request(self, message: Message, *, respond: bool) -> bytes | asyncio.Task[bytes | None]:
-        """Start one request: its response at once, or the Task that finishes it
-        (which sends the response itself when ``respond``, else returns it)."""
-        request_id = message.id
-        assert request_id is not None
-        if request_id in self._running:
-            # basic/index.mdx: an id MUST NOT repeat one still in flight; answering would
-            # confuse the two, and cancellation could not tell them apart.
-            return _error(request_id, INVALID_REQUEST, _ID_IN_USE)
-        if message.method == "initialize" and not (self.sessionless and carries_envelope(message.params)):
-            return self._initialize(message)
-        ctx = self._context(message)
-        if type(ctx) is bytes:
-            return ctx
-        assert isinstance(ctx, Context)
-        if message.method in self.dispatcher.cached_methods:
-            # The result cache, as on Streamable HTTP; this channel's one client is the caller
-            # a private result is kept for.
-            probe = self.dispatcher.from_cache(message, ctx.policy, self.state.session_id, None)
-            if isinstance(probe, bytes):
-                return probe
-            ctx.cache_slot = probe
-        outcome = self.dispatcher.dispatch(message, ctx)
-        if isinstance(outcome, bytes):
-            return outcome
-        task = self._loop.create_task(self._complete(ctx, outcome, respond))
-        self._running[request_id] = _Running(ctx, task)
+    def _request(
+        self,
+        message: Message,
+        headers: Mapping[bytes, bytes] | None,
+        client: tuple[str, int] | None,
+        *,
+        respond: bool,
+    ) -> bytes | asyncio.Task[bytes | None]:
+        """Start one request: its response at once, or the Task that finishes it (which sends the
+        response itself when ``respond``, else returns it)."""
+        call = self._call(message, headers, client)
+        if type(call) is bytes:
+            return call
+        assert isinstance(call, ChannelCall)
+        answer = self.pipeline.request(call)
+        if type(answer) is bytes:
+            self._answered(call)
+            return answer
+        task = self._loop.create_task(self._complete(call, answer, respond))  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return task
 
     async def _complete(
-        self, ctx: Context, outcome: Coroutine[Any, Any, bytes], respond: bool
+        self, call: ChannelCall, answer: Coroutine[Any, Any, bytes | None], respond: bool
     ) -> bytes | None:
-        try:
-            response = await outcome
-        except asyncio.CancelledError:
-            if not ctx.cancelled:
-                raise  # the process is shutting down, not the client cancelling
-            return None
-        finally:
-            self._running.pop(ctx.request_id, None)  # type: ignore[arg-type]
-        if ctx.cancelled:
-            return None  # cancellation: MUST NOT send a response for it
+        response = await answer
+        if response is None:
+            return None  # cancelled: MUST NOT send a response for it
+        self._answered(call)
         if not respond:
             return response
         self.sink.send(response)
         await self.sink.drain()
         return None
 
-    def _context(self, message: Message) -> Context | bytes:
-        """The request's Context, or the error that answers it right away."""
+    def _call(
+        self, message: Message, headers: Mapping[bytes, bytes] | None, client: tuple[str, int] | None
+    ) -> ChannelCall | bytes:
+        """The request's Call, or the error that answers it right away."""
+        request_id = message.id
+        assert request_id is not None
+        if self.pipeline.inflight.get(self.state.session_id, request_id) is not None:
+            # basic/index.mdx: an id MUST NOT repeat one still in flight; answering would
+            # confuse the two, and cancellation could not tell them apart.
+            return _error(request_id, INVALID_REQUEST, _ID_IN_USE)
         params = message.params
         if self.sessionless and carries_envelope(params):
-            return self._sessionless_context(message)
+            return self._sessionless_call(message, headers, client)
+        if message.method == "initialize":
+            if self.policy is not None:
+                return _error(
+                    request_id, INVALID_REQUEST, "Invalid request: the session is already initialized"
+                )
+            negotiated = POLICIES[negotiate((params or _NO_PARAMS).get("protocolVersion"))]
+            return self._make_call(message, negotiated, self.state, headers, client)
         policy = self.policy
         if policy is None:
             if message.method != "ping":
-                return _error(message.id, INVALID_REQUEST, _BEFORE_INITIALIZE)
+                return _error(request_id, INVALID_REQUEST, _BEFORE_INITIALIZE)
             policy = POLICIES[LATEST_VERSION]
-        outbound = _RequestOutbound(self)
-        outbound.ctx = Context(
-            self.server,
-            message.id,
-            _meta(params),
-            policy,
-            outbound,
-            client_capabilities=self.client_capabilities,
-            client_info=self.client_info,
-            server_requests=self.server_requests,
-            session=self.state,
-        )
-        return outbound.ctx
+        call = self._make_call(message, policy, self.state, headers, client)
+        call.client_capabilities = self.client_capabilities
+        call.client_info = self.client_info
+        return call
 
-    def _sessionless_context(self, message: Message) -> Context | bytes:
-        """A 2026-07-28 request: everything it needs travels with it. The envelope is checked
-        as on HTTP, without the header rungs (draft/basic/transports/stdio.mdx, "Request
-        Metadata": there is no header layer). It gets no server-to-client requests: it asks
-        with input-required results (stdio.mdx: the server MUST NOT write requests)."""
+    def _sessionless_call(
+        self, message: Message, headers: Mapping[bytes, bytes] | None, client: tuple[str, int] | None
+    ) -> ChannelCall | bytes:
+        """A 2026-07-28 request: everything it needs travels with it. The envelope is checked as
+        on HTTP, without the header rungs (draft/basic/transports/stdio.mdx, "Request Metadata":
+        there is no header layer). It asks with input-required results, never with a
+        server-to-client request (stdio.mdx: the server MUST NOT write requests)."""
         try:
             envelope = read_envelope(message.params)
             policy = check_version(envelope.version)
         except McpError as exc:
             return jsonrpc.encode_error(message.id, exc)
-        outbound = _RequestOutbound(self)
-        outbound.ctx = Context(
-            self.server,
-            message.id,
-            _meta(message.params),
-            policy,
-            outbound,
-            client_capabilities=envelope.capabilities,
-            client_info=envelope.client_info,
-            log_level=envelope.log_level,
-        )
-        return outbound.ctx
+        call = self._make_call(message, policy, None, headers, client)
+        call.client_capabilities = envelope.capabilities
+        call.client_info = envelope.client_info
+        call.log_level = envelope.log_level
+        return call
 
-    def _initialize(self, message: Message) -> bytes:
-        """initialize (basic/lifecycle.mdx, "Initialization"): once per session."""
-        if self.policy is not None:
-            return _error(message.id, INVALID_REQUEST, "Invalid request: the session is already initialized")
-        params = message.params or _NO_PARAMS
-        policy = POLICIES[negotiate(params.get("protocolVersion"))]
-        ctx = Context(self.server, message.id, None, policy, self)
-        outcome = self.dispatcher.dispatch(message, ctx)
-        assert isinstance(outcome, bytes)  # initialize never waits
-        if ctx.error_code is None:
-            capabilities = params.get("capabilities")
-            client_info = params.get("clientInfo")
-            self.client_capabilities = capabilities if type(capabilities) is dict else {}
-            self.client_info = client_info if type(client_info) is dict else {}
-            self.policy = policy
-        return outcome
+    def _make_call(
+        self,
+        message: Message,
+        policy: VersionPolicy,
+        session: SessionState | None,
+        headers: Mapping[bytes, bytes] | None,
+        client: tuple[str, int] | None,
+    ) -> ChannelCall:
+        assert message.id is not None  # a request
+        call = ChannelCall(
+            self.transport, message.id, message.method, message.params, policy, session, headers, client
+        )
+        call.channel = self
+        call.principal = self.principal
+        return call
+
+    def _answered(self, call: Call) -> None:
+        """A request was answered: an ``initialize`` that succeeded starts the session."""
+        if call.method != "initialize" or self.policy is not None:
+            return
+        handshake = Pipeline.handshake(call)
+        if handshake is not None:
+            self.client_capabilities = handshake.capabilities
+            self.client_info = handshake.client_info
+            self.policy = POLICIES[handshake.version]
 
     def _notification(self, message: Message) -> None:
-        if message.method == "notifications/cancelled":
-            self.cancel((message.params or _NO_PARAMS).get("requestId"))
-        else:
-            self.dispatcher.handle_notification(message)
+        self.pipeline.notification(message.method, message.params, self.state.session_id)
 
     def cancel(self, request_id: object) -> None:
         """notifications/cancelled: stop the request; no response is sent for it."""
-        if type(request_id) is not str and type(request_id) is not int:
-            return
-        running = self._running.get(request_id)
-        if running is not None:
-            running.ctx.cancel()  # marks it, and cancels a handler running as its own Task
-            running.task.cancel()  # and whatever else it waits on (a thread's result is dropped)
+        self.pipeline.notification(
+            "notifications/cancelled", {"requestId": request_id}, self.state.session_id
+        )
 
-    def _batch(self, items: list[Any]) -> McpError | None:
+    def _batch(
+        self, items: list[Any], headers: Mapping[bytes, bytes] | None, client: tuple[str, int] | None
+    ) -> McpError | None:
         """JSON-RPC 2.0 section 6: allowed only where the version policy says (2025-03-26)."""
         refused = batch.refusal(self.policy, items)
         if refused is not None:
             return refused
         answers = [
-            entry if isinstance(entry, bytes) else self._request(entry, respond=False)
+            entry if isinstance(entry, bytes) else self._request(entry, headers, client, respond=False)
             for entry in batch.requests(items, self._notification, self._resolve)
         ]
         if answers:
             task = self._loop.create_task(self._answer_batch(answers))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return None
 
     def _resolve(self, response: Message) -> None:
         """A client's response to one of our requests wakes its waiter."""
-        if not self.server_requests.resolve(response.id, response.raw, self.state.session_id):
-            logger.debug("a response to an unknown server request %r was ignored", response.id)
+        self.pipeline.response(response, self.state.session_id)
 
     async def _answer_batch(self, answers: list[bytes | asyncio.Task[bytes | None]]) -> None:
         """One array with the responses, once all are there (cancelled ones are left out)."""
@@ -365,7 +367,10 @@ class ChannelSession:
         """Until the session ends (a subscriptions/listen request holds on to this)."""
         await self._ended.wait()
 
-    def detached(self) -> ChannelSession:
+    async def drain(self) -> None:
+        await self.sink.drain()
+
+    def detached(self) -> Outbound:
         return self  # work that outlives its request (a task) talks on the same channel
 
     # -- messages not tied to a request ----------------------------------------------
@@ -393,26 +398,20 @@ class ChannelSession:
         if self._ended.is_set():
             return
         self._ended.set()
-        self.server_requests.fail_all(jsonrpc.INTERNAL_ERROR, _CLIENT_GONE)
+        self.pipeline.server_requests.fail_all(jsonrpc.INTERNAL_ERROR, _CLIENT_GONE, self.state.session_id)
 
     def cancel_all(self) -> None:
         """The client is gone: stop everything still running, answer nothing."""
-        for running in list(self._running.values()):
-            running.ctx.cancel()
-            running.task.cancel()
-        for task in list(self._batches):
+        for call in self.pipeline.inflight.of(self.state.session_id):
+            call.cancel()
+        for task in list(self._tasks):
             task.cancel()
 
     async def finish(self, timeout: float) -> None:
         """End the session: requests in flight get ``timeout`` seconds to finish, then are cancelled."""
         self.end()
-        pending = self._tasks()
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
         self.cancel_all()
-        pending = self._tasks()
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
-
-    def _tasks(self) -> list[asyncio.Task[Any]]:
-        return [running.task for running in self._running.values()] + list(self._batches)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)

@@ -27,22 +27,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
-from mcp_fast.dispatch.dispatcher import Dispatcher
-from mcp_fast.dispatch.tasks import Task
+from mcp_fast.call import Gate, Principal
+from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import jsonrpc
-from mcp_fast.protocol.jsonrpc import McpError
-from mcp_fast.server import MCPServer
+from mcp_fast.protocol.jsonrpc import HttpError, McpError
 from mcp_fast.transport.channel import ChannelSession
 from mcp_fast.transport.origin import HostPolicy
-from mcp_fast.transport.streamable import JSON_HEADERS, NO_HEADERS, SSE_HEADERS, TEXT_HEADERS
+from mcp_fast.transport.streamable.headers import JSON_HEADERS, NO_HEADERS, SSE_HEADERS, TEXT_HEADERS
 from mcp_fast.wire import sse
 from mcp_fast.wire.events import Request
 from mcp_fast.wire.responder import Headers, Responder
+
+if TYPE_CHECKING:
+    from mcp_fast.dispatch.tasks import Task
 
 logger = logging.getLogger("mcp_fast.transport")
 
@@ -61,8 +63,8 @@ class HttpSseSettings:
     host_policy: HostPolicy = field(default_factory=HostPolicy.loopback)
     # SSE comment sent on idle streams so proxies don't cut them.
     keepalive_interval: float = 15.0
-    # Answer for other paths (the Streamable endpoint's 404 names its path).
-    not_found: bytes = b"Not found\n"
+    # Authorization (ops/auth.py): the GET and every POST need a valid bearer token.
+    gate: Gate | None = None
 
     def __post_init__(self) -> None:
         for path in (self.sse_path, self.messages_path):
@@ -82,6 +84,11 @@ def message_event(message: bytes) -> bytes:
 
 def _plain(responder: Responder, status: int, reason: str, extra: Headers = NO_HEADERS) -> None:
     responder.respond(status, (*TEXT_HEADERS, *extra), reason.encode() + b"\n")
+
+
+def _refuse(responder: Responder, refusal: HttpError) -> None:
+    """401 from the gate: its status and headers, the JSON-RPC error as the body."""
+    responder.respond(refusal.status, (*JSON_HEADERS, *refusal.headers), jsonrpc.encode_error(None, refusal))
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -110,10 +117,10 @@ class HttpSseSession:
 
     __slots__ = ("channel", "id", "responder")
 
-    def __init__(self, responder: Responder, server: MCPServer, dispatcher: Dispatcher) -> None:
+    def __init__(self, responder: Responder, pipeline: Pipeline) -> None:
         self.id = secrets.token_hex(_SESSION_ID_BYTES)
         self.responder = responder
-        self.channel = ChannelSession(server, dispatcher, self, session_id=self.id, sessionless=False)
+        self.channel = ChannelSession(pipeline, self, session_id=self.id, transport="sse", sessionless=False)
 
     def send(self, message: bytes) -> None:
         self.responder.send_stream(message_event(message))
@@ -125,41 +132,68 @@ class HttpSseSession:
 class HttpSseTransport:
     """The two endpoints of the old transport; an ``App`` (the Streamable endpoint's fallback)."""
 
-    def __init__(
-        self, server: MCPServer, dispatcher: Dispatcher, settings: HttpSseSettings | None = None
-    ) -> None:
-        self.server = server
-        self.dispatcher = dispatcher
+    def __init__(self, pipeline: Pipeline, settings: HttpSseSettings | None = None) -> None:
+        self.pipeline = pipeline
         self.settings = settings or HttpSseSettings()
         self.sessions: dict[str, HttpSseSession] = {}
         self._ticker: asyncio.Task[None] | None = None
-        server.on_list_changed(self._list_changed)
-        server.on_resource_updated(self._resource_updated)
-        dispatcher.tasks.on_status.append(self._task_status)
+        self.sessions_created = 0  # read by the metrics at scrape time
+        pipeline.server.on_list_changed(self._list_changed)
+        pipeline.server.on_resource_updated(self._resource_updated)
+        pipeline.on_task_status(self._task_status)
 
     def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
         path = request.path
         settings = self.settings
         if path != settings.sse_path and path != settings.messages_path:
-            responder.respond(404, TEXT_HEADERS, settings.not_found)
+            _plain(responder, 404, "Not found")  # the router sends only the two paths here
             return None
         headers = request.headers
         problem = settings.host_policy.check(headers.get(b"host"), headers.get(b"origin"))
         if problem is not None:
             _plain(responder, *problem)
             return None
-        if path == settings.messages_path:
-            return self.post(request, responder)
+        gate = settings.gate
+        if gate is None:
+            return self._serve(request, responder, None)
+        try:
+            admitted = gate.admit(headers.get(b"authorization"))
+        except HttpError as refusal:
+            _refuse(responder, refusal)
+            return None
+        if not isinstance(admitted, Principal):
+            return self._admitted_later(admitted, request, responder)
+        return self._serve(request, responder, admitted)
+
+    async def _admitted_later(
+        self, admitted: Awaitable[Principal], request: Request, responder: Responder
+    ) -> None:
+        try:
+            principal = await admitted
+        except HttpError as refusal:
+            _refuse(responder, refusal)
+            return
+        pending = self._serve(request, responder, principal)
+        if pending is not None:
+            await pending
+
+    def _serve(
+        self, request: Request, responder: Responder, principal: Principal | None
+    ) -> Coroutine[Any, Any, None] | None:
+        if request.path == self.settings.messages_path:
+            return self.post(request, responder, principal)
         if request.method != b"GET":
             _plain(responder, 405, "Method not allowed: the SSE endpoint takes GET", _ALLOW_GET)
             return None
-        return self.stream(responder)
+        return self.stream(responder, principal)
 
     # -- GET: the session's stream -------------------------------------------------------
 
-    async def stream(self, responder: Responder) -> None:
-        session = HttpSseSession(responder, self.server, self.dispatcher)
+    async def stream(self, responder: Responder, principal: Principal | None = None) -> None:
+        session = HttpSseSession(responder, self.pipeline)
         channel = session.channel
+        channel.principal = principal  # the session is bound to it; its calls carry it
+        self.sessions_created += 1
         self.sessions[session.id] = session
         responder.start_stream(200, SSE_HEADERS)
         # 2024-11-05 "HTTP with SSE": the server MUST first send an `endpoint` event.
@@ -177,7 +211,9 @@ class HttpSseTransport:
 
     # -- POST: one message from the client ---------------------------------------------
 
-    def post(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
+    def post(
+        self, request: Request, responder: Responder, principal: Principal | None = None
+    ) -> Coroutine[Any, Any, None] | None:
         if request.method != b"POST":
             _plain(responder, 405, "Method not allowed: the messages endpoint takes POST", _ALLOW_POST)
             return None
@@ -189,8 +225,13 @@ class HttpSseTransport:
             _plain(responder, 400, "Bad request: the session_id query parameter is required")
             return None
         session = self.sessions.get(session_id)
-        if session is None:
-            # Unknown, or its stream is closed: the client opens a new one.
+        owner = session.channel.principal if session is not None else None
+        if session is None or (
+            (owner is not None or principal is not None)
+            and (owner is None or principal is None or owner.subject != principal.subject)
+        ):
+            # Unknown, or its stream is closed: the client opens a new one. Another principal's
+            # session is as unknown as any other.
             _plain(responder, 404, "Not found: no open session with that id")
             return None
         try:
@@ -198,7 +239,7 @@ class HttpSseTransport:
         except McpError as exc:
             responder.respond(400, JSON_HEADERS, jsonrpc.encode_error(None, exc))
             return None
-        error = session.channel.receive(value)
+        error = session.channel.receive(value, request.headers, request.client)
         if error is not None:
             # Not a JSON-RPC message we can act on: the POST says so, as on the Streamable endpoint.
             request_id = error.request_id if isinstance(error, jsonrpc.InvalidMessage) else None

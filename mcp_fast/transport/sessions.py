@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import jwt
 import orjson
 
 from mcp_fast.bounded import BoundedMap
 from mcp_fast.fleet.shared_log import SharedLog
+from mcp_fast.transport.tokens import Hs256Tokens, InvalidToken, PyJwtTokens, TokenCodec
 
 _SESSION_ID_BYTES: Final = 16
 # The token travels in a header on every request; nginx's default header buffer is 8 KiB.
@@ -66,6 +66,8 @@ class Session:
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any]
     expires_at: float
+    # The subject of the principal that created the session (authorization), or None.
+    owner: str | None = None
 
 
 class SessionNotFound(Exception):
@@ -73,7 +75,13 @@ class SessionNotFound(Exception):
 
 
 class SessionStore(Protocol):
-    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session: ...
+    def create(
+        self,
+        version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        owner: str | None = None,
+    ) -> Session: ...
 
     def resolve(self, token: str) -> Session: ...
 
@@ -103,19 +111,18 @@ class JwtSessions:
     def __init__(self, settings: JwtSettings) -> None:
         self.settings = settings
         self.algorithm = settings.algorithm
+        self._tokens: TokenCodec
         if settings.private_key_file is not None:
-            self._signing_key: Any = settings.private_key_file.read_text()
-            self._verifying_keys: list[Any] = [path.read_text() for path in settings.public_key_files]
-            if not self._verifying_keys:
+            public_keys = [path.read_text() for path in settings.public_key_files]
+            if not public_keys:
                 raise ValueError(
                     "an asymmetric session key needs at least one public key file to verify with"
                 )
+            self._tokens = PyJwtTokens(self.algorithm, settings.private_key_file.read_text(), public_keys)
         else:
             if self.algorithm != "HS256":
                 raise ValueError(f"{self.algorithm} needs a private key file")
-            keys = list(settings.secrets) or [secrets.token_urlsafe(32)]
-            self._signing_key = keys[0]
-            self._verifying_keys = keys
+            self._tokens = Hs256Tokens(list(settings.secrets) or [secrets.token_urlsafe(32)])
         # Verifying a token costs tens of microseconds; a verified one is remembered.
         self._verified: BoundedMap[str, Session] = BoundedMap(settings.verified_cache_size)
         # Ended sessions until their token would have expired anyway (sid -> expiry).
@@ -128,7 +135,13 @@ class JwtSessions:
     def generated_secret(self) -> bool:
         return not self.settings.secrets and self.settings.private_key_file is None
 
-    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+    def create(
+        self,
+        version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        owner: str | None = None,
+    ) -> Session:
         capabilities, client_info = compact_claims(capabilities, client_info)
         now = time.time()
         expires_at = int(now + self.settings.ttl_seconds)
@@ -141,8 +154,10 @@ class JwtSessions:
             "iat": int(now),
             "exp": expires_at,
         }
-        token = jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
-        session = Session(session_id, token, version, capabilities, client_info, expires_at)
+        if owner is not None:
+            claims["own"] = owner  # the principal's subject: the session is bound to it
+        token = self._tokens.encode(claims)
+        session = Session(session_id, token, version, capabilities, client_info, expires_at, owner)
         self._verified.put(token, session)
         return session
 
@@ -164,21 +179,11 @@ class JwtSessions:
         return session
 
     def _verify(self, token: str) -> Session:
-        for key in self._verifying_keys:
-            try:
-                # algorithms= pins the algorithm: "alg: none" and HS/RS confusion fail here.
-                claims = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[self.algorithm],
-                    options={"require": ["sid", "v", "iat", "exp"]},
-                )
-            except jwt.InvalidSignatureError:
-                continue  # maybe signed with another (rotated) key
-            except jwt.PyJWTError as exc:
-                raise SessionNotFound("the session id is not valid") from exc
-            return _session_from_claims(token, claims)
-        raise SessionNotFound("the session id is not valid")
+        try:
+            claims = self._tokens.decode(token)
+        except InvalidToken:
+            raise SessionNotFound("the session id is not valid") from None
+        return _session_from_claims(token, claims)
 
     def end(self, session: Session) -> None:
         self._ended.put(session.id, session.expires_at)
@@ -197,11 +202,21 @@ class JwtSessions:
 
 
 def _session_from_claims(token: str, claims: dict[str, Any]) -> Session:
+    """The session a verified token carries; SessionNotFound when a claim it needs is missing or
+    of the wrong type (RFC 7519 section 4.1: exp and iat are NumericDates)."""
     capabilities = claims.get("cap")
     client_info = claims.get("ci")
     version = claims.get("v")
     session_id = claims.get("sid")
-    if not (isinstance(version, str) and isinstance(session_id, str)):
+    expires_at = claims.get("exp")
+    issued_at = claims.get("iat")
+    owner = claims.get("own")
+    if not (
+        isinstance(version, str)
+        and isinstance(session_id, str)
+        and type(expires_at) in (int, float)
+        and type(issued_at) in (int, float)
+    ):
         raise SessionNotFound("the session id is not valid")
     return Session(
         session_id,
@@ -209,7 +224,8 @@ def _session_from_claims(token: str, claims: dict[str, Any]) -> Session:
         version,
         capabilities if isinstance(capabilities, dict) else {},
         client_info if isinstance(client_info, dict) else {},
-        float(claims["exp"]),
+        float(expires_at),  # type: ignore[arg-type]
+        owner if isinstance(owner, str) else None,
     )
 
 
@@ -220,10 +236,16 @@ class MemorySessions:
         self.ttl_seconds = ttl_seconds
         self._sessions: BoundedMap[str, Session] = BoundedMap(max_sessions)
 
-    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+    def create(
+        self,
+        version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        owner: str | None = None,
+    ) -> Session:
         session_id = secrets.token_urlsafe(_SESSION_ID_BYTES)
         session = Session(
-            session_id, session_id, version, capabilities, client_info, time.time() + self.ttl_seconds
+            session_id, session_id, version, capabilities, client_info, time.time() + self.ttl_seconds, owner
         )
         self._sessions.put(session_id, session)
         return session

@@ -36,12 +36,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from mcp_fast.dispatch.cache import ResultCache
-from mcp_fast.dispatch.dispatcher import Dispatcher
+from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import jsonrpc
-from mcp_fast.protocol.input_required import StateCodec
 from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, McpError
-from mcp_fast.server import MCPServer
 from mcp_fast.transport.channel import ChannelSession
 from mcp_fast.wire.lines import OVERSIZE, Frame, LineFramer
 
@@ -56,9 +53,6 @@ _FLUSH_TIMEOUT: Final = 5.0  # seconds to hand buffered output to a client that 
 class StdioSettings:
     max_message_size: int = 4 << 20  # the HTTP body limit applies to a line
     shutdown_timeout: float = 10.0
-    page_size: int = 100
-    state_secrets: tuple[str, ...] = ()  # sign 2026-07-28 requestState; empty: random per process
-    cache: ResultCache | None = None  # the result cache (cache.py); None: nothing is cached
 
 
 def claim_standard_streams() -> tuple[int, int]:
@@ -366,23 +360,17 @@ def _read_in_thread(fd: int, loop: asyncio.AbstractEventLoop, channel: StdioChan
             return
 
 
-async def serve_stdio(server: MCPServer, settings: StdioSettings, input_fd: int, output_fd: int) -> str:
+async def serve_stdio(pipeline: Pipeline, settings: StdioSettings, input_fd: int, output_fd: int) -> str:
     """Serve one client on the two descriptors until it leaves; returns why the session ended."""
     loop = asyncio.get_running_loop()
-    dispatcher = Dispatcher(
-        server,
-        page_size=settings.page_size,
-        state_codec=StateCodec(settings.state_secrets),
-        cache=settings.cache,
-    )
     channel = StdioChannel(settings.max_message_size)
     session = ChannelSession(
-        server, dispatcher, channel, session_id="stdio-" + secrets.token_hex(8), sessionless=True
+        pipeline, channel, session_id="stdio-" + secrets.token_hex(8), transport="stdio", sessionless=True
     )
     channel.session = session
-    server.on_list_changed(session.list_changed)
-    server.on_resource_updated(session.resource_updated)
-    dispatcher.tasks.on_status.append(session.task_status)
+    pipeline.server.on_list_changed(session.list_changed)
+    pipeline.server.on_resource_updated(session.resource_updated)
+    pipeline.on_task_status(session.task_status)
     await channel.connect(input_fd, output_fd)
     signals = _stop_on_signals(loop, channel)
     try:

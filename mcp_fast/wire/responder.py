@@ -6,7 +6,7 @@ transport cannot tell the HTTP versions apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 # Constant header sets are tuples: the HTTP/1.1 writer remembers their encoding.
@@ -36,8 +36,9 @@ class Responder(Protocol):
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` if the peer goes away before the exchange ends (None: forget it)."""
 
-    async def wait_disconnected(self) -> None:
-        """Return once the peer is gone (a long-lived stream waits on this)."""
+    def wait_disconnected(self) -> Awaitable[None]:
+        """An awaitable that completes once the peer is gone (a long-lived stream waits on it;
+        a future rather than a coroutine keeps an idle stream small)."""
 
     def abort(self) -> None:
         """Drop the connection now (a stream whose reader stopped reading)."""
