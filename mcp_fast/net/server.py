@@ -11,13 +11,15 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
-from mcp_fast.net.h2connection import Http2Connection
 from mcp_fast.net.tls import CertificateStore, TlsSettings
 from mcp_fast.wire import h1
-from mcp_fast.wire.h2 import H2Limits
+
+if TYPE_CHECKING:
+    from mcp_fast.wire.h2 import H2Limits
 
 logger = logging.getLogger("mcp_fast.net")
 
@@ -41,6 +43,8 @@ class NetSettings:
 
     def h2_limits(self) -> H2Limits:
         """The HTTP/1.1 size limits, applied to HTTP/2 requests too."""
+        from mcp_fast.wire.h2 import H2Limits
+
         return H2Limits(
             max_header_bytes=self.limits.max_header_bytes,
             max_header_count=self.limits.max_header_count,
@@ -58,7 +62,9 @@ class HttpServer:
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._h2_limits = settings.h2_limits() if settings.http2 else None
+        # Made with the first HTTP/2 connection: the HTTP/2 layer (and hpack) is imported only
+        # then, so a server no client speaks HTTP/2 to keeps its idle memory (about 1 MB less).
+        self._h2_limits: H2Limits | None = None
         self._socket_inode: int | None = None  # of the --uds socket this server made
         # Read (and checked) here, so that bad files stop start-up (TlsConfigError).
         self.certificates = CertificateStore(settings.tls) if settings.tls is not None else None
@@ -69,12 +75,15 @@ class HttpServer:
             self.settings.limits,
             self.settings.timeouts,
             self.connections,
-            self._to_http2 if self._h2_limits is not None else None,
+            self._to_http2 if self.settings.http2 else None,
         )
 
     def _to_http2(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
         """A new connection began with the HTTP/2 preface: switch its protocol."""
-        assert self._h2_limits is not None
+        from mcp_fast.net.h2connection import Http2Connection
+
+        if self._h2_limits is None:
+            self._h2_limits = self.settings.h2_limits()
         protocol = Http2Connection(self.app, self._h2_limits, self.settings.timeouts, self.connections)
         transport.set_protocol(protocol)
         protocol.take_over(transport, flow, data)
