@@ -193,8 +193,7 @@ async def measure_h2(http: Any, requests: int) -> float:
     from mcp_fast.net.flow import FlowControl
     from mcp_fast.net.h2connection import Http2Connection
 
-    assert http._h2_limits is not None
-    connection = Http2Connection(http.app, http._h2_limits, http.settings.timeouts, set())
+    connection = Http2Connection(http.app, http.settings.h2_limits(), http.settings.timeouts, set())
     transport = CountingTransport()
     preface, wire = h2_requests(_WARM_UP + requests)
     connection.take_over(transport, FlowControl(transport, 30.0), preface)  # type: ignore[arg-type]
