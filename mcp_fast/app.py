@@ -20,6 +20,9 @@ from mcp_fast import __version__
 from mcp_fast.checks import StartupError, check_startup
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
+from mcp_fast.fleet.base import ENDED, Fleet, LocalFleet
+from mcp_fast.fleet.event_store import MemoryEventStore
+from mcp_fast.fleet.redis_fleet import RedisFleet, RedisSettings, shown_url
 
 # Re-exported: the app is loaded here, and callers (tests, bench) import it from here.
 from mcp_fast.loading import AppLoadError as AppLoadError
@@ -56,6 +59,21 @@ def fleet_dir(config: Config) -> Path | None:
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise ValueError(f"--fleet-dir {config.fleet_dir}: this process cannot read and write it")
     return path
+
+
+def build_fleet(config: Config) -> Fleet:
+    """What the instances share: Redis (--redis), or nothing beyond this process."""
+    if not config.redis:
+        return LocalFleet(MemoryEventStore(max_events=config.event_store_max_events))
+    return RedisFleet(
+        RedisSettings(
+            url=config.redis,
+            prefix=config.redis_prefix,
+            timeout=config.redis_timeout,
+            max_events=config.event_store_max_events,
+            max_age=config.event_store_max_age,
+        )
+    )
 
 
 def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | None:
@@ -104,7 +122,8 @@ def build_cache(config: Config) -> ResultCache | None:
 
 
 def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None) -> Pipeline:
-    """The request path every transport of this process shares."""
+    """The request path every transport of this process shares (its fleet is started by
+    ``Pipeline.start`` once the loop runs)."""
     server.registry.offload_after = config.offload_after
     return Pipeline(
         server,
@@ -115,6 +134,7 @@ def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None)
             cache=build_cache(config),
             fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
+            fleet=build_fleet(config),
         ),
     )
 
@@ -135,6 +155,9 @@ def build_endpoint(
         others[http_sse.settings.sse_path] = http_sse
         others[http_sse.settings.messages_path] = http_sse
     probes = probes or Probes()
+    shared = pipeline.fleet
+    if shared.shared:
+        probes.add_check("redis", lambda: shared.available)
     for flag, route in (
         ("--health-path", probes.health_route(config.health_path)),
         ("--ready-path", probes.ready_route(config.ready_path)),
@@ -152,14 +175,18 @@ def build_endpoint(
         if key == config.path.encode() or key in others:
             raise ValueError(f"the route {path} clashes with an MCP path (--path or the old HTTP+SSE paths)")
         others[key] = RouteEndpoint(route, host_policy)
+    sessions = build_sessions(config, fleet)
+    if isinstance(sessions, JwtSessions) and shared.shared:
+        shared.subscribe(ENDED, sessions.ended_elsewhere)
     return StreamableHTTP(
         pipeline,
         StreamableSettings(
             path=config.path.encode(),
             others=HttpRouter(config.path.encode(), others),
             host_policy=host_policy,
-            sessions=build_sessions(config, fleet),
+            sessions=sessions,
             keepalive_interval=config.sse_keepalive,
+            event_store=shared.event_store,
         ),
     )
 
@@ -294,8 +321,12 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         use_handler_threads(config)
         stop = stop_on_signals()  # before the lifespan: a SIGTERM while it starts is orderly too
         stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
-        async with lifespan_of(server):
-            await serve_forever(http, ready, stop)
+        await pipeline.start()  # the fleet: an unreachable Redis is logged, /ready says so
+        try:
+            async with lifespan_of(server):
+                await serve_forever(http, ready, stop)
+        finally:
+            await pipeline.stop()
 
     try:
         asyncio.run(main())
@@ -318,9 +349,10 @@ def startup_summary(server: MCPServer, config: Config, address: str, *, shared_s
     transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
     versions = f"MCP {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}"
     processes = f"{config.workers} workers" if config.workers > 1 else f"1 process (pid {os.getpid()})"
+    fleet = f"; fleet: Redis at {shown_url(config.redis)} ({config.redis_prefix!r})" if config.redis else ""
     return (
         f"mcp_fast {__version__} serving {server.name!r} on {address} ({transports}; {versions}; "
-        f"{processes}; sessions: {_session_summary(config, shared_secret)})"
+        f"{processes}; sessions: {_session_summary(config, shared_secret)}{fleet})"
     )
 
 
@@ -382,7 +414,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
     ):
         # One secret for all workers, so each serves the sessions of the others.
         config.session_secret = [secrets.token_urlsafe(32)]
-    private_fleet_dir = config.effective_session_mode == "jwt" and not config.fleet_dir
+    private_fleet_dir = config.effective_session_mode == "jwt" and not config.fleet_dir and not config.redis
     if private_fleet_dir:
         # And one fleet directory: a session DELETEd on one worker ends on all of them, and an
         # answer to a server-to-client request finds the worker that asked.

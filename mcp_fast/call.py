@@ -157,6 +157,7 @@ class Call:
         "client_capabilities",
         "client_info",
         "error_code",
+        "error_status",
         "id",
         "log_level",
         "method",
@@ -202,6 +203,9 @@ class Call:
         self.cancelled = False
         # Set by the pipeline: the JSON-RPC error code the request was answered with.
         self.error_code: int | None = None
+        # The HTTP status such an error answer carries where the transport has one (None: the
+        # version's rule): 503 when a store the fleet shares is unavailable.
+        self.error_status: int | None = None
         # What runs the handler (its Task, or a thread's future): cancel() stops it.
         self.running: asyncio.Future[Any] | None = None
         # Where the handler's notifications go; opened on demand (open_outbound).

@@ -172,7 +172,9 @@ def test_every_setting_has_a_flag_an_env_var_a_group_and_a_default_that_reads_ba
     assert len(set(group_keys)) == len(group_keys)
     for option in OPTIONS:
         assert option.group in group_keys, option.name
-        assert option.env == "MCP_FAST_" + option.flag[2:].replace("-", "_").upper()
+        # One variable is named for what it holds: --redis is MCP_FAST_REDIS_URL.
+        expected = {"redis": "MCP_FAST_REDIS_URL"}.get(option.name, "MCP_FAST_" + option.flag[2:].replace("-", "_").upper())
+        assert option.env == expected
         if option.default_text is None:
             assert option.kind.read(option.shown_default) == option.default, option.name
     defaults = parse_config([], {})

@@ -16,6 +16,12 @@ request's arrival and hands it here. The pipeline owns what follows, in this ord
 or returns a coroutine that produces the answer; None from it means the request was cancelled
 and gets no answer. Notifications and the client's responses to server-to-client requests come
 here too (``notification``, ``response``).
+
+The pipeline is also where this process meets its fleet (``mcp_fast.fleet``): a cancellation
+or an answer for a request that runs on another instance goes there, list-changed and
+resource-updated notifications raised here are told to the other instances (and theirs are
+announced here as if raised here), and tasks are shared. With the default in-process fleet
+none of that happens.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import CoroutineType
@@ -35,6 +42,15 @@ from mcp_fast.context import Context
 from mcp_fast.dispatch.cache import CacheSlot, ResultCache
 from mcp_fast.dispatch.dispatcher import Dispatcher
 from mcp_fast.dispatch.tasks import Task
+from mcp_fast.fleet.base import (
+    ANSWER,
+    CANCEL,
+    LIST_CHANGED,
+    RESOURCE_UPDATED,
+    Fleet,
+    FleetUnavailable,
+    LocalFleet,
+)
 from mcp_fast.fleet.relay import AnswerRelay, asking_instance
 from mcp_fast.fleet.shared_log import SharedLog
 from mcp_fast.pipeline.caching import CachePolicy
@@ -76,6 +92,8 @@ class PipelineSettings:
     # fleet_poll s while something waits for them.
     fleet_dir: Path | None = None
     fleet_poll: float = 0.1
+    # What the instances share (--redis: RedisFleet); None: this process alone (a LocalFleet).
+    fleet: Fleet | None = None
 
 
 class Pipeline:
@@ -89,7 +107,14 @@ class Pipeline:
             server, page_size=settings.page_size, state_codec=StateCodec(settings.state_secrets)
         )
         self.caching = CachePolicy(server, settings.cache) if settings.cache is not None else None
-        self.server_requests = ServerRequests()
+        self.fleet: Fleet = settings.fleet if settings.fleet is not None else LocalFleet()
+        self.server_requests = ServerRequests(self.fleet.instance)
+        self.dispatcher.tasks.share_with(self.fleet)
+        self._relaying = False  # announcing another instance's notification: not told back
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fleet_jobs: set[asyncio.Task[Any]] = set()
+        if self.fleet.shared:
+            self._join_fleet(self.fleet)
         self.relay: AnswerRelay | None = None
         fleet_log: SharedLog | None = None
         if settings.fleet_dir is not None:
@@ -103,6 +128,84 @@ class Pipeline:
         # without middleware (then ``request`` takes the direct path).
         stack = server.middleware_stack
         self._chain: CallNext | None = build_chain(stack, self._innermost) if stack else None
+
+    # -- the fleet ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the fleet (before serving; an unreachable store is reported, not fatal)."""
+        self._loop = asyncio.get_running_loop()
+        await self.fleet.start()
+
+    async def stop(self) -> None:
+        await self.fleet.close()
+
+    def _join_fleet(self, fleet: Fleet) -> None:
+        fleet.subscribe(CANCEL, self._cancel_from_fleet)
+        fleet.subscribe(ANSWER, self._answer_from_fleet)
+        fleet.subscribe(LIST_CHANGED, self._list_changed_from_fleet)
+        fleet.subscribe(RESOURCE_UPDATED, self._resource_updated_from_fleet)
+        self.server.on_list_changed(self._tell_list_changed)
+        self.server.on_resource_updated(self._tell_resource_updated)
+        fleet.on_reconnect.append(self.dispatcher.tasks.wake_all)
+
+    def _cancel_from_fleet(self, payload: dict[str, Any]) -> None:
+        owner = payload.get("owner")
+        if isinstance(owner, str):
+            call = self.inflight.get(owner, payload.get("id"))
+            if call is not None:
+                call.cancel()
+
+    def _answer_from_fleet(self, payload: dict[str, Any]) -> None:
+        request_id, owner, message = payload.get("id"), payload.get("owner"), payload.get("message")
+        resolved = isinstance(owner, str) and isinstance(message, dict)
+        if resolved and not self.server_requests.resolve(request_id, message, owner):  # type: ignore[arg-type]
+            logger.debug("an answer to %r from another instance found nobody waiting", request_id)
+
+    def _list_changed_from_fleet(self, payload: dict[str, Any]) -> None:
+        kind = payload.get("kind")
+        if kind in ("tools", "resources", "prompts"):
+            self._relaying = True
+            try:
+                self.server.notify_list_changed(kind)
+            finally:
+                self._relaying = False
+
+    def _resource_updated_from_fleet(self, payload: dict[str, Any]) -> None:
+        uri = payload.get("uri")
+        if isinstance(uri, str):
+            self._relaying = True
+            try:
+                self.server.notify_resource_updated(uri)
+            finally:
+                self._relaying = False
+
+    def _tell_list_changed(self, kind: str) -> None:
+        if not self._relaying:
+            self._tell_fleet(LIST_CHANGED, {"kind": kind})
+
+    def _tell_resource_updated(self, uri: str) -> None:
+        if not self._relaying:
+            self._tell_fleet(RESOURCE_UPDATED, {"uri": uri})
+
+    def _tell_fleet(self, topic: str, payload: dict[str, Any]) -> None:
+        """Tell the other instances without waiting (this instance has announced it already).
+        Handlers may raise notifications from the thread pool: the loop does the telling."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._tell_fleet, topic, payload)
+            return  # not serving yet: nobody to tell
+        job = running.create_task(self.fleet.publish(topic, payload))
+        self._fleet_jobs.add(job)
+        job.add_done_callback(self._fleet_job_done)
+
+    def _fleet_job_done(self, job: asyncio.Task[Any] | Future[Any]) -> None:
+        self._fleet_jobs.discard(job)
+        if not job.cancelled() and isinstance(job.exception(), FleetUnavailable):
+            logger.debug("a notification was not told to the other instances: the fleet store is unavailable")
 
     # -- requests ----------------------------------------------------------------------
 
@@ -212,8 +315,11 @@ class Pipeline:
 
     @staticmethod
     def _error(call: Call, error: McpError) -> bytes:
-        """The encoded error; its code stays on the Call (2026-07-28 maps it to an HTTP status)."""
+        """The encoded error; its code stays on the Call (2026-07-28 maps it to an HTTP status,
+        and an unavailable fleet store answers 503 on every version)."""
         call.error_code = error.code
+        if type(error) is FleetUnavailable:
+            call.error_status = FleetUnavailable.http_status
         return jsonrpc.encode_error(call.id, error)
 
     def _track(self, call: Call) -> None:
@@ -247,32 +353,50 @@ class Pipeline:
 
     def notification(
         self, method: str, params: dict[str, Any] | None, owner: str | None, *, fleet_wide: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
         """A notification (no answer). ``notifications/cancelled`` stops the request it names in
-        ``owner``'s session (``fleet_wide``: or tells the fleet, when it runs elsewhere)."""
+        ``owner``'s session (``fleet_wide``: or tells the fleet, when it runs elsewhere). Returns
+        a coroutine when the fleet must be told: it raises FleetUnavailable when it cannot be."""
         if method == "notifications/cancelled":
             if owner is not None:
                 request_id = (params or _EMPTY).get("requestId")
-                self.inflight.cancel(owner, request_id, fleet_wide=fleet_wide)
-            return
+                cancelled = self.inflight.cancel(owner, request_id, fleet_wide=fleet_wide)
+                if (
+                    not cancelled
+                    and fleet_wide
+                    and self.fleet.shared
+                    and (type(request_id) is str or type(request_id) is int)
+                ):
+                    return self.fleet.publish(CANCEL, {"owner": owner, "id": request_id})
+            return None
         self.dispatcher.handle_notification(method)
+        return None
 
-    def response(self, message: Message, owner: str) -> None:
+    def response(self, message: Message, owner: str) -> Coroutine[Any, Any, None] | None:
         """A client's response to one of our server-to-client requests wakes its waiter; only the
-        session that was asked (``owner``) can answer."""
+        session that was asked (``owner``) can answer. Returns a coroutine when the answer goes
+        to the instance that asked (FleetUnavailable when it cannot)."""
         if self.server_requests.resolve(message.id, message.raw, owner):
-            return
+            return None
         # Behind a load balancer the answer often reaches another instance than the one that
-        # asked (the id names it): pass it on through the fleet directory.
+        # asked (the id names it): pass it on, through the fleet or the fleet directory.
         asker = asking_instance(message.id)  # found only in a string id; None for others
+        if asker is not None and self.fleet.shared and asker != self.fleet.instance:
+            return self._forward_answer(asker, str(message.id), owner, message.raw)
         relay = self.relay  # forward() refuses this instance's own id
         if (
             asker is not None
             and relay is not None
             and relay.forward(asker, str(message.id), owner, message.raw)
         ):
-            return
+            return None
         logger.debug("a response to an unknown server request %r was ignored", message.id)
+        return None
+
+    async def _forward_answer(self, asker: str, request_id: str, owner: str, message: dict[str, Any]) -> None:
+        payload = {"id": request_id, "owner": owner, "message": message}
+        if not await self.fleet.send(asker, ANSWER, payload):
+            logger.debug("an answer to %r was for instance %s, which is not running", request_id, asker)
 
     def end_session(self, owner: str, reason: str) -> None:
         """The session's client is gone: what it runs is cancelled, what it was asked fails."""
@@ -289,6 +413,7 @@ class Pipeline:
     def close(self) -> None:
         """This pipeline stops serving: the server forgets its listeners, its fleet mailbox goes."""
         self.server.remove_listeners(self.dispatcher.hub)
+        self.server.remove_listeners(self)
         if self.caching is not None:
             self.server.remove_listeners(self.caching)
         if self.relay is not None:
