@@ -80,6 +80,12 @@ BAD_FLAGS = [
     (["--path", "mcp"], "--path mcp: must be a URL path that starts with /"),
     (["--legacy-sse-path", "/sse?x"], "--legacy-sse-path /sse?x: must be a URL path"),
     (["--backlog", "0"], "--backlog 0: must be an integer from 1 to"),
+    (["--redis", "http://cache:6379"], "--redis http://cache:6379: must be a redis:// or rediss:// (TLS) URL"),
+    (["--redis", "redis://"], "--redis redis://: must be a redis:// or rediss:// (TLS) URL that names a host"),
+    (["--redis", "redis://h:port"], "--redis redis://h:port: must be a redis:// or rediss://"),
+    (["--redis-timeout", "0"], "--redis-timeout 0: must be a positive duration"),
+    (["--event-store-max-events", "0"], "--event-store-max-events 0: must be an integer from 1 to"),
+    (["--event-store-max-age", "never"], "--event-store-max-age never: must be a positive duration"),
 ]
 
 
@@ -108,6 +114,11 @@ def test_a_bad_flag_stops_the_start_with_a_message_naming_it(args: list[str], me
             "maybe",
             "MCP_FAST_LEGACY_SSE=maybe (sets --legacy-sse): must be one of 1/0, true/false",
         ),
+        (
+            "MCP_FAST_REDIS_URL",
+            "memcached://x",
+            "MCP_FAST_REDIS_URL=memcached://x (sets --redis): must be a redis:// or rediss://",
+        ),
     ],
 )
 def test_a_bad_environment_variable_is_named_with_its_flag(variable: str, value: str, message: str) -> None:
@@ -132,10 +143,23 @@ def test_the_command_line_wins_over_a_bad_environment_variable() -> None:
         (["--legacy-messages-path", "/mcp"], "the old HTTP+SSE transport's paths must differ from --path"),
         (["--uds", "/tmp/x.sock", "--workers", "2"], "--uds serves from one process"),
         (["--port", "0", "--workers", "2"], "--port 0 with --workers"),
+        (["--redis", "redis://h", "--fleet-dir", "/tmp/f"], "--redis and --fleet-dir are two ways"),
     ],
 )
 def test_settings_that_do_not_go_together_are_refused(args: list[str], message: str) -> None:
     assert_refused(run_cli(*args), message)
+
+
+def test_redis_without_the_redis_extra_names_the_extra(tmp_path: Path) -> None:
+    """A `redis` package that cannot be imported (as where the extra is not installed)."""
+    shadow = tmp_path / "shadow" / "redis"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no redis here')\n")
+    result = run_cli(
+        "--redis", "redis://127.0.0.1:1", "--port", "0",
+        env={"PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)])},
+    )  # fmt: skip
+    assert_refused(result, "--redis needs the redis extra: pip install 'mcp-fast[redis]'")
 
 
 def test_unknown_and_abbreviated_flags_are_refused() -> None:

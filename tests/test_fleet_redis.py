@@ -92,7 +92,11 @@ def wait_ready(port: int) -> None:
 
 
 def initialize(port: int, capabilities: dict[str, Any] | None = None) -> str:
-    params = {"protocolVersion": LATEST, "capabilities": capabilities or {}, "clientInfo": {"name": "t", "version": "1"}}
+    params = {
+        "protocolVersion": LATEST,
+        "capabilities": capabilities or {},
+        "clientInfo": {"name": "t", "version": "1"},
+    }
     with RawClient(port, timeout=TIMEOUT_S) as client:
         client.send(rpc_bytes("initialize", params, 1, **{"MCP-Protocol-Version": LATEST}))
         response = client.read_response()
@@ -104,7 +108,9 @@ def session_headers(session: str) -> dict[str, str]:
     return {"Mcp-Session-Id": session, "MCP-Protocol-Version": LATEST}
 
 
-def rpc(port: int, method: str, params: dict[str, Any] | None, session: str | None, request_id: Any = 1) -> Response:
+def rpc(
+    port: int, method: str, params: dict[str, Any] | None, session: str | None, request_id: Any = 1
+) -> Response:
     headers = session_headers(session) if session else {"MCP-Protocol-Version": LATEST}
     with RawClient(port, timeout=TIMEOUT_S) as client:
         client.send(rpc_bytes(method, params, request_id, **headers))
@@ -113,7 +119,11 @@ def rpc(port: int, method: str, params: dict[str, Any] | None, session: str | No
 
 def result_of(response: Response) -> Any:
     assert response.status == 200, response
-    message = response.json() if response.headers.get("content-type", "").startswith("application/json") else response.sse_messages()[-1]
+    message = (
+        response.json()
+        if response.headers.get("content-type", "").startswith("application/json")
+        else response.sse_messages()[-1]
+    )
     assert "result" in message, message
     return message["result"]
 
@@ -130,7 +140,9 @@ def open_stream(port: int, method: str, body: bytes, headers: dict[str, str]) ->
     return client, OpenStream(client, timeout=TIMEOUT_S)
 
 
-def post_stream(port: int, session: str, method: str, params: dict[str, Any], request_id: Any = 1) -> tuple[RawClient, OpenStream]:
+def post_stream(
+    port: int, session: str, method: str, params: dict[str, Any], request_id: Any = 1
+) -> tuple[RawClient, OpenStream]:
     body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **session_headers(session)}
     return open_stream(port, "POST", body, headers)
@@ -204,7 +216,9 @@ def test_a_delete_on_one_instance_ends_the_session_on_every_instance(fleet: Flee
         assert rpc(fleet.port(name), "ping", None, session).status == 200
     assert delete(fleet.port("b"), session).status == 200
     for name in ("a", "c"):
-        wait_until(lambda name=name: rpc(fleet.port(name), "ping", None, session).status == 404, f"404 on {name}")
+        wait_until(
+            lambda name=name: rpc(fleet.port(name), "ping", None, session).status == 404, f"404 on {name}"
+        )
 
 
 def test_an_instance_that_starts_later_knows_the_sessions_ended_before(fleet: Fleet, tmp_path: Path) -> None:
@@ -224,9 +238,22 @@ def test_an_instance_that_starts_later_knows_the_sessions_ended_before(fleet: Fl
 def test_a_cancellation_reaches_the_instance_that_runs_the_request(fleet: Fleet) -> None:
     session = initialize(fleet.port("a"))
     with RawClient(fleet.port("a"), timeout=TIMEOUT_S) as running:
-        running.send(rpc_bytes("tools/call", {"name": "slow_compute", "arguments": {"seconds": 60}}, 7, **session_headers(session)))
+        running.send(
+            rpc_bytes(
+                "tools/call",
+                {"name": "slow_compute", "arguments": {"seconds": 60}},
+                7,
+                **session_headers(session),
+            )
+        )
         time.sleep(0.3)  # the call has started (a cancellation before it would find nothing to stop)
-        cancel = rpc(fleet.port("b"), "notifications/cancelled", {"requestId": 7, "reason": "test"}, session, request_id=None)
+        cancel = rpc(
+            fleet.port("b"),
+            "notifications/cancelled",
+            {"requestId": 7, "reason": "test"},
+            session,
+            request_id=None,
+        )
         assert cancel.status == 202, cancel
         # No JSON-RPC response for a cancelled request: the POST ends with 202 and no body, long
         # before the tool's 60 s.
@@ -236,15 +263,24 @@ def test_a_cancellation_reaches_the_instance_that_runs_the_request(fleet: Fleet)
 
 def test_an_answer_to_a_server_request_reaches_the_instance_whose_handler_waits(fleet: Fleet) -> None:
     session = initialize(fleet.port("a"), {"sampling": {}, "elicitation": {}})
-    client, stream = post_stream(fleet.port("a"), session, "tools/call", {"name": "test_sampling", "arguments": {"prompt": "hi"}}, 3)
+    client, stream = post_stream(
+        fleet.port("a"), session, "tools/call", {"name": "test_sampling", "arguments": {"prompt": "hi"}}, 3
+    )
     with client:
         events = Events(stream)
         [*_, asked] = events.until(is_message("sampling/createMessage"))
         request_id = asked.data["id"]
-        answer = {"role": "assistant", "content": {"type": "text", "text": "from b"}, "model": "m", "stopReason": "endTurn"}
+        answer = {
+            "role": "assistant",
+            "content": {"type": "text", "text": "from b"},
+            "model": "m",
+            "stopReason": "endTurn",
+        }
         body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": answer})
         with RawClient(fleet.port("b"), timeout=TIMEOUT_S) as other:
-            other.send(client_request_bytes("POST", "/mcp", body, {**MCP_HEADERS, **session_headers(session)}))
+            other.send(
+                client_request_bytes("POST", "/mcp", body, {**MCP_HEADERS, **session_headers(session)})
+            )
             assert other.read_response().status == 202
         [*_, done] = events.until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 3)
     assert "from b" in done.data["result"]["content"][0]["text"], done
@@ -253,19 +289,25 @@ def test_an_answer_to_a_server_request_reaches_the_instance_whose_handler_waits(
 def test_an_answer_from_another_session_is_refused_on_the_asking_instance(fleet: Fleet) -> None:
     session = initialize(fleet.port("a"), {"sampling": {}})
     intruder = initialize(fleet.port("b"), {"sampling": {}})
-    client, stream = post_stream(fleet.port("a"), session, "tools/call", {"name": "test_sampling", "arguments": {"prompt": "hi"}}, 3)
+    client, stream = post_stream(
+        fleet.port("a"), session, "tools/call", {"name": "test_sampling", "arguments": {"prompt": "hi"}}, 3
+    )
     with client:
         events = Events(stream)
         [*_, asked] = events.until(is_message("sampling/createMessage"))
         forged = {"role": "assistant", "content": {"type": "text", "text": "forged"}, "model": "m"}
         rpc_body = orjson.dumps({"jsonrpc": "2.0", "id": asked.data["id"], "result": forged})
         with RawClient(fleet.port("b"), timeout=TIMEOUT_S) as other:
-            other.send(client_request_bytes("POST", "/mcp", rpc_body, {**MCP_HEADERS, **session_headers(intruder)}))
+            other.send(
+                client_request_bytes("POST", "/mcp", rpc_body, {**MCP_HEADERS, **session_headers(intruder)})
+            )
             assert other.read_response().status == 202
         real = {"role": "assistant", "content": {"type": "text", "text": "real"}, "model": "m"}
         rpc_body = orjson.dumps({"jsonrpc": "2.0", "id": asked.data["id"], "result": real})
         with RawClient(fleet.port("c"), timeout=TIMEOUT_S) as other:
-            other.send(client_request_bytes("POST", "/mcp", rpc_body, {**MCP_HEADERS, **session_headers(session)}))
+            other.send(
+                client_request_bytes("POST", "/mcp", rpc_body, {**MCP_HEADERS, **session_headers(session)})
+            )
             assert other.read_response().status == 202
         [*_, done] = events.until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 3)
     assert "real" in done.data["result"]["content"][0]["text"], done
@@ -274,7 +316,9 @@ def test_an_answer_from_another_session_is_refused_on_the_asking_instance(fleet:
 # -- the event store -----------------------------------------------------------------------------------
 
 
-def test_a_post_stream_broken_on_one_instance_resumes_on_another_with_nothing_lost_or_repeated(fleet: Fleet) -> None:
+def test_a_post_stream_broken_on_one_instance_resumes_on_another_with_nothing_lost_or_repeated(
+    fleet: Fleet,
+) -> None:
     """slow_report sends four progress notifications over 2 s, then its result. The client reads
     the priming event and the first notification on a, drops the connection, and resumes on b
     with Last-Event-ID: b replays what a wrote meanwhile (from Redis) and follows the rest as a
@@ -290,12 +334,18 @@ def test_a_post_stream_broken_on_one_instance_resumes_on_another_with_nothing_lo
     resumed_client, resumed = get_stream(fleet.port("b"), session, last_id)
     with resumed_client:
         assert resumed.status == 200, resumed.headers
-        after = Events(resumed).until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 11)
+        after = Events(resumed).until(
+            lambda event: isinstance(event.data, dict) and event.data.get("id") == 11
+        )
     received = before + after
     ids = [sequence(event.id) for event in received if event.id is not None]
     assert len({stream for stream, _ in ids}) == 1, ids
     assert [seq for _, seq in ids] == list(range(len(ids))), ids  # 0 (priming), 1, 2, ... once each
-    progress = [event.data["params"]["progress"] for event in received if isinstance(event.data, dict) and event.data.get("method") == "notifications/progress"]
+    progress = [
+        event.data["params"]["progress"]
+        for event in received
+        if isinstance(event.data, dict) and event.data.get("method") == "notifications/progress"
+    ]
     assert progress == [0, 1, 2, 3], progress
     assert received[-1].data["result"]["content"][0]["text"] == "report ready after 2 s"
 
@@ -305,13 +355,17 @@ def test_a_finished_post_stream_is_replayed_whole_on_another_instance(fleet: Fle
     params = {"name": "countdown", "arguments": {"steps": 3}, "_meta": {"progressToken": "c"}}
     client, stream = post_stream(fleet.port("a"), session, "tools/call", params, 12)
     with client:
-        whole = Events(stream).until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 12)
+        whole = Events(stream).until(
+            lambda event: isinstance(event.data, dict) and event.data.get("id") == 12
+        )
     priming = whole[0].id
     assert priming is not None and priming.endswith("_0")
     time.sleep(0.2)  # written behind the stream, within a turn of a's loop (bounded below anyway)
     resumed_client, resumed = get_stream(fleet.port("c"), session, priming)
     with resumed_client:
-        replayed = Events(resumed).until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 12)
+        replayed = Events(resumed).until(
+            lambda event: isinstance(event.data, dict) and event.data.get("id") == 12
+        )
         assert Events(resumed).next() is None  # and the stream ends: the request was answered
     assert [(event.id, event.data) for event in replayed] == [(event.id, event.data) for event in whole[1:]]
 
@@ -319,9 +373,13 @@ def test_a_finished_post_stream_is_replayed_whole_on_another_instance(fleet: Fle
 def test_a_stream_of_another_session_is_not_replayed(fleet: Fleet) -> None:
     session = initialize(fleet.port("a"))
     other = initialize(fleet.port("a"))
-    client, stream = post_stream(fleet.port("a"), session, "tools/call", {"name": "countdown", "arguments": {"steps": 1}}, 5)
+    client, stream = post_stream(
+        fleet.port("a"), session, "tools/call", {"name": "countdown", "arguments": {"steps": 1}}, 5
+    )
     with client:
-        [priming, *_] = Events(stream).until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 5)
+        [priming, *_] = Events(stream).until(
+            lambda event: isinstance(event.data, dict) and event.data.get("id") == 5
+        )
     time.sleep(0.2)
     resumed_client, resumed = get_stream(fleet.port("b"), other, priming.id)
     with resumed_client:
@@ -337,7 +395,9 @@ def test_a_get_stream_resumes_on_another_instance_and_goes_on_there(fleet: Fleet
     events = Events(stream)
     priming = events.next()
     assert priming is not None and priming.data is None
-    assert result_of(rpc(fleet.port("c"), "tools/call", {"name": "test_trigger_prompt_change", "arguments": {}}, session))
+    assert result_of(
+        rpc(fleet.port("c"), "tools/call", {"name": "test_trigger_prompt_change", "arguments": {}}, session)
+    )
     [*_, changed] = events.until(is_message("notifications/prompts/list_changed"))
     client.close()
     time.sleep(0.2)
@@ -348,7 +408,9 @@ def test_a_get_stream_resumes_on_another_instance_and_goes_on_there(fleet: Fleet
         again = Events(resumed)
         replayed = again.next()
         assert replayed is not None and (replayed.id, replayed.data) == (changed.id, changed.data)
-        assert result_of(rpc(fleet.port("a"), "tools/call", {"name": "test_trigger_tool_change", "arguments": {}}, session))
+        assert result_of(
+            rpc(fleet.port("a"), "tools/call", {"name": "test_trigger_tool_change", "arguments": {}}, session)
+        )
         [*_, later] = again.until(is_message("notifications/tools/list_changed"))
     assert later.id is not None
 
@@ -358,15 +420,22 @@ def test_a_get_stream_resumes_on_another_instance_and_goes_on_there(fleet: Fleet
 
 def test_notifications_raised_on_one_instance_reach_get_streams_held_by_another(fleet: Fleet) -> None:
     session = initialize(fleet.port("a"))
-    assert result_of(rpc(fleet.port("a"), "resources/subscribe", {"uri": "test://watched-resource"}, session)) == {}
+    assert (
+        result_of(rpc(fleet.port("a"), "resources/subscribe", {"uri": "test://watched-resource"}, session))
+        == {}
+    )
     client, stream = get_stream(fleet.port("a"), session)
     with client:
         events = Events(stream)
         events.next()  # priming
-        result_of(rpc(fleet.port("c"), "tools/call", {"name": "update_watched_resource", "arguments": {}}, session))
+        result_of(
+            rpc(fleet.port("c"), "tools/call", {"name": "update_watched_resource", "arguments": {}}, session)
+        )
         [*_, updated] = events.until(is_message("notifications/resources/updated"))
         assert updated.data["params"] == {"uri": "test://watched-resource"}
-        result_of(rpc(fleet.port("b"), "tools/call", {"name": "test_trigger_tool_change", "arguments": {}}, session))
+        result_of(
+            rpc(fleet.port("b"), "tools/call", {"name": "test_trigger_tool_change", "arguments": {}}, session)
+        )
         events.until(is_message("notifications/tools/list_changed"))
 
 
@@ -376,18 +445,32 @@ def test_notifications_raised_on_one_instance_reach_a_listen_stream_held_by_anot
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
     }
-    params = {"notifications": {"toolsListChanged": True, "resourceSubscriptions": ["test://watched-resource"]}, "_meta": meta}
-    body = orjson.dumps({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": params})
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": SESSIONLESS, "Mcp-Method": "subscriptions/listen"}
+    params = {
+        "notifications": {"toolsListChanged": True, "resourceSubscriptions": ["test://watched-resource"]},
+        "_meta": meta,
+    }
+    body = orjson.dumps(
+        {"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": params}
+    )
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": SESSIONLESS,
+        "Mcp-Method": "subscriptions/listen",
+    }
     client, stream = open_stream(fleet.port("b"), "POST", body, headers)
     with client:
         events = Events(stream)
         events.until(is_message("notifications/subscriptions/acknowledged"))
         session = initialize(fleet.port("c"))
-        result_of(rpc(fleet.port("c"), "tools/call", {"name": "test_trigger_tool_change", "arguments": {}}, session))
+        result_of(
+            rpc(fleet.port("c"), "tools/call", {"name": "test_trigger_tool_change", "arguments": {}}, session)
+        )
         [*_, changed] = events.until(is_message("notifications/tools/list_changed"))
         assert changed.data["params"]["_meta"] == {"io.modelcontextprotocol/subscriptionId": "listen-1"}
-        result_of(rpc(fleet.port("a"), "tools/call", {"name": "update_watched_resource", "arguments": {}}, session))
+        result_of(
+            rpc(fleet.port("a"), "tools/call", {"name": "update_watched_resource", "arguments": {}}, session)
+        )
         events.until(is_message("notifications/resources/updated"))
 
 
@@ -395,7 +478,11 @@ def test_notifications_raised_on_one_instance_reach_a_listen_stream_held_by_anot
 
 
 def start_task(port: int, session: str, seconds: float) -> str:
-    params = {"name": "slow_compute", "arguments": {"seconds": seconds, "label": "t"}, "task": {"ttl": 60_000}}
+    params = {
+        "name": "slow_compute",
+        "arguments": {"seconds": seconds, "label": "t"},
+        "task": {"ttl": 60_000},
+    }
     created = result_of(rpc(port, "tools/call", params, session))
     return str(created["task"]["taskId"])
 
@@ -423,7 +510,10 @@ def test_a_task_is_cancelled_from_another_instance(fleet: Fleet) -> None:
     cancelled = result_of(rpc(fleet.port("c"), "tasks/cancel", {"taskId": task_id}, session))
     assert cancelled["status"] == "cancelled", cancelled
     wait_until(
-        lambda: result_of(rpc(fleet.port("a"), "tasks/get", {"taskId": task_id}, session))["status"] == "cancelled",
+        lambda: (
+            result_of(rpc(fleet.port("a"), "tasks/get", {"taskId": task_id}, session))["status"]
+            == "cancelled"
+        ),
         "the task cancelled where it runs",
     )
     again = rpc(fleet.port("b"), "tasks/cancel", {"taskId": task_id}, session).json()
@@ -438,7 +528,10 @@ def test_task_status_reaches_the_owners_get_stream_on_another_instance(fleet: Fl
         events.next()  # priming
         task_id = start_task(fleet.port("a"), session, 0.1)
         [*_, status] = events.until(
-            lambda event: is_message("notifications/tasks/status")(event) and event.data["params"]["status"] == "completed"
+            lambda event: (
+                is_message("notifications/tasks/status")(event)
+                and event.data["params"]["status"] == "completed"
+            )
         )
     assert status.data["params"]["taskId"] == task_id
 
@@ -553,8 +646,16 @@ def test_redis_killed_and_restarted_while_a_client_is_served(tmp_path: Path) -> 
                 while not stop.is_set():
                     port = (a.port, b.port)[index % 2]
                     index += 1
-                    response = rpc(port, "tools/call", {"name": "echo", "arguments": {"message": str(index)}}, session, index)
-                    if response.status != 200 or response.json().get("result", {}).get("content", [{}])[0].get("text") != str(index):
+                    response = rpc(
+                        port,
+                        "tools/call",
+                        {"name": "echo", "arguments": {"message": str(index)}},
+                        session,
+                        index,
+                    )
+                    if response.status != 200 or response.json().get("result", {}).get("content", [{}])[
+                        0
+                    ].get("text") != str(index):
                         failures.append(response)
                     served[0] += 1
                     time.sleep(0.01)
@@ -570,13 +671,26 @@ def test_redis_killed_and_restarted_while_a_client_is_served(tmp_path: Path) -> 
                 other = initialize(a.port)
                 refused = delete(a.port, other)
                 assert refused.status == 503, refused
-                assert refused.json()["error"] == {"code": -32603, "message": "Internal error: the fleet store (Redis) is unavailable"}
-                task = rpc(b.port, "tools/call", {"name": "slow_compute", "arguments": {"seconds": 0}, "task": {}}, session)
+                assert refused.json()["error"] == {
+                    "code": -32603,
+                    "message": "Internal error: the fleet store (Redis) is unavailable",
+                }
+                task = rpc(
+                    b.port,
+                    "tools/call",
+                    {"name": "slow_compute", "arguments": {"seconds": 0}, "task": {}},
+                    session,
+                )
                 assert task.status == 503 and task.json()["error"]["code"] == -32603, task
                 served_while_down = served[0]
                 wait_until(lambda: served[0] > served_while_down + 20, "calls served while Redis is down")
                 redis.start()
-                wait_until(lambda: get_path(a.port, "/ready").status == 200 and get_path(b.port, "/ready").status == 200, "/ready 200 again")
+                wait_until(
+                    lambda: (
+                        get_path(a.port, "/ready").status == 200 and get_path(b.port, "/ready").status == 200
+                    ),
+                    "/ready 200 again",
+                )
                 # The ending refused while Redis was down reached b once it was back.
                 wait_until(lambda: rpc(b.port, "ping", None, other).status == 404, "the earlier DELETE on b")
                 # And what needs Redis works again, without a restart.
@@ -584,7 +698,9 @@ def test_redis_killed_and_restarted_while_a_client_is_served(tmp_path: Path) -> 
                 assert result_of(rpc(a.port, "tasks/result", {"taskId": task_id}, session))
                 third = initialize(b.port)
                 assert delete(b.port, third).status == 200
-                wait_until(lambda: rpc(a.port, "ping", None, third).status == 404, "a DELETE after the outage")
+                wait_until(
+                    lambda: rpc(a.port, "ping", None, third).status == 404, "a DELETE after the outage"
+                )
             finally:
                 stop.set()
                 thread.join(timeout=TIMEOUT_S)
@@ -594,8 +710,12 @@ def test_redis_killed_and_restarted_while_a_client_is_served(tmp_path: Path) -> 
             stop_server(a)
             stop_server(b)
         for server in (a, b):
-            assert len(log_lines(server, r"WARNING mcp_fast.fleet: the fleet store .* is unavailable")) == 1, server.log()
-            assert len(log_lines(server, r"INFO mcp_fast.fleet: the fleet store .* is back")) == 1, server.log()
+            assert (
+                len(log_lines(server, r"WARNING mcp_fast.fleet: the fleet store .* is unavailable")) == 1
+            ), server.log()
+            assert len(log_lines(server, r"INFO mcp_fast.fleet: the fleet store .* is back")) == 1, (
+                server.log()
+            )
             assert "Traceback" not in server.log() and " ERROR " not in server.log(), server.log()
 
 
@@ -607,11 +727,15 @@ def test_an_instance_starts_without_redis_and_becomes_ready_when_it_comes(tmp_pa
             ready = get_path(server.port, "/ready")
             assert ready.status == 503 and ready.json()["checks"] == {"redis": "failing"}, ready
             session = initialize(server.port)
-            assert result_of(rpc(server.port, "tools/call", {"name": "echo", "arguments": {"message": "m"}}, session))
+            assert result_of(
+                rpc(server.port, "tools/call", {"name": "echo", "arguments": {"message": "m"}}, session)
+            )
             redis.start()
             wait_ready(server.port)
             assert delete(server.port, session).status == 200
         finally:
             stop_server(server)
-    assert len(log_lines(server, r"WARNING mcp_fast.fleet: the fleet store .* is unavailable")) == 1, server.log()
+    assert len(log_lines(server, r"WARNING mcp_fast.fleet: the fleet store .* is unavailable")) == 1, (
+        server.log()
+    )
     assert "Traceback" not in server.log(), server.log()
