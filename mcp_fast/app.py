@@ -62,8 +62,9 @@ def fleet_dir(config: Config) -> Path | None:
 
 
 def build_fleet(config: Config) -> Fleet:
-    """What the instances share: Redis (--redis), or nothing beyond this process."""
-    if not config.redis:
+    """What the instances share: Redis (--redis), or nothing beyond this process (also over
+    stdio: one client per process, nobody to share with)."""
+    if not config.redis or config.transport == "stdio":
         return LocalFleet(MemoryEventStore(max_events=config.event_store_max_events))
     return RedisFleet(
         RedisSettings(

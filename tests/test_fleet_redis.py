@@ -24,6 +24,8 @@ from conftest import RunningServer, start_server, stop_server
 from httpclient import MCP_HEADERS, OpenStream, RawClient, Response, client_request_bytes, rpc_bytes
 from redis_server import RedisServer, running_redis
 
+from mcp_fast.app import build_fleet
+from mcp_fast.config import parse_config
 from mcp_fast.fleet.base import FleetUnavailable, LocalFleet
 from mcp_fast.fleet.redis_fleet import RedisFleet, RedisSettings
 
@@ -739,3 +741,11 @@ def test_an_instance_starts_without_redis_and_becomes_ready_when_it_comes(tmp_pa
         server.log()
     )
     assert "Traceback" not in server.log(), server.log()
+
+
+def test_the_fleet_is_redis_with_redis_and_this_process_otherwise() -> None:
+    """stdio serves one client per process: nobody to share with, whatever the environment says."""
+    assert isinstance(build_fleet(parse_config(["--redis", "redis://127.0.0.1:1"], {})), RedisFleet)
+    assert isinstance(build_fleet(parse_config([], {})), LocalFleet)
+    stdio = parse_config(["--transport", "stdio"], {"MCP_FAST_REDIS_URL": "redis://127.0.0.1:1"})
+    assert isinstance(build_fleet(stdio), LocalFleet)

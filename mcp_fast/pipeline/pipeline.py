@@ -372,16 +372,19 @@ class Pipeline:
         self.dispatcher.handle_notification(method)
         return None
 
-    def response(self, message: Message, owner: str) -> Coroutine[Any, Any, None] | None:
+    def response(
+        self, message: Message, owner: str, *, fleet_wide: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
         """A client's response to one of our server-to-client requests wakes its waiter; only the
-        session that was asked (``owner``) can answer. Returns a coroutine when the answer goes
-        to the instance that asked (FleetUnavailable when it cannot)."""
+        session that was asked (``owner``) can answer. ``fleet_wide`` (Streamable HTTP: the
+        answer may reach any instance): returns a coroutine when the answer goes to the instance
+        that asked (it raises FleetUnavailable when it cannot)."""
         if self.server_requests.resolve(message.id, message.raw, owner):
             return None
         # Behind a load balancer the answer often reaches another instance than the one that
         # asked (the id names it): pass it on, through the fleet or the fleet directory.
         asker = asking_instance(message.id)  # found only in a string id; None for others
-        if asker is not None and self.fleet.shared and asker != self.fleet.instance:
+        if fleet_wide and asker is not None and self.fleet.shared and asker != self.fleet.instance:
             return self._forward_answer(asker, str(message.id), owner, message.raw)
         relay = self.relay  # forward() refuses this instance's own id
         if (

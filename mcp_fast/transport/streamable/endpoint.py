@@ -295,7 +295,7 @@ class StreamableHTTP:
         if message.kind is Kind.NOTIFICATION:
             told = self.pipeline.notification(message.method, message.params, owner, fleet_wide=True)
         else:
-            told = self.pipeline.response(message, owner or "")
+            told = self.pipeline.response(message, owner or "", fleet_wide=True)
         if told is not None:
             return _accepted_once(told, responder)
         responder.respond(202, NO_HEADERS, b"")
@@ -351,7 +351,7 @@ class StreamableHTTP:
                 told.append(pending)
 
         def answer_from_client(message: Message) -> None:
-            pending = self.pipeline.response(message, owner or "")
+            pending = self.pipeline.response(message, owner or "", fleet_wide=True)
             if pending is not None:
                 told.append(pending)
 
