@@ -2135,7 +2135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    resolved = path.resolve()  # --output may be relative to the current directory
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def _cpu_model() -> str:

@@ -170,6 +170,8 @@ class Call:
         "transport",
     )
 
+    error_status: int  # set only with an error that fixes its HTTP status: see __init__
+
     # Positional parameters: a Call is made for every request, and keywords cost more.
     def __init__(
         self,
@@ -203,9 +205,9 @@ class Call:
         self.cancelled = False
         # Set by the pipeline: the JSON-RPC error code the request was answered with.
         self.error_code: int | None = None
-        # The HTTP status such an error answer carries where the transport has one (None: the
-        # version's rule): 503 when a store the fleet shares is unavailable.
-        self.error_status: int | None = None
+        # ``error_status`` (a slot, set only with such an error: every request would pay for
+        # setting it here; read it with ``http_status_of_error``): the HTTP status the error answer
+        # carries where the transport has one, 503 when a store the fleet shares is unavailable.
         # What runs the handler (its Task, or a thread's future): cancel() stops it.
         self.running: asyncio.Future[Any] | None = None
         # Where the handler's notifications go; opened on demand (open_outbound).
@@ -244,6 +246,11 @@ class Call:
         params = self.params
         meta = params.get("_meta") if params is not None else None
         return meta if type(meta) is dict else None
+
+    def http_status_of_error(self) -> int | None:
+        """The HTTP status an error answer must carry whatever the version's rule (None: none)."""
+        status: int | None = getattr(self, "error_status", None)
+        return status
 
     def cancel(self) -> None:
         """Stop the request: its handler is cancelled (a thread's result is dropped) and no

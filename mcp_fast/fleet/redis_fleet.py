@@ -221,22 +221,40 @@ class RedisFleet(Subscribers):
                     await self._flush_outbox()
                 self._set_up()
                 backoff = _RECONNECT_FIRST_S
-                next_ping = time.monotonic() + _PING_EVERY_S
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_PING_EVERY_S)
-                    if message is not None and message.get("type") == "message":
-                        self._received(message["data"])
-                    if time.monotonic() >= next_ping:
-                        async with asyncio.timeout(self.timeout):
-                            await self.client.ping()
-                        next_ping = time.monotonic() + _PING_EVERY_S
+                await self._listen(pubsub)
             except (RedisError, OSError, TimeoutError) as exc:
+                self._set_down(exc)
+            except Exception as exc:  # a bug must not end the supervisor (logged with its traceback)
+                logger.exception("the fleet's Redis supervisor failed; reconnecting")
                 self._set_down(exc)
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(pubsub.aclose())
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _RECONNECT_MAX_S)
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Pass on the messages of the other instances until the connection fails. A PING on the
+        pub/sub connection itself every second: a Redis that hangs, or a connection that died
+        without a word (a NAT that forgot it), is noticed within the timeout."""
+        next_ping = time.monotonic()
+        pong_due: float | None = None
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_PING_EVERY_S / 2)
+            if message is not None:
+                kind = message.get("type")
+                if kind == "message":
+                    self._received(message["data"])
+                elif kind == "pong":
+                    pong_due = None
+            now = time.monotonic()
+            if pong_due is not None and now > pong_due:
+                raise TimeoutError("Redis did not answer a ping in time")
+            if pong_due is None and now >= next_ping:
+                async with asyncio.timeout(self.timeout):
+                    await pubsub.ping()
+                pong_due = now + max(self.timeout, _PING_EVERY_S)
+                next_ping = now + _PING_EVERY_S
 
     def _set_up(self) -> None:
         if self._reported_down:

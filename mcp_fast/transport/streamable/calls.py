@@ -50,12 +50,12 @@ class HttpCall(Call):
                 status = 200
                 error_code = self.error_code
                 if error_code is not None:
-                    status = self.error_status or self.policy.error_status.get(error_code, 200)
+                    status = self.http_status_of_error() or self.policy.error_status.get(error_code, 200)
                 self.responder.respond(status, JSON_HEADERS, response)
                 return
             channel = self.open_outbound()
         assert isinstance(channel, PostChannel)
-        channel.finish(response, self.error_code, self.error_status)
+        channel.finish(response, self.error_code, self.http_status_of_error())
 
     def abandon(self) -> None:
         """The request was cancelled: end the exchange without a JSON-RPC response."""
