@@ -518,6 +518,14 @@ def test_a_task_is_cancelled_from_another_instance(fleet: Fleet) -> None:
         ),
         "the task cancelled where it runs",
     )
+    # Its record reaches the fleet a moment later (written behind the change, in order).
+    wait_until(
+        lambda: (
+            result_of(rpc(fleet.port("b"), "tasks/get", {"taskId": task_id}, session))["status"]
+            == "cancelled"
+        ),
+        "the cancelled status on another instance",
+    )
     again = rpc(fleet.port("b"), "tasks/cancel", {"taskId": task_id}, session).json()
     assert again["error"]["code"] == -32602 and "terminal" in again["error"]["message"], again
 
