@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import RunningServer, start_server, stop_server
-from httpclient import OpenStream, RawClient, client_request_bytes
+from httpclient import OpenStream, RawClient, client_request_bytes, rpc_bytes
 from mcp import Client, types
 from mcp.client.context import ClientRequestContext
 from redis_server import RedisServer, running_redis
@@ -190,6 +191,29 @@ def test_a_notification_raised_on_one_instance_reaches_the_stream_held_by_the_ot
         )
         assert triggered.status == 200
         events.until(is_message("notifications/tools/list_changed"))
+
+
+def test_a_cancellation_through_nginx_reaches_the_instance_that_runs_the_request(fleet: NginxFleet) -> None:
+    session = initialize(fleet.nginx.http_port)
+    params = {"name": "slow_compute", "arguments": {"seconds": 60}}
+    with RawClient(fleet.nginx.http_port, timeout=15) as running:
+        running.send(rpc_bytes("tools/call", params, 9, **session_headers(session)))
+        # Which instance runs it: the one the next ping does not reach (nginx alternates).
+        time.sleep(0.3)
+        ping = through(fleet, "ping", None, session)
+        runs_on = "b" if fleet.instance_of(ping.headers.get("x-upstream-addr")) == "a" else "a"
+        next_request_goes_to(fleet, session, "b" if runs_on == "a" else "a")
+        cancel = raw_rpc(
+            fleet.nginx.http_port,
+            "notifications/cancelled",
+            {"requestId": 9},
+            None,
+            **session_headers(session),
+        )
+        assert cancel.status == 202 and fleet.instance_of(cancel.headers.get("x-upstream-addr")) != runs_on
+        answered = running.read_response()  # no JSON-RPC response: 202, long before 60 s
+    assert answered.status == 202 and answered.body == b"", answered
+    assert fleet.instance_of(answered.headers.get("x-upstream-addr")) == runs_on
 
 
 def test_a_task_created_through_one_instance_is_collected_through_the_other(fleet: NginxFleet) -> None:
