@@ -11,15 +11,15 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, start_server
 from httpclient import OpenStream, RawClient, client_request_bytes, rpc_bytes
-from mcp import Client, types
-from mcp.client.context import ClientRequestContext
+from mcp import Client
 from redis_server import RedisServer, running_redis
 from test_fleet_redis import (
     Events,
@@ -40,21 +40,20 @@ from test_nginx import (
     only_text,
     raw_rpc,
     run_client,
+    running_fleet,
     session_headers,
-    start_nginx,
-    stop_nginx,
+)
+from test_nginx import (
+    test_server_to_client_requests_find_the_instance_that_asked as answers_cross_instances,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
-class NginxFleet(Fleet):
-    redis: RedisServer
-
-
 def start_backend(tmp: Path, name: str, redis: RedisServer) -> RunningServer:
-    """An instance as deploy/nginx/ wants it, sharing Redis instead of a directory."""
-    return start_server(
+    """An instance as deploy/nginx/ wants it, sharing Redis instead of a directory (ready: its
+    Redis answers)."""
+    server = start_server(
         tmp,
         "--session-secret", SECRET,
         "--allowed-hosts", f"127.0.0.1,localhost,{PUBLIC_HOST}",
@@ -62,29 +61,25 @@ def start_backend(tmp: Path, name: str, redis: RedisServer) -> RunningServer:
         "--redis", redis.url,
         "--sse-keepalive", "0.5",
     )  # fmt: skip
+    wait_until(lambda: get_path(server.port, "/ready").status == 200, f"{name} ready")
+    return server
+
+
+@dataclass
+class NginxFleet:
+    """test_nginx's fleet (nginx, instances a and b) and the Redis they share."""
+
+    fleet: Fleet
+    redis: RedisServer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fleet, name)
 
 
 @contextlib.contextmanager
 def redis_fleet(tmp: Path) -> Iterator[NginxFleet]:
-    with running_redis(tmp / "redis") as redis:
-        backends: dict[str, RunningServer] = {}
-        nginx = None
-        try:
-            for name in ("a", "b"):
-                backends[name] = start_backend(tmp, name, redis)
-            for server in backends.values():
-                wait_until(lambda server=server: get_path(server.port, "/ready").status == 200, "ready")
-            nginx = start_nginx(tmp / "nginx", [backends["a"].port, backends["b"].port])
-            fleet = NginxFleet(nginx, backends)
-            fleet.redis = redis
-            yield fleet
-        finally:
-            if nginx is not None:
-                stop_nginx(nginx)
-            for server in backends.values():
-                stop_server(server)
-        for server in backends.values():
-            assert "Traceback" not in server.log(), server.log()
+    with running_redis(tmp / "redis") as redis, running_fleet(tmp, redis, backend=start_backend) as fleet:
+        yield NginxFleet(fleet, redis)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +88,26 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFleet]:
         yield running
 
 
-def through(fleet: Fleet, method: str, params: dict[str, Any] | None, session: str) -> Any:
+def assert_ended_everywhere(fleet: NginxFleet, recorder: Recorder, what: str) -> None:
+    """The official client's DELETE (on exit) was answered 200, and every instance refuses its session."""
+    [delete] = [e for e in recorder.exchanges if e.method == "DELETE"]
+    assert delete.status == 200
+    session = recorder.exchanges[-1].session
+    assert session is not None
+    for server in fleet.backends.values():
+        wait_until(
+            lambda server=server: (
+                raw_rpc(server.port, "ping", None, 1, **session_headers(session)).status == 404
+            ),
+            what,
+        )
+
+
+def through(fleet: NginxFleet, method: str, params: dict[str, Any] | None, session: str) -> Any:
     return raw_rpc(fleet.nginx.http_port, method, params, 1, **session_headers(session))
 
 
-def next_request_goes_to(fleet: Fleet, session: str, instance: str) -> None:
+def next_request_goes_to(fleet: NginxFleet, session: str, instance: str) -> None:
     """Send pings through nginx until one lands on the instance *other* than ``instance``:
     round-robin sends the next request to ``instance``."""
     for _ in range(8):
@@ -108,44 +118,7 @@ def next_request_goes_to(fleet: Fleet, session: str, instance: str) -> None:
 
 
 def test_answers_to_sampling_and_elicitation_cross_instances(fleet: NginxFleet) -> None:
-    recorder = Recorder()
-
-    async def sampling(
-        context: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        content = types.TextContent(type="text", text="Paris")
-        return types.CreateMessageResult(role="assistant", content=content, model="m", stop_reason="endTurn")
-
-    async def elicitation(
-        context: ClientRequestContext, params: types.ElicitRequestParams
-    ) -> types.ElicitResult:
-        return types.ElicitResult(action="accept", content={"username": "ann", "email": "ann@example.com"})
-
-    async def body(client: Client) -> list[str]:
-        texts = []
-        for _ in range(2):
-            texts.append(only_text(await client.call_tool("test_sampling", {"prompt": "capital?"})))
-            texts.append(only_text(await client.call_tool("test_elicitation", {"message": "who?"})))
-        return texts
-
-    texts = run_client(
-        fleet.nginx.url, body, recorder, sampling_callback=sampling, elicitation_callback=elicitation
-    )
-    assert (
-        texts
-        == [
-            "LLM response: Paris",
-            "User response: action=accept, content={'username': 'ann', 'email': 'ann@example.com'}",
-        ]
-        * 2
-    )
-    asker, crossed = None, 0
-    for exchange in recorder.exchanges:
-        if exchange.rpc_method == "tools/call":
-            asker = fleet.instance_of(exchange.upstream)
-        elif exchange.method == "POST" and exchange.rpc_method is None and asker is not None:
-            crossed += fleet.instance_of(exchange.upstream) != asker
-    assert crossed > 0, recorder.exchanges
+    answers_cross_instances(fleet.fleet)  # test_nginx's test, on instances that share Redis
 
 
 def test_the_official_client_deletes_its_session_on_every_instance(fleet: NginxFleet) -> None:
@@ -155,17 +128,7 @@ def test_the_official_client_deletes_its_session_on_every_instance(fleet: NginxF
         return only_text(await client.call_tool("echo", {"message": "hi"}))
 
     assert run_client(fleet.nginx.url, body, recorder) == "hi"  # the client DELETEs on exit
-    [delete] = [e for e in recorder.exchanges if e.method == "DELETE"]
-    assert delete.status == 200
-    session = recorder.exchanges[-1].session
-    assert session is not None
-    for server in fleet.backends.values():
-        wait_until(
-            lambda server=server: (
-                raw_rpc(server.port, "ping", None, 1, **session_headers(session)).status == 404
-            ),
-            "404 on every instance",
-        )
+    assert_ended_everywhere(fleet, recorder, "404 on every instance")
 
 
 def test_a_notification_raised_on_one_instance_reaches_the_stream_held_by_the_other(
@@ -291,14 +254,4 @@ def test_redis_killed_and_restarted_while_the_official_client_is_served(tmp_path
         finally:
             thread.join(timeout=30)
         assert done.is_set() and answered >= 25
-        [delete] = [e for e in recorder.exchanges if e.method == "DELETE"]
-        assert delete.status == 200  # after the outage: Redis was back
-        session = recorder.exchanges[-1].session
-        assert session is not None
-        for server in fleet.backends.values():
-            wait_until(
-                lambda server=server: (
-                    raw_rpc(server.port, "ping", None, 1, **session_headers(session)).status == 404
-                ),
-                "the session ended on every instance",
-            )
+        assert_ended_everywhere(fleet, recorder, "the session ended on every instance (Redis is back)")

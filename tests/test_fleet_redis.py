@@ -263,6 +263,20 @@ def test_a_cancellation_reaches_the_instance_that_runs_the_request(fleet: Fleet)
     assert response.status == 202 and response.body == b"", response
 
 
+def answer_sampling(port: int, session: str, request_id: Any, text: str) -> Response:
+    """The client's answer to a sampling/createMessage request, POSTed to ``port``."""
+    result = {
+        "role": "assistant",
+        "content": {"type": "text", "text": text},
+        "model": "m",
+        "stopReason": "endTurn",
+    }
+    body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    with RawClient(port, timeout=TIMEOUT_S) as client:
+        client.send(client_request_bytes("POST", "/mcp", body, {**MCP_HEADERS, **session_headers(session)}))
+        return client.read_response()
+
+
 def test_an_answer_to_a_server_request_reaches_the_instance_whose_handler_waits(fleet: Fleet) -> None:
     session = initialize(fleet.port("a"), {"sampling": {}, "elicitation": {}})
     client, stream = post_stream(
@@ -272,18 +286,7 @@ def test_an_answer_to_a_server_request_reaches_the_instance_whose_handler_waits(
         events = Events(stream)
         [*_, asked] = events.until(is_message("sampling/createMessage"))
         request_id = asked.data["id"]
-        answer = {
-            "role": "assistant",
-            "content": {"type": "text", "text": "from b"},
-            "model": "m",
-            "stopReason": "endTurn",
-        }
-        body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": answer})
-        with RawClient(fleet.port("b"), timeout=TIMEOUT_S) as other:
-            other.send(
-                client_request_bytes("POST", "/mcp", body, {**MCP_HEADERS, **session_headers(session)})
-            )
-            assert other.read_response().status == 202
+        assert answer_sampling(fleet.port("b"), session, request_id, "from b").status == 202
         [*_, done] = events.until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 3)
     assert "from b" in done.data["result"]["content"][0]["text"], done
 
@@ -297,20 +300,8 @@ def test_an_answer_from_another_session_is_refused_on_the_asking_instance(fleet:
     with client:
         events = Events(stream)
         [*_, asked] = events.until(is_message("sampling/createMessage"))
-        forged = {"role": "assistant", "content": {"type": "text", "text": "forged"}, "model": "m"}
-        rpc_body = orjson.dumps({"jsonrpc": "2.0", "id": asked.data["id"], "result": forged})
-        with RawClient(fleet.port("b"), timeout=TIMEOUT_S) as other:
-            other.send(
-                client_request_bytes("POST", "/mcp", rpc_body, {**MCP_HEADERS, **session_headers(intruder)})
-            )
-            assert other.read_response().status == 202
-        real = {"role": "assistant", "content": {"type": "text", "text": "real"}, "model": "m"}
-        rpc_body = orjson.dumps({"jsonrpc": "2.0", "id": asked.data["id"], "result": real})
-        with RawClient(fleet.port("c"), timeout=TIMEOUT_S) as other:
-            other.send(
-                client_request_bytes("POST", "/mcp", rpc_body, {**MCP_HEADERS, **session_headers(session)})
-            )
-            assert other.read_response().status == 202
+        assert answer_sampling(fleet.port("b"), intruder, asked.data["id"], "forged").status == 202
+        assert answer_sampling(fleet.port("c"), session, asked.data["id"], "real").status == 202
         [*_, done] = events.until(lambda event: isinstance(event.data, dict) and event.data.get("id") == 3)
     assert "real" in done.data["result"]["content"][0]["text"], done
 
