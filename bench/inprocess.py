@@ -81,6 +81,10 @@ class CountingTransport:
         return default
 
 
+# ``--header NAME:VALUE``: headers every measured request carries too (a bearer token, say).
+EXTRA_HEADERS: dict[str, str] = {}
+
+
 def request_bytes(workload: str, session_id: str | None = None) -> bytes:
     params: dict[str, Any] = {"name": "echo", "arguments": {"message": "hello"}}
     method = "tools/call"
@@ -107,6 +111,7 @@ def request_bytes(workload: str, session_id: str | None = None) -> bytes:
         }
     if session_id is not None:
         headers["Mcp-Session-Id"] = session_id
+    headers.update(EXTRA_HEADERS)
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     head = "POST /mcp HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
@@ -202,6 +207,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     parser.add_argument("--callgrind", action="store_true", help="print the callgrind command and exit")
+    parser.add_argument(
+        "--flags", default="", help="more server flags, e.g. '--audit-log /tmp/a.log' or '--no-metrics'"
+    )
+    parser.add_argument(
+        "--header", action="append", default=[], help="NAME:VALUE sent with every request (repeatable)"
+    )
     args = parser.parse_args()
     if args.callgrind:
         print(
@@ -209,8 +220,12 @@ def main() -> None:
             f"{sys.executable} {__file__} --workload {args.workload} --requests 20000 --repeat 1"
         )
         return
+    for header in args.header:
+        name, _, value = header.partition(":")
+        EXTRA_HEADERS[name.strip()] = value.strip()
     install_event_loop()
     extra = ("--offload-after", args.offload_after) if args.offload_after else ()
+    extra = (*extra, *args.flags.split())
     best = min(asyncio.run(measure(args.workload, args.requests, extra)) for _ in range(args.repeat))
     print(f"{args.workload}: {best:.2f} µs per request (best of {args.repeat} x {args.requests})")
 

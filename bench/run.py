@@ -126,6 +126,34 @@ def uses_session(workload: Workload, spec: ServerSpec) -> bool:
 
 
 MCP_FAST_ENV = {"PYTHONPATH": str(PEERS_DIR)}
+# The production rows (README "Benchmarks"): the headline with an RS256 bearer token (a key and
+# its JWKS made here), with the audit log, and without the default metrics, each beside it.
+AUTH_AUDIENCE = "mcp-fast-bench"
+AUTH_DIR = RESULTS_DIR / "auth"
+AUDIT_LOG = RESULTS_DIR / "audit.log"
+
+
+def _bearer_token() -> str:
+    """An RS256 access token for the bench server, and the JWKS that verifies it (in AUTH_DIR)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    AUTH_DIR.mkdir(parents=True, exist_ok=True)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    (AUTH_DIR / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "bench"}]}))
+    now = int(time.time())
+    claims = {"sub": "bench", "aud": AUTH_AUDIENCE, "iat": now, "exp": now + 7 * 86400, "scope": "bench"}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+
+
+BENCH_TOKEN = _bearer_token()
+AUTH_FLAGS = (
+    "--stateless",
+    "--auth-jwks", str(AUTH_DIR / "jwks.json"),
+    "--auth-audience", AUTH_AUDIENCE,
+    "--public-url", "http://127.0.0.1/mcp",
+)  # fmt: skip
 STATELESS_WORKLOADS = (
     "tools_call_echo",
     "tools_call_echo_2026",
@@ -151,6 +179,31 @@ SERVERS: dict[str, ServerSpec] = {
             session_workloads=tuple(
                 w for w in (*STATELESS_WORKLOADS, "tools_call_echo_sse") if w != "tools_call_echo_2026"
             ),
+        ),
+        ServerSpec(
+            name="mcp_fast_bearer",
+            family="mcp_fast_bearer",
+            description="the --stateless row with authorization: an RS256 bearer token on every request (--auth-jwks)",
+            command=_mcp_fast(*AUTH_FLAGS),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+            headers={"tools_call_echo": {"Authorization": f"Bearer {BENCH_TOKEN}"}},
+        ),
+        ServerSpec(
+            name="mcp_fast_audit",
+            family="mcp_fast_audit",
+            description="the --stateless row with --audit-log FILE (a JSON line per tools/call)",
+            command=_mcp_fast("--stateless", "--audit-log", str(AUDIT_LOG)),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+        ),
+        ServerSpec(
+            name="mcp_fast_no_metrics",
+            family="mcp_fast_no_metrics",
+            description="the --stateless row with --no-metrics (metrics are on by default)",
+            command=_mcp_fast("--stateless", "--no-metrics"),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
         ),
         ServerSpec(
             name="mcp_fast_async",
@@ -257,11 +310,16 @@ RATIOS: tuple[tuple[str, str], ...] = (
     ("mcp_fast", "fastmcp"),
     ("mcp_fast", "raw_ceiling"),
 )
-# (numerator, denominator) servers: how the tools users write compare with the inline=True path.
+# (numerator, denominator) servers: how the tools users write compare with the inline=True path,
+# and what production features cost.
 SERVER_RATIOS: tuple[tuple[str, str], ...] = (
     ("mcp_fast_redis", "mcp_fast"),  # the issue-13 goal: within 5 %
     ("mcp_fast", "mcp_fast_inline"),
     ("mcp_fast_async", "mcp_fast_inline"),
+    # What production features cost, each against the same flags without it (metrics are on by default).
+    ("mcp_fast_bearer", "mcp_fast_stateless"),
+    ("mcp_fast_audit", "mcp_fast_stateless"),
+    ("mcp_fast_stateless", "mcp_fast_no_metrics"),
 )
 
 

@@ -44,7 +44,10 @@ class Rule:
 RULES: dict[str, Rule] = {
     # h11 accepts a bare LF as a line end; RFC 9112 section 2.2 lets a recipient do so
     # ("MAY"), we do not: a lone LF read differently by two hops is a smuggling vector.
-    "bare_lf": Rule(400, "bare LF line ending in the head"),
+    # In the head, a chunk-size line or the trailer section, refused as soon as it arrives.
+    "bare_lf": Rule(400, "bare LF line ending in the head or the chunked framing"),
+    # RFC 9112 section 2.2: a bare CR MUST be refused or replaced by SP; we refuse it.
+    "bare_cr": Rule(400, "bare CR line ending in the head or the chunked framing"),
     # h11 unfolds obs-fold; RFC 9112 section 5.2 lets a server reject it with 400 instead,
     # and section 2.2 says the same for whitespace before the first field line.
     "obs_fold": Rule(400, "obs-fold / whitespace-preceded line"),
@@ -143,6 +146,9 @@ class Spec:
     trailers: list[bytes] = field(default_factory=list)
     pre: bytes = b""
     eol: dict[int, bytes] = field(default_factory=dict)
+    # Chunked: what ends each framing line instead of CRLF, by index: the size lines, then
+    # the trailer lines, then the empty line that ends the trailer section.
+    body_eol: dict[int, bytes] = field(default_factory=dict)
     folds: dict[int, bytes] = field(default_factory=dict)
     faults: set[str] = field(default_factory=set)
     truncate: int = 0
@@ -165,13 +171,17 @@ class Spec:
         if self.framing != "chunked":
             return self.cl_body_wire
         sizes = self.chunk_lines_h11 if for_h11 else self.chunks
+        eol = self.body_eol
         out = bytearray()
-        for size_line, data, end in zip(sizes[:-1], self.chunk_data, self.chunk_ends, strict=True):
-            out += size_line + CRLF + data + end
-        out += sizes[-1] + CRLF
-        for trailer in self.trailers:
-            out += trailer + CRLF
-        out += CRLF
+        for k, (size_line, data, end) in enumerate(
+            zip(sizes[:-1], self.chunk_data, self.chunk_ends, strict=True)
+        ):
+            out += size_line + eol.get(k, CRLF) + data + end
+        last = len(sizes) - 1
+        out += sizes[-1] + eol.get(last, CRLF)
+        for k, trailer in enumerate(self.trailers, last + 1):
+            out += trailer + eol.get(k, CRLF)
+        out += eol.get(last + 1 + len(self.trailers), CRLF)
         return bytes(out)
 
     def message(self, for_h11: bool) -> bytes:
@@ -380,6 +390,7 @@ def set_framing(draw: st.DrawFn, spec: Spec, framing: str) -> None:
     spec.framing = framing
     spec.body = spec.cl_body_wire = b""
     spec.chunks, spec.chunk_lines_h11, spec.chunk_data, spec.chunk_ends, spec.trailers = [], [], [], [], []
+    spec.body_eol = {}
     if framing == "cl":
         spec.body = draw(st.binary(max_size=64))
         cl = b"0" * draw(st.sampled_from([0, 0, 0, 1, 2])) + b"%d" % len(spec.body)
@@ -425,6 +436,7 @@ MUTATIONS = [
     "ctl_in_value",
     "space_before_colon",
     "bare_lf",
+    "bare_cr",
     "obs_fold",
     "truncate",
     "leading_empty_lines",
@@ -437,7 +449,7 @@ NEEDS_CHUNKED = {"te_variant", "chunk_size_ws", "bad_chunk_ext", "chunk_no_crlf"
 # so the framing and smuggling mutations come first here; the list above is the order
 # they are applied in.
 DRAW_ORDER = [
-    "te_variant", "cl_and_te", "bare_lf", "obs_fold", "cl_conflict", "ctl_in_value", "chunk_size_ws",
+    "te_variant", "cl_and_te", "bare_lf", "bare_cr", "obs_fold", "cl_conflict", "ctl_in_value", "chunk_size_ws",
     "bad_chunk_ext", "chunk_no_crlf", "space_before_colon", "dup_cl_same", "bad_cl", "http10", "truncate",
     "dup_host", "bad_host", "missing_host", "bad_target", "bad_version", "ctl_in_target", "bad_trailer",
     "too_many_fields", "leading_empty_lines",
@@ -455,8 +467,21 @@ def mutate(draw: st.DrawFn, spec: Spec, mutation: str) -> None:
     fields = spec.fields
     n_lines = 1 + len(fields)
     if mutation == "bare_lf":
-        spec.eol[draw(st.integers(0, n_lines))] = b"\n"
+        if spec.framing == "chunked" and draw(st.booleans()):
+            # Any line of the chunked framing: a size line, a trailer, the last empty line.
+            spec.body_eol[draw(st.integers(0, len(spec.chunks) + len(spec.trailers)))] = b"\n"
+        else:
+            spec.eol[draw(st.integers(0, n_lines))] = b"\n"
         spec.faults.add("bare_lf")
+    elif mutation == "bare_cr":
+        # Only where the next byte cannot be an LF (which would make a CRLF of it): a head
+        # line followed by another line, the last size line or a trailer line.
+        if spec.framing == "chunked" and draw(st.booleans()):
+            last = len(spec.chunks) - 1
+            spec.body_eol[draw(st.integers(last, last + len(spec.trailers)))] = b"\r"
+        else:
+            spec.eol[draw(st.integers(0, n_lines - 1))] = b"\r"
+        spec.faults.add("bare_cr")
     elif mutation == "obs_fold":
         spec.folds[draw(st.integers(0, n_lines - 1))] = draw(st.sampled_from([b" ", b"\t", b"  "])) + draw(
             st.sampled_from([b"folded", b"x y", b"a"])

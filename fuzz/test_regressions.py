@@ -43,10 +43,13 @@ def test_bug_h1_bare_lf_error_status_depends_on_split() -> None:
     """test_h1_fuzz::test_split_invariance. A head with a bare LF and more than
     max_header_count fields: sent at once it gets 431 (the count is checked before the
     field lines), sent in two pieces 400 (the bare LF is seen while the head is
-    incomplete). Same bytes, different answer. Fixed in 2978955."""
+    incomplete). Same bytes, different answer. Fixed in 2978955 by refusing a bare LF only
+    once the head is complete (so a head with no CRLF at all waited for the header timeout);
+    now a bare CR/LF is refused as soon as it arrives and, complete or not, it decides
+    whenever it shows before any other refusal would (h1 ``_head_error``): 400 both ways."""
     data = b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n" + b"X: 1\r\n" * 100 + b"\r\n"
     cut = data.index(b"\n", 20) + 1
-    assert first_error([data])[0] == first_error([data[:cut], data[cut:]])[0]
+    assert first_error([data])[0] == first_error([data[:cut], data[cut:]])[0] == 400
 
 
 def test_bug_batch_answered_as_json_to_sse_only_client(harness: Harness) -> None:

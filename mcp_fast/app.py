@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mcp_fast import __version__
+from mcp_fast.call import Gate, Middleware
 from mcp_fast.checks import StartupError, check_startup
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
@@ -29,12 +30,15 @@ from mcp_fast.loading import AppLoadError as AppLoadError
 from mcp_fast.loading import load_app as load_app
 from mcp_fast.net.connection import Timeouts
 from mcp_fast.net.server import HttpServer, NetSettings, serve_forever, stop_on_signals
+from mcp_fast.ops.metrics import MetricsShare
 from mcp_fast.ops.probes import Probes
 from mcp_fast.pipeline import Pipeline, PipelineSettings
+from mcp_fast.production import Production, build_production, count_metrics, front_of, start_tracing
 from mcp_fast.protocol.versions import SUPPORTED_VERSIONS
+from mcp_fast.routes import Route, check_route
 from mcp_fast.server import MCPServer
 from mcp_fast.transport.http_sse import HttpSseSettings, HttpSseTransport
-from mcp_fast.transport.origin import HostPolicy
+from mcp_fast.transport.origin import LOOPBACK_NAMES, HostPolicy
 from mcp_fast.transport.router import App, HttpRouter, RouteEndpoint
 from mcp_fast.transport.sessions import JwtSessions, JwtSettings, MemorySessions, SessionStore
 from mcp_fast.transport.stdio import StdioSettings, claim_standard_streams, serve_stdio
@@ -102,13 +106,16 @@ def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | 
     return sessions
 
 
-def build_http_sse(pipeline: Pipeline, host_policy: HostPolicy, config: Config) -> HttpSseTransport:
+def build_http_sse(
+    pipeline: Pipeline, host_policy: HostPolicy, config: Config, gate: Gate | None = None
+) -> HttpSseTransport:
     """The old HTTP+SSE transport on two more paths, on the same pipeline as the endpoint."""
     settings = HttpSseSettings(
         sse_path=config.legacy_sse_path.encode(),
         messages_path=config.legacy_messages_path.encode(),
         host_policy=host_policy,
         keepalive_interval=config.sse_keepalive,
+        gate=gate,
     )
     if config.path.encode() in (settings.sse_path, settings.messages_path):
         raise ValueError("the old HTTP+SSE transport's paths must differ from --path")
@@ -122,10 +129,14 @@ def build_cache(config: Config) -> ResultCache | None:
     return ResultCache(config.cache_size, config.cache_max_bytes)
 
 
-def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None) -> Pipeline:
+def build_pipeline(
+    server: MCPServer, config: Config, fleet: Path | None = None, production: Production | None = None
+) -> Pipeline:
     """The request path every transport of this process shares (its fleet is started by
     ``Pipeline.start`` once the loop runs)."""
     server.registry.offload_after = config.offload_after
+    production = production or Production()
+    idempotency: Middleware | None = production.idempotency
     return Pipeline(
         server,
         PipelineSettings(
@@ -136,6 +147,9 @@ def build_pipeline(server: MCPServer, config: Config, fleet: Path | None = None)
             fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
             fleet=build_fleet(config),
+            checks=production.checks,
+            idempotency=idempotency,
+            observer=production.observer,
         ),
     )
 
@@ -147,22 +161,39 @@ def build_endpoint(
     host_policy: HostPolicy,
     fleet: Path | None,
     probes: Probes | None = None,
+    production: Production | None = None,
 ) -> StreamableHTTP:
     """Paths to what serves them: the MCP endpoint (the application the network adapter calls),
     and through its router the old HTTP+SSE transport, the built-in routes and the app's routes."""
+    production = production or Production()
     others: dict[bytes, App] = {}
+    http_sse: HttpSseTransport | None = None
     if config.legacy_sse:
-        http_sse = build_http_sse(pipeline, host_policy, config)
+        http_sse = build_http_sse(pipeline, host_policy, config, production.gate)
         others[http_sse.settings.sse_path] = http_sse
         others[http_sse.settings.messages_path] = http_sse
     probes = probes or Probes()
+    for name, check in server.readiness_checks.items():
+        probes.add_check(name, check)
+    if production.gate is not None and production.gate.keys is not None:
+        keys = production.gate.keys
+        probes.add_check("auth-jwks", lambda: keys.ready)
     shared = pipeline.fleet
     if shared.shared:
         probes.add_check("redis", lambda: shared.available)
-    for flag, route in (
+    builtin: list[tuple[str, Route | None]] = [
         ("--health-path", probes.health_route(config.health_path)),
         ("--ready-path", probes.ready_route(config.ready_path)),
-    ):
+    ]
+    if production.metrics is not None and config.metrics_path:
+        path = config.metrics_path
+        handler = production.metrics.handle
+        builtin.append(("--metrics-path", Route(path, check_route(path, ["GET"]), handler, False, True)))
+    if production.metadata is not None:
+        metadata = production.metadata
+        for path in metadata.paths():
+            builtin.append(("--public-url", Route(path, check_route(path, ["GET"]), metadata.handle, False)))
+    for flag, route in builtin:
         if route is None:
             continue  # turned off with an empty path
         key = route.path.encode()
@@ -179,7 +210,7 @@ def build_endpoint(
     sessions = build_sessions(config, fleet)
     if isinstance(sessions, JwtSessions) and shared.shared:
         shared.subscribe(ENDED, sessions.ended_elsewhere)
-    return StreamableHTTP(
+    endpoint = StreamableHTTP(
         pipeline,
         StreamableSettings(
             path=config.path.encode(),
@@ -188,20 +219,33 @@ def build_endpoint(
             sessions=sessions,
             keepalive_interval=config.sse_keepalive,
             event_store=shared.event_store,
+            gate=production.gate,
         ),
     )
+    production.http_sse = http_sse
+    return endpoint
 
 
 def build_http_server(
-    server: MCPServer, config: Config, pipeline: Pipeline | None = None, probes: Probes | None = None
+    server: MCPServer,
+    config: Config,
+    pipeline: Pipeline | None = None,
+    probes: Probes | None = None,
+    production: Production | None = None,
 ) -> HttpServer:
     """The HTTP server of one process; ``pipeline`` may be given (its fleet directory then is
-    the one it was built with)."""
+    the one it was built with, and ``production`` what it was built with)."""
     fleet = fleet_dir(config)
+    if production is None:
+        production = build_production(server, config)
     if pipeline is None:
-        pipeline = build_pipeline(server, config, fleet)
-    host_policy = HostPolicy.build(config.host, config.allowed_hosts, config.allowed_origins)
-    endpoint = build_endpoint(server, config, pipeline, host_policy, fleet, probes)
+        pipeline = build_pipeline(server, config, fleet, production)
+    origins = list(config.allowed_origins)
+    if config.cors_origins:
+        # The DNS-rebinding Origin check lets the CORS origins in too (the default stays).
+        origins = [*(origins or LOOPBACK_NAMES), *config.cors_origins]
+    host_policy = HostPolicy.build(config.host, config.allowed_hosts, origins)
+    endpoint = build_endpoint(server, config, pipeline, host_policy, fleet, probes, production)
     settings = NetSettings(
         host=config.host,
         port=config.port,
@@ -224,7 +268,10 @@ def build_http_server(
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
     )
-    return HttpServer(endpoint, settings)
+    http = HttpServer(front_of(endpoint, config, production), settings)
+    if production.metrics is not None:
+        count_metrics(production.metrics, http, endpoint, pipeline, production)
+    return http
 
 
 def install_event_loop() -> None:
@@ -304,13 +351,15 @@ async def lifespan_of(server: MCPServer) -> AsyncIterator[None]:
             logger.exception("the lifespan of %r failed while shutting down", server.name)
 
 
-def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
-    """One process, one event loop (a worker, or the whole server)."""
+def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_dir: Path | None = None) -> int:
+    """One process, one event loop (a worker, or the whole server). ``metrics_dir``: where the
+    workers of ``--workers`` share their metrics."""
     install_event_loop()
     probes = Probes()
     try:
-        pipeline = build_pipeline(server, config, fleet_dir(config))
-        http = build_http_server(server, config, pipeline, probes)
+        production = build_production(server, config)
+        pipeline = build_pipeline(server, config, fleet_dir(config), production)
+        http = build_http_server(server, config, pipeline, probes, production)
     except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths
         logger.error("cannot start: %s", exc)
         return 2
@@ -325,7 +374,16 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         await pipeline.start()  # the fleet: an unreachable Redis is logged, /ready says so
         try:
             async with lifespan_of(server):
-                await serve_forever(http, ready, stop)
+                start_tracing(pipeline, production, config)
+                share = None
+                if metrics_dir is not None and production.metrics is not None:
+                    share = production.metrics.share = MetricsShare(metrics_dir, production.metrics)
+                    share.start()
+                try:
+                    await serve_forever(http, ready, stop)
+                finally:
+                    if share is not None:
+                        share.stop()
         finally:
             await pipeline.stop()
 
@@ -338,6 +396,7 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool) -> int:
         return 1
     finally:
         pipeline.close()  # nothing waits any more for what lands in its mailbox
+        production.close()  # the logs' last lines
     return 0
 
 
@@ -388,18 +447,26 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
         logger.warning("--workers is ignored with --transport stdio (one client per process)")
     install_event_loop()
     settings = StdioSettings(max_message_size=config.max_body_size, shutdown_timeout=config.shutdown_timeout)
-    pipeline = build_pipeline(server, config)
+    try:
+        production = build_production(server, config, http=False)
+    except (OSError, ValueError) as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
+    pipeline = build_pipeline(server, config, None, production)
     logger.info("mcp_fast serving %r over stdio", server.name)
 
     async def main() -> str:
         use_handler_threads(config)
         async with lifespan_of(server):
+            start_tracing(pipeline, production, config)
             return await serve_stdio(pipeline, settings, input_fd, output_fd)
 
     try:
         reason = asyncio.run(main())
     except LifespanFailed:
         return 1
+    finally:
+        production.close()
     logger.info("mcp_fast stopped: %s", reason)
     return 0
 
@@ -430,6 +497,8 @@ def run_workers(server: MCPServer, config: Config) -> int:
         )
     stopping = False
     children: set[int] = set()
+    # One scrape shows the whole server: the workers publish their metrics here (MetricsShare).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="mcp_fast-metrics-")) if config.metrics else None
 
     def spawn() -> None:
         pid = os.fork()
@@ -438,7 +507,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 70  # EX_SOFTWARE: serve_one raised
             try:
-                code = serve_one(server, config, reuse_port=True)
+                code = serve_one(server, config, reuse_port=True, metrics_dir=metrics_dir)
             except BaseException:
                 logger.exception("worker %d failed", os.getpid())
             finally:
@@ -482,4 +551,6 @@ def run_workers(server: MCPServer, config: Config) -> int:
     finally:
         if private_fleet_dir:
             shutil.rmtree(config.fleet_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return status

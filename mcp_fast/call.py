@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, McpError, RequestId
+from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, HttpError, McpError, RequestId
 from mcp_fast.protocol.versions import VersionPolicy
 
 TransportName = Literal["streamable-http", "sse", "stdio", "memory"]
@@ -56,10 +56,13 @@ class HeaderMap(Mapping[str, str]):
         return self._raw.get(name.lower().encode("latin-1"))
 
     def __repr__(self) -> str:
-        return f"HeaderMap({dict(self.items())!r})"
+        # Credentials never reach a log line through a repr (basic/authorization.mdx, token theft).
+        shown = {name: "<redacted>" if name in _SECRET_HEADERS else value for name, value in self.items()}
+        return f"HeaderMap({shown!r})"
 
 
 NO_HEADERS: Final = HeaderMap({})
+_SECRET_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,11 @@ class Principal:
     subject: str
     scopes: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ``MCPServer(token_verifier=...)``: an opaque bearer token -> who it belongs to, or None when
+# it is not valid (basic/authorization.mdx: the server validates every token it receives).
+TokenVerifier = Callable[[str], Awaitable[Principal | None]]
 
 
 class SessionState:
@@ -151,13 +159,11 @@ class Call:
 
     __slots__ = (
         "_headers",
-        "_raw_headers",
         "cancelled",
         "client",
         "client_capabilities",
         "client_info",
         "error_code",
-        "error_status",
         "id",
         "log_level",
         "method",
@@ -165,12 +171,15 @@ class Call:
         "params",
         "policy",
         "principal",
+        "raw_headers",
+        "refusal",
         "running",
         "session",
+        "started",
+        "tool_error",
+        "trace",
         "transport",
     )
-
-    error_status: int  # set only with an error that fixes its HTTP status: see __init__
 
     # Positional parameters: a Call is made for every request, and keywords cost more.
     def __init__(
@@ -194,7 +203,8 @@ class Call:
         # The protocol version in force: the session's, or the request's own (2026-07-28).
         self.policy = policy
         self.session = session
-        self._raw_headers = raw_headers
+        # The HTTP request's header table as parsed (lower-case byte names); None for stdio.
+        self.raw_headers = raw_headers
         self._headers: HeaderMap | None = None
         self.client = client
         # What the client declared (the session's initialize, or the request's _meta).
@@ -203,15 +213,20 @@ class Call:
         self.log_level = log_level  # 2026-07-28: the request's own _meta logLevel (a rank)
         self.principal: Principal | None = None
         self.cancelled = False
-        # Set by the pipeline: the JSON-RPC error code the request was answered with.
+        # Set by the pipeline: the JSON-RPC error code the request was answered with, and
+        # the error itself when it carries an HTTP status (401/403/429: HttpCall honours it).
         self.error_code: int | None = None
-        # ``error_status`` (a slot, set only with such an error: every request would pay for
-        # setting it here; read it with ``http_status_of_error``): the HTTP status the error answer
-        # carries where the transport has one, 503 when a store the fleet shares is unavailable.
+        self.refusal: HttpError | None = None
+        # Set by the pipeline: the tools/call result said isError (metrics, audit).
+        self.tool_error = False
         # What runs the handler (its Task, or a thread's future): cancel() stops it.
         self.running: asyncio.Future[Any] | None = None
         # Where the handler's notifications go; opened on demand (open_outbound).
         self.outbound: Outbound | None = None
+        # ``started`` (perf_counter when the pipeline took the request) and ``trace`` (a
+        # tracing span) are set only while a RequestObserver watches: unset otherwise.
+        self.started: float
+        self.trace: Any
 
     @property
     def protocol_version(self) -> str:
@@ -236,9 +251,15 @@ class Call:
         """The HTTP request's headers, case-insensitive (empty for stdio)."""
         headers = self._headers
         if headers is None:
-            raw = self._raw_headers
+            raw = self.raw_headers
             headers = self._headers = NO_HEADERS if raw is None else HeaderMap(raw)
         return headers
+
+    def raw_header(self, name: bytes) -> bytes | None:
+        """One header's raw value by its lower-case name (bytes), or None: the cheap lookup
+        built-in checks use on every request (``headers`` is for everyone else)."""
+        raw = self.raw_headers
+        return None if raw is None else raw.get(name)
 
     @property
     def meta(self) -> dict[str, Any] | None:
@@ -246,11 +267,6 @@ class Call:
         params = self.params
         meta = params.get("_meta") if params is not None else None
         return meta if type(meta) is dict else None
-
-    def http_status_of_error(self) -> int | None:
-        """The HTTP status an error answer must carry whatever the version's rule (None: none)."""
-        status: int | None = getattr(self, "error_status", None)
-        return status
 
     def cancel(self) -> None:
         """Stop the request: its handler is cancelled (a thread's result is dropped) and no
@@ -284,7 +300,7 @@ class Call:
             self.params,
             self.policy,
             self.session,
-            self._raw_headers,
+            self.raw_headers,
             self.client,
             self.client_capabilities,
             self.client_info,
@@ -296,3 +312,39 @@ class Call:
 
     def __repr__(self) -> str:
         return f"<Call {self.method} id={self.id!r} via {self.transport} {self.policy.version}>"
+
+
+class RequestObserver(Protocol):
+    """Watches every request the pipeline answers (metrics, audit, tracing): synchronous calls,
+    no coroutine, so watching costs a request a function call or two.
+
+    The pipeline sets ``call.started`` (``time.perf_counter()``) when it takes the request;
+    ``begin`` runs then (before middleware) unless ``needs_begin`` is False; ``end`` once it is
+    answered (``answered`` False: cancelled, no answer sent). By then ``call.error_code`` (a
+    JSON-RPC error), ``call.refusal`` (one with an HTTP status) and ``call.tool_error`` (an
+    ``isError`` tool result) say how it went. Neither may raise.
+    """
+
+    needs_begin: bool
+
+    def begin(self, call: Call) -> None: ...
+
+    def end(self, call: Call, answered: bool) -> None: ...
+
+
+# Checks a request before anything runs (rate limits, scopes): raise McpError (HttpError for a
+# status) to refuse it; synchronous, so a check costs no coroutine.
+RequestCheck = Callable[[Call], None]
+
+
+class Gate(Protocol):
+    """Who is calling, decided from an HTTP request's ``Authorization`` header before any MCP
+    message of it is read (the authorization of a protected MCP server, basic/authorization.mdx).
+
+    ``admit`` returns the Principal (at once when the token is known), or an awaitable of it
+    (a token seen for the first time may need a key fetched or a verifier asked); it raises
+    ``HttpError`` (401) for a missing or invalid token. Transports with HTTP ask it for every
+    MCP request; stdio has no gate.
+    """
+
+    def admit(self, authorization: bytes | None) -> Principal | Awaitable[Principal]: ...

@@ -222,8 +222,38 @@ GROUPS: tuple[Group, ...] = (
     Group("sessions", "sessions", "how MCP sessions are issued and checked"),
     Group("transports", "transports", "the old HTTP+SSE transport, HTTP/2, SSE streams"),
     Group("fleet", "fleet", "what the instances of a fleet share"),
-    Group("security", "security", "who may connect (DNS rebinding and browser protection)"),
-    Group("observability", "observability", "logs"),
+    Group(
+        "security",
+        "security",
+        "who may connect and how often: DNS rebinding and browser protection, authorization, rate "
+        "limits, idempotency keys, CORS, proxies",
+    ),
+    Group("observability", "observability", "logs, probes, metrics and tracing"),
+)
+
+
+def read_rate(text: str) -> str:
+    """A rate such as 100/60s, or '' (none); checked here, the server parses it again."""
+    from mcp_fast.registry import parse_rate
+
+    if text.strip():
+        parse_rate(text)
+    return text.strip()
+
+
+RATE = Kind("a rate COUNT/WINDOW, e.g. 100/60s, 10/m, 1000/h, or '' for none", read_rate, metavar="RATE")
+
+
+def read_seconds_or_zero(text: str) -> float:
+    """A duration as read_seconds takes it, or 0 (the feature is off)."""
+    return 0.0 if text.strip() in ("0", "0s", "0.0") else read_seconds(text)
+
+
+SECONDS_OR_OFF = Kind(
+    "a duration, e.g. 600, 10m, 1h, or 0 to turn it off",
+    read_seconds_or_zero,
+    lambda value: "0 (off)" if value == 0 else show_seconds(value),
+    "SECONDS",
 )
 
 
@@ -238,6 +268,8 @@ class Option:
     default_text: str | None = None
     # The environment variable, where it is not MCP_FAST_ + the name (--redis: MCP_FAST_REDIS_URL).
     env_name: str | None = None
+    # May be given several times (the env var: comma-separated); the value is a list.
+    repeat: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, Kind) and self.type not in _KIND_OF_READER:
@@ -361,7 +393,7 @@ OPTIONS: tuple[Option, ...] = (
         "write_timeout",
         SECONDS,
         30.0,
-        "time a stream may wait for a client that stopped reading",
+        "time an answer or stream may wait for a client that stopped reading",
         group="http",
     ),
     Option(
@@ -560,6 +592,130 @@ OPTIONS: tuple[Option, ...] = (
         "'' turns it off",
         group="observability",
     ),
+    # security: authorization, rate limits, idempotency, CORS, proxies
+    Option(
+        "public_url",
+        text("URL"),
+        "",
+        "the URL clients use for the MCP endpoint, e.g. https://mcp.example.com/mcp: the canonical "
+        "resource URL of authorization (token audience, RFC 9728 metadata); required with it",
+        group="security",
+        default_text="none",
+    ),
+    Option(
+        "auth_jwks",
+        text("JWKS"),
+        "",
+        "a JWKS file or URL whose keys verify bearer JWTs; turns authorization on (a URL is "
+        "fetched again on an unknown kid, at most once a minute)",
+        group="security",
+        default_text="none",
+    ),
+    Option(
+        "auth_issuer",
+        text("URL"),
+        "",
+        "the iss a token must carry (the authorization server's issuer)",
+        group="security",
+        default_text="none (not checked)",
+    ),
+    Option(
+        "auth_audience",
+        text("URL"),
+        "",
+        "the aud a token must carry (RFC 8707)",
+        group="security",
+        default_text="--public-url",
+    ),
+    Option(
+        "auth_algorithms",
+        names("ALGORITHMS"),
+        ["RS256", "ES256"],
+        "comma-separated JWT signing algorithms accepted (asymmetric only)",
+        group="security",
+    ),
+    Option(
+        "auth_server",
+        text("URL"),
+        [],
+        "an authorization server's issuer URL, listed in the RFC 9728 metadata (repeatable; the "
+        "variable: comma-separated)",
+        group="security",
+        default_text="none",
+        repeat=True,
+    ),
+    Option(
+        "rate_limit",
+        RATE,
+        "",
+        "requests per caller (principal, else session, else address), e.g. 100/60s; 429 above",
+        group="security",
+        default_text="none",
+    ),
+    Option(
+        "idempotency_ttl",
+        SECONDS_OR_OFF,
+        600.0,
+        "how long a tools/call result is kept for retries with the same Idempotency-Key; 0 turns "
+        "keys off",
+        group="security",
+    ),
+    Option(
+        "cors_origins",
+        names("ORIGINS"),
+        [],
+        "comma-separated origins browser clients may call from (CORS), or '*'",
+        group="security",
+        default_text="none",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        names("ADDRESSES"),
+        [],
+        "proxies (IPs, CIDR networks, '*') whose X-Forwarded-For / X-Real-IP name the client",
+        group="security",
+        default_text="none",
+    ),
+    # observability: metrics, tracing, access and audit logs
+    Option("metrics", BOOLEAN, True, "Prometheus metrics at --metrics-path", group="observability"),
+    Option(
+        "metrics_path",
+        OPTIONAL_URL_PATH,
+        "/metrics",
+        "path of the Prometheus metrics; '' turns the route off",
+        group="observability",
+    ),
+    Option(
+        "tracing",
+        BOOLEAN,
+        True,
+        "an OpenTelemetry server span per request, when opentelemetry-api is installed and a "
+        "tracer provider is configured",
+        group="observability",
+    ),
+    Option(
+        "access_log",
+        text("PATH"),
+        "",
+        "file, or - for stdout: a JSON line per HTTP request",
+        group="observability",
+        default_text="none",
+    ),
+    Option(
+        "audit_log",
+        text("PATH"),
+        "",
+        "file, or - for stdout: a JSON line per tools/call",
+        group="observability",
+        default_text="none",
+    ),
+    Option(
+        "audit_arguments",
+        BOOLEAN,
+        False,
+        "also write the raw tool arguments into the audit log",
+        group="observability",
+    ),
 )
 
 
@@ -613,6 +769,23 @@ class Config:
     log_level: str
     health_path: str
     ready_path: str
+    public_url: str
+    auth_jwks: str
+    auth_issuer: str
+    auth_audience: str
+    auth_algorithms: list[str]
+    auth_server: list[str]
+    rate_limit: str
+    idempotency_ttl: float
+    cors_origins: list[str]
+    forwarded_allow_ips: list[str]
+    # -- observability
+    metrics: bool
+    metrics_path: str
+    tracing: bool
+    access_log: str
+    audit_log: str
+    audit_arguments: bool
 
     @property
     def effective_session_mode(self) -> str:
@@ -728,7 +901,17 @@ def build_parser() -> argparse.ArgumentParser:
     sections = {group.key: parser.add_argument_group(group.title, group.description) for group in GROUPS}
     for option in OPTIONS:
         section = sections[option.group]
-        if option.is_switch:
+        if option.repeat:
+            # Each --flag adds one value; given at all, the flags replace the variable's list.
+            section.add_argument(
+                option.flag,
+                dest=option.name,
+                action="append",
+                default=None,
+                metavar=option.kind.metavar,
+                help=_help(option),
+            )
+        elif option.is_switch:
             section.add_argument(
                 option.flag,
                 dest=option.name,
@@ -753,6 +936,8 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Conf
         given = namespace[option.name]
         if isinstance(given, bool):  # --flag / --no-flag
             values[option.name] = given
+        elif option.repeat:
+            values[option.name] = _repeated(option, given, environ)
         elif given is not None:
             values[option.name] = read_option(option, given, cli_source(option, given))
         elif option.env in environ:
@@ -763,6 +948,17 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Conf
     config = Config(**values)
     check_config(config)
     return config
+
+
+def _repeated(option: Option, given: list[str] | None, environ: Mapping[str, str]) -> list[Any]:
+    """A repeatable option's values: each flag's, else the variable's comma-separated items,
+    else the default."""
+    if given is not None:
+        return [read_option(option, raw, cli_source(option, raw)) for raw in given]
+    if option.env in environ:
+        raw = environ[option.env]
+        return [read_option(option, item, env_source(option, raw)) for item in read_csv(raw)]
+    return list(option.default)
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

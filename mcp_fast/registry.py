@@ -11,8 +11,9 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
+from mcp_fast.call import Principal
 from mcp_fast.protocol.versions import VersionPolicy
 from mcp_fast.schema import OutputSpec, Signature
 
@@ -37,6 +38,10 @@ class ToolOptions(TypedDict, total=False):
     long: the in-process result cache answers repeated calls (``--cache-size``);
     ``cache_scope="public"`` shares a result between callers, the default ``"private"`` keeps
     one per session or Authorization header (and caches nothing for anonymous callers).
+    ``scopes=["files:write"]``: a caller whose token lacks one of them gets HTTP 403
+    (insufficient_scope) and does not see the tool in tools/list. ``rate_limit="10/60s"``: at
+    most that many calls per caller (principal, else session, else client address) in that
+    window; more get HTTP 429.
     """
 
     title: str | None
@@ -52,6 +57,41 @@ class ToolOptions(TypedDict, total=False):
     task_start: Literal["call", "detach"]
     cache_ttl: float | None
     cache_scope: CacheScope
+    scopes: list[str] | tuple[str, ...] | frozenset[str] | None
+    rate_limit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` requests per ``seconds``, as ``"100/60s"`` says (``--rate-limit``, ``rate_limit=``)."""
+
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|m|min|h)?\s*$")
+_RATE_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> Rate:
+    """``"100/60s"``, ``"10/m"``, ``"5/1.5s"``: a count over a window; ValueError naming the
+    expected form otherwise."""
+    match = _RATE.match(text)
+    if match is None:
+        raise ValueError(f"rate {text!r}: expected COUNT/WINDOW such as 100/60s, 10/m or 1000/h")
+    count = int(match.group(1))
+    seconds = float(match.group(2) or 1) * _RATE_UNITS[match.group(3)]
+    if count < 1 or seconds <= 0:
+        raise ValueError(f"rate {text!r}: the count and the window must be positive")
+    return Rate(count, seconds)
+
+
+# Transports without HTTP: no bearer token, so a tool's scopes do not apply there.
+LOCAL_TRANSPORTS: Final = frozenset({"stdio", "memory"})
 
 
 class RunMode(enum.Enum):
@@ -131,11 +171,27 @@ class Tool:
     # The result depends only on the arguments for this many seconds: the result cache keeps it.
     cache_ttl: float | None = None
     cache_scope: CacheScope = "private"  # "public": the same for every caller
+    # A caller needs every one of these OAuth scopes (ops/auth.py: 403 without, hidden in lists).
+    scopes: frozenset[str] = frozenset()
+    # At most this many calls per caller per window (ops/ratelimit.py: 429 above).
+    rate_limit: Rate | None = None
     # Takes no Context, never a task: such a call needs no Context at all.
     plain: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.plain = self.signature.context_param is None and self.task_support is None
+
+    def allows(self, principal: Principal | None, transport: str) -> bool:
+        """May this caller call the tool? Without declared scopes: anyone. With scopes: a
+        principal holding all of them; a caller without a principal only over a transport with
+        no HTTP (stdio, the in-process test client: basic/authorization.mdx, stdio takes its
+        credentials from the environment). An HTTP caller without a token is never let in."""
+        scopes = self.scopes
+        if not scopes:
+            return True
+        if principal is None:
+            return transport in LOCAL_TRANSPORTS
+        return scopes <= principal.scopes
 
     def definition(self, policy: VersionPolicy) -> dict[str, Any]:
         """The tools/list entry, shaped for the version in force."""

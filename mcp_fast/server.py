@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, TypeVar, Unpack
 
-from mcp_fast.call import Middleware
+from mcp_fast.call import Middleware, TokenVerifier
 from mcp_fast.context import Context
 from mcp_fast.protocol.envelope import header_params
 from mcp_fast.registry import (
     CacheScope,
     Prompt,
+    Rate,
     Registry,
     Resource,
     TaskSupport,
     Tool,
     ToolOptions,
     compile_template,
+    parse_rate,
     placement,
 )
 from mcp_fast.routes import Route, RouteHandler, check_route
@@ -35,6 +37,8 @@ M = TypeVar("M", bound=Middleware)
 # @server.lifespan: called with the server, returns an async context manager (for example
 # a function decorated with contextlib.asynccontextmanager); what it yields is ctx.lifespan.
 LifespanFunction = Callable[["MCPServer"], AbstractAsyncContextManager[Any]]
+# @server.readiness_check("db"): True (or an awaitable of it) while the dependency is usable.
+ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 
 __all__ = ["MCPServer"]
 
@@ -52,6 +56,7 @@ class MCPServer:
         instructions: str | None = None,
         icons: list[dict[str, Any]] | None = None,
         website_url: str | None = None,
+        token_verifier: TokenVerifier | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -59,6 +64,11 @@ class MCPServer:
         self.instructions = instructions
         self.icons = icons
         self.website_url = website_url
+        # Verifies opaque bearer tokens (``async def verify(token) -> Principal | None``): with
+        # it, every HTTP request needs a valid token (ops/auth.py; JWTs: --auth-jwks).
+        self.token_verifier = token_verifier
+        # What /ready checks besides draining (``@server.readiness_check(name)``).
+        self.readiness_checks: dict[str, ReadinessCheck] = {}
         self.registry = Registry()
         # Run around every request, first added outermost (pipeline/middleware.py).
         self.middleware_stack: list[Middleware] = []
@@ -100,8 +110,14 @@ class MCPServer:
         task_start: Literal["call", "detach"] = "call",
         cache_ttl: float | None = None,
         cache_scope: CacheScope = "private",
+        scopes: list[str] | tuple[str, ...] | frozenset[str] | None = None,
+        rate_limit: str | None = None,
     ) -> Tool:
         """Register ``func`` as a tool (``ToolOptions`` says what each option does)."""
+        required = frozenset(scopes or ())
+        if any(not isinstance(scope, str) or not scope or " " in scope for scope in required):
+            raise ValueError("scopes must be non-empty strings without spaces (RFC 6749 section 3.3)")
+        rate: Rate | None = parse_rate(rate_limit) if rate_limit is not None else None
         if cache_ttl is not None and not cache_ttl > 0:
             raise ValueError("cache_ttl must be a positive number of seconds")
         if cache_ttl is not None and task_support is not None:
@@ -128,6 +144,8 @@ class MCPServer:
             header_params=header_params(signature.input_schema),
             cache_ttl=cache_ttl,
             cache_scope=cache_scope,
+            scopes=required,
+            rate_limit=rate,
         )
         self.registry.tools[tool_name] = tool
         self._changed("tools")
@@ -329,6 +347,19 @@ class MCPServer:
                 yield
             finally:
                 self.lifespan_state = None
+
+    def readiness_check(self, name: str) -> Callable[[F], F]:
+        """``@server.readiness_check("database")``: a function (``def`` or ``async def``, no
+        arguments) that returns True while a dependency is usable. ``GET /ready`` answers 503 while
+        any check returns False, raises or takes over two seconds, and names each check."""
+
+        def register(check: F) -> F:
+            if not name or name in self.readiness_checks:
+                raise ValueError(f"readiness check name {name!r} is empty or taken")
+            self.readiness_checks[name] = check
+            return check
+
+        return register
 
     def route(
         self, path: str, *, methods: Sequence[str] = ("GET",), check_host: bool = True, inline: bool = False

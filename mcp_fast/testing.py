@@ -26,8 +26,10 @@ from typing import Any, Final
 
 import orjson
 
-from mcp_fast.call import Principal
+from mcp_fast.call import Principal, RequestCheck
 from mcp_fast.dispatch.cache import ResultCache
+from mcp_fast.ops.auth import ScopeCheck
+from mcp_fast.ops.ratelimit import RateLimits
 from mcp_fast.pipeline import Pipeline, PipelineSettings
 from mcp_fast.protocol import jsonrpc
 from mcp_fast.protocol.envelope import (
@@ -382,7 +384,14 @@ async def connect(
         handlers["sampling/createMessage"] = sampling
     if elicitation is not None:
         handlers["elicitation/create"] = elicitation
-    settings = PipelineSettings(cache=ResultCache(10_000, 64 << 20) if cache else None)
+    # A tool's scopes and rate limit hold here as over HTTP (a connection with a principal).
+    tools = server.registry.tools.values()
+    checks: list[RequestCheck] = []
+    if any(tool.scopes for tool in tools):
+        checks.append(ScopeCheck(server.registry, ""))
+    if any(tool.rate_limit is not None for tool in tools):
+        checks.append(RateLimits(server.registry, None))
+    settings = PipelineSettings(cache=ResultCache(10_000, 64 << 20) if cache else None, checks=tuple(checks))
     running = server.running() if lifespan else contextlib.nullcontext()
     async with running:
         pipeline = Pipeline(server, settings)

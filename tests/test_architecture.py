@@ -29,7 +29,9 @@ FLOORS: dict[str, set[str]] = {
     "top": {"wire", "protocol", "bounded", "net", "fleet", "api", "dispatch", "pipeline", "transport", "ops"},
 }
 API_MODULES = {"call", "context", "content", "schema", "registry", "results", "routes", "server"}
-TOP_MODULES = {"app", "config", "checks", "loading", "healthcheck", "__main__", "testing", "demo", "__init__"}
+TOP_MODULES = {
+    "app", "config", "checks", "loading", "healthcheck", "__main__", "testing", "demo", "__init__", "production",
+}
 
 
 def floor_of(module: str) -> str:

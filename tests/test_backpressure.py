@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import rss_kib, start_server, stop_server
+import pytest
+from conftest import RunningServer, rss_kib, start_server, stop_server
 from httpclient import RawClient, rpc_bytes
 
 
@@ -74,3 +76,77 @@ def test_pipelining_client_that_never_reads_is_throttled(tmp_path: Path) -> None
     finally:
         stop_server(server)
     assert "Traceback" not in server.log(), server.log()
+
+
+WRITE_TIMEOUT = 1.0
+BIG_TEXT = 12 << 20  # far more than the kernel buffers hold (tcp_wmem's maximum is 4 MiB)
+
+
+@pytest.fixture(scope="module")
+def write_timeout_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        tmp_path_factory.mktemp("write-timeout"),
+        "--stateless", "--write-timeout", str(WRITE_TIMEOUT), "--max-body-size", "16M",
+    )  # fmt: skip
+    try:
+        yield running
+    finally:
+        stop_server(running)
+    assert "Traceback" not in running.log(), running.log()
+
+
+def read_to_end(sock: socket.socket, limit: int) -> tuple[str, int]:
+    """Read until the server ends the connection: ("closed" | "reset", bytes read); or
+    ("still sending", n) past ``limit`` bytes, ("open", n) when nothing comes for 5 s."""
+    sock.settimeout(5)
+    total = 0
+    try:
+        while total <= limit:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return "closed", total
+            total += len(chunk)
+    except ConnectionResetError:
+        return "reset", total
+    except TimeoutError:
+        return "open", total
+    return "still sending", total
+
+
+@pytest.mark.parametrize(
+    ("arguments", "size"),
+    [
+        pytest.param(
+            {"name": "echo", "arguments": {"message": "x" * BIG_TEXT}}, BIG_TEXT, id="a large result"
+        ),
+        pytest.param(
+            {"name": "emit_notifications", "arguments": {"count": 200_000, "size": 1000}},
+            200_000 * 1000,
+            id="a stream of notifications",
+        ),
+    ],
+)
+def test_a_client_that_never_reads_is_disconnected_at_the_write_timeout(
+    write_timeout_server: RunningServer, arguments: dict[str, object], size: int
+) -> None:
+    """--write-timeout: a client that takes nothing of its answer for that long is dropped,
+    whether the answer is one large JSON body (written at once, nobody waits to drain it) or a
+    stream whose producer waits. A small receive buffer, nothing read until well after the
+    timeout; then the socket gives what the kernel had buffered and ends (EOF or reset) instead
+    of the rest of the answer, or an open keep-alive connection."""
+    server = write_timeout_server
+    hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        hog.connect(("127.0.0.1", server.port))
+        hog.sendall(rpc_bytes("tools/call", arguments))
+        time.sleep(WRITE_TIMEOUT + 2.0)  # the server gives up WRITE_TIMEOUT after writing stalled
+        ending, received = read_to_end(hog, size)
+    finally:
+        hog.close()
+    assert ending in ("closed", "reset"), (ending, received)
+    assert received < size // 2, received  # what the kernel buffers held, not the answer
+    assert "dropping a connection whose client read nothing for 1 s" in server.log()
+    with RawClient(server.port) as good:
+        good.send(rpc_bytes("ping"))
+        assert good.read_response().json()["result"] == {}

@@ -363,7 +363,25 @@ def test_a_finished_post_stream_is_replayed_whole_on_another_instance(fleet: Fle
     assert [(event.id, event.data) for event in replayed] == [(event.id, event.data) for event in whole[1:]]
 
 
+def resume(port: int, session: str, last_event_id: str) -> Response:
+    """A GET with Last-Event-ID whose answer ends: a refusal, or the replay of a finished stream."""
+    headers = {"Accept": "text/event-stream", **session_headers(session), "Last-Event-ID": last_event_id}
+    with RawClient(port, timeout=TIMEOUT_S) as client:
+        client.send(client_request_bytes("GET", "/mcp", b"", headers))
+        return client.read_response()
+
+
+def assert_unreplayable(response: Response) -> None:
+    """Neither the instance nor Redis can replay from the id: 400, -32600 (not a fresh stream
+    that would hide the gap)."""
+    assert response.status == 400, response
+    error = response.json()["error"]
+    assert error["code"] == -32600 and "Last-Event-ID" in error["message"], error
+
+
 def test_a_stream_of_another_session_is_not_replayed(fleet: Fleet) -> None:
+    """The stream is in Redis (and in a's memory), but it is another session's: refused on the
+    instance that wrote it and on another alike."""
     session = initialize(fleet.port("a"))
     other = initialize(fleet.port("a"))
     client, stream = post_stream(
@@ -373,13 +391,58 @@ def test_a_stream_of_another_session_is_not_replayed(fleet: Fleet) -> None:
         [priming, *_] = Events(stream).until(
             lambda event: isinstance(event.data, dict) and event.data.get("id") == 5
         )
+    assert priming.id is not None
     time.sleep(0.2)
-    resumed_client, resumed = get_stream(fleet.port("b"), other, priming.id)
-    with resumed_client:
-        first = Events(resumed).next()
-    # A fresh GET stream of the other session: its own priming event, nothing of the first's.
-    assert first is not None and first.data is None and first.id is not None
-    assert sequence(first.id)[0] != sequence(priming.id or "")[0]
+    for name in ("a", "b"):
+        assert_unreplayable(resume(fleet.port(name), other, priming.id))
+    assert resume(fleet.port("b"), session, priming.id).status == 200  # its own session's: replayed
+
+
+def test_an_id_no_instance_nor_redis_knows_is_refused(fleet: Fleet) -> None:
+    session = initialize(fleet.port("a"))
+    for unknown in ("0123456789abcdef_3", "nosuchstream_3", "garbage", "_1"):
+        for name in ("a", "b"):
+            assert_unreplayable(resume(fleet.port(name), session, unknown))
+
+
+def test_a_resume_from_events_redis_trimmed_or_expired_is_refused(tmp_path: Path) -> None:
+    """--event-store-max-events 8 --event-store-max-age 1s: a stream of 301 events is trimmed in
+    Redis (XADD MAXLEN ~ drops whole nodes: at least 8 are kept, fewer than 8 + 100) and in a's
+    memory (the last 8). A resume from an early event is refused on both instances; one from the
+    second-to-last event is replayed by b from Redis. Once Redis let the stream expire, b refuses
+    every resume of it, while a, which still holds the last events in memory, replays them."""
+    with running_redis(tmp_path / "redis") as redis:
+        limits = ("--event-store-max-events", "8", "--event-store-max-age", "1s")
+        a, b = start_instance(tmp_path, redis, *limits), start_instance(tmp_path, redis, *limits)
+        try:
+            wait_ready(a.port)
+            wait_ready(b.port)
+            session = initialize(a.port)
+            params = {"name": "emit_notifications", "arguments": {"count": 300, "size": 1}}
+            client, stream = post_stream(a.port, session, "tools/call", params, 7)
+            with client:
+                events = Events(stream).until(
+                    lambda event: isinstance(event.data, dict) and event.data.get("id") == 7
+                )
+            ids = [event.id for event in events]
+            assert all(ids) and len(ids) == 302 and sequence(ids[-1] or "")[1] == 301, ids[-3:]
+            key = f"mcp_fast:es:{sequence(ids[0] or '')[0]}"
+            time.sleep(0.2)  # written behind the stream
+            length = int(redis.command("XLEN", key).strip().lstrip(b":"))
+            assert 8 <= length < 8 + 100, length
+            for port in (a.port, b.port):
+                assert_unreplayable(resume(port, session, ids[5] or ""))
+            replayed = resume(b.port, session, ids[-2] or "")
+            assert replayed.status == 200 and replayed.sse_messages() == [events[-1].data], replayed
+            wait_until(lambda: redis.command("EXISTS", key).strip() == b":0", "the stream to expire in Redis")
+            assert_unreplayable(resume(b.port, session, ids[-2] or ""))
+            kept = resume(a.port, session, ids[-2] or "")
+            assert kept.status == 200 and kept.sse_messages() == [events[-1].data], kept
+        finally:
+            stop_server(a)
+            stop_server(b)
+    for server in (a, b):
+        assert "Traceback" not in server.log() and " ERROR " not in server.log(), server.log()
 
 
 def test_a_get_stream_resumes_on_another_instance_and_goes_on_there(fleet: Fleet) -> None:

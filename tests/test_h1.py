@@ -552,10 +552,101 @@ def test_obs_fold_is_refused() -> None:
     check_error(head(b"GET / HTTP/1.1", b"Host: a", b"X: one", b"\ttwo"), 400)
 
 
-def test_bare_lf_line_endings_are_refused() -> None:
-    check_error(b"GET / HTTP/1.1\nHost: a\n\n\r\n\r\n", 400)
-    check_error(b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400)
-    check_error(b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400)
+def refused_at_once(data: bytes, status: int = 400, limits: H1Limits = DEFAULT) -> None:
+    """``data`` is refused with ``status`` without waiting for more bytes or for EOF: fed all at
+    once, byte by byte, in every two pieces, and with a pipelined request or garbage after it."""
+    expected = [("error", status)]
+    assert run([data], limits, eof=False) == expected, "all at once"
+    assert run(bytewise(data), limits, eof=False) == expected, "byte by byte"
+    for cut in range(1, len(data)):
+        assert run([data[:cut], data[cut:]], limits, eof=False) == expected, f"cut at {cut}"
+    assert run([data + NEXT], limits, eof=False) == expected, "pipelined"
+    assert run([data, NEXT], limits, eof=False) == expected, "two chunks"
+    assert run([data + GARBAGE], limits, eof=False) == expected, "garbage"
+    check_error(data, status, limits)  # and with EOF after it
+
+
+# RFC 9112 section 2.2: we do not take a bare LF as a line end (a MAY) and refuse a bare CR
+# (MUST refuse or replace): 400 as soon as the byte that shows it arrives. Before, a head
+# whose lines ended in LF alone waited for a CRLFCRLF that never came: the header timeout.
+BARE_HEADS = [
+    b"GET / HTTP/1.1\nHost: a\n\n",  # LF only
+    b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\n\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\n",  # the empty line is a bare LF
+    b"GET / HTTP/1.1\nHost: a\n\n\r\n\r\n",
+    b"GET / HTTP/1.1\rHost: a\r\r",  # CR only
+    b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
+    b"\r\nGET / HTTP/1.1\nHost: a\n\n",  # after an ignored empty line
+    b"GET /\n",  # no request-line yet
+    b"G\r\r",
+]
+
+
+@pytest.mark.parametrize("data", BARE_HEADS)
+def test_bare_cr_or_lf_in_a_head_is_refused_at_once(data: bytes) -> None:
+    refused_at_once(data)
+    refused_at_once(data, limits=SMALL)
+
+
+def test_bare_lf_after_a_served_request_is_refused_at_once() -> None:
+    data = head(b"GET / HTTP/1.1", b"Host: a") + b"GET /2 HTTP/1.1\nHost: a\n\n"
+    expected = [req_ev(), ("error", 400)]
+    assert run([data], eof=False) == expected
+    assert run(bytewise(data), eof=False) == expected
+
+
+def test_a_cr_at_the_end_of_the_data_waits_for_the_next_byte() -> None:
+    # It may be the start of a CRLF: not judged until the byte after it arrives.
+    assert run([b"GET / HTTP/1.1\r"], eof=False) == []
+    assert run([b"GET / HTTP/1.1\r\nHost: a\r"], eof=False) == []
+
+
+def test_bare_lf_or_too_long_request_line_whichever_shows_first() -> None:
+    # SMALL: a request-line without CRLF in its first 64 + 64 + 2 bytes is 414. A bare LF
+    # before that point is 400, one after it 414, however the bytes are split.
+    refused_at_once(b"GET /a\nHost: a\n" + b"x" * 300, 400, SMALL)
+    refused_at_once(b"GET /" + b"a" * 200 + b"\nHost: a\n\n", 414, SMALL)
+    refused_at_once(b"GET /" + b"a" * 200 + b"\nHost: a\r\n\r\n", 414, SMALL)
+
+
+def test_bare_lf_or_head_too_large_whichever_shows_first() -> None:
+    line = head(b"GET / HTTP/1.1", b"Host: a")[:-2]
+    refused_at_once(line + b"X: " + b"v" * 600 + b"\n", 431, SMALL)
+    refused_at_once(line + b"X: v\n" + b"v" * 600, 400, SMALL)
+
+
+def test_bare_lf_with_too_many_fields_is_400_however_split() -> None:
+    # Complete, the count would be refused first (431); in pieces the LF shows first.
+    data = head(b"GET / HTTP/1.1", b"Host: a\nX: 1", *[b"X: 1"] * 10)
+    refused_at_once(data, 400, SMALL)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"5\nhello\n0\n\n",  # chunk-size lines ending in LF
+        b"5;a=b\n",
+        b"5\rhello",  # bare CR in a chunk-size line
+        b"5\r\nhello\n",  # chunk-data followed by LF
+        b"5\r\nhello\r\n0\n\n",
+        b"5\r\nhello\r\n0\r\n\n",  # the end of the trailer section
+        b"5\r\nhello\r\n0\r\nX: y\n\n",  # a trailer field line
+        b"5\r\nhello\r\n0\r\nX: y\r\n\n",
+        b"5\r\nhello\r\n0\r\nX: y\rZ: 1\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX: y\r\n\r\r\n",
+    ],
+)
+def test_bare_cr_or_lf_in_chunked_framing_is_refused_at_once(chunks: bytes) -> None:
+    refused_at_once(CHUNKED_HEAD + chunks)
+
+
+def test_bare_lf_in_trailers_beats_too_many_trailers() -> None:
+    data = CHUNKED_HEAD + b"0\r\nT: v\n" + b"".join(b"T%d: v\r\n" % i for i in range(9)) + b"\r\n"
+    refused_at_once(data, 400, SMALL)
 
 
 def test_too_many_header_fields() -> None:

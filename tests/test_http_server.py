@@ -383,9 +383,7 @@ def test_connection_close_and_http10(server: RunningServer) -> None:
         (b"GET /mcp HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
         (b"GET /mcp HTTP/1.1\r\nHost: x\r\n folded: 1\r\n\r\n", 400),
         (b"GET /mcp HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", 400),
-        # A bare LF is refused once the head is complete. (A head with no CRLF at all never
-        # completes: the header timeout answers it, as test_timeouts shows. Refusing it at the
-        # first LF would make the answer depend on how the bytes were split.)
+        # A bare LF (RFC 9112 section 2.2; also test_bare_cr_or_lf_is_refused_at_once).
         (b"GET /mcp HTTP/1.1\nHost: x\r\n\r\n", 400),
         (b"GET /mcp HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", 400),
         (b"GET /mcp HTTP/1.1\r\n\r\n", 400),
@@ -398,6 +396,29 @@ def test_bad_http_gets_status_and_close(server: RunningServer, raw: bytes, statu
         assert response.status == status
         assert response.headers.get("connection") == "close"
         assert client.expect_closed()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /mcp HTTP/1.1\nHost: x\n\n",
+        b"POST /mcp HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2\n\n{}",
+        b"GET /mcp HTTP/1.1\r\nHost: x\r\n\n",
+        b"GET /mcp HTTP/1.1\rHost: x\r\r",
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\n0\n\n",
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX: y\n\n",
+    ],
+)
+def test_bare_cr_or_lf_is_refused_at_once(server: RunningServer, raw: bytes) -> None:
+    """Lines that end in a bare LF or CR (RFC 9112 section 2.2) get 400 as soon as they arrive.
+    Such a head never holds a CRLFCRLF: it used to wait for the header timeout (10 s here, then
+    408). The client's 3 s socket timeout would fail the read long before that."""
+    with RawClient(server.port, timeout=3) as client:
+        client.send(raw)
+        response = client.read_response()
+        assert response.status == 400
+        assert response.headers.get("connection") == "close"
+        assert client.expect_closed(timeout=3)
 
 
 def test_body_over_limit_chunked_is_413(server: RunningServer) -> None:

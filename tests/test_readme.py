@@ -81,8 +81,28 @@ BLOCKS: dict[str, Skip | Check] = {
     'export MCP_FAST_SESSION_SECRET="$(openssl rand -hex 32)"': Skip(
         "docker compose needs a container engine; tests/test_deploy.py runs compose's nginx.conf in front of three instances configured as compose.yaml says"
     ),
+    "python -m mcp_fast secured:server \\": Skip(
+        "names an authorization server on the internet (auth.example.com); tests/test_production.py serves the README's secured.py with the same flags against a JWKS and an authorization server of its own"
+    ),
+    "python -m mcp_fast myapp:server --rate-limit 100/60s --idempotency-ttl 600": Check(
+        "test_rate_limits_and_idempotency"
+    ),
+    "curl -s http://127.0.0.1:8000/mcp -H 'Content-Type: application/json' -H 'Idempotency-Key: order-42' \\": Check(
+        "test_rate_limits_and_idempotency"
+    ),
+    "python -m mcp_fast myapp:server --host 0.0.0.0 --cors-origins https://app.example.com \\": Check(
+        "test_cors_and_proxies"
+    ),
+    "python -m mcp_fast myapp:server --workers 4 --audit-log audit.jsonl --access-log -": Check(
+        "test_metrics_and_logs"
+    ),
+    "curl -s http://127.0.0.1:8000/metrics | grep mcp_server_requests_total": Check("test_metrics_and_logs"),
     "kubectl apply -k deploy/k8s/": Skip(
         "needs a Kubernetes cluster; tests/test_deploy.py validates the manifests with kubernetes-validate --strict"
+    ),
+    "python scripts/mutations.py --check   # seconds: every row still applies (tests/test_mutations.py runs this)": Skip(
+        "the full run applies every mutation and runs its tests (the suite within the suite); "
+        "tests/test_mutations.py runs the --check line"
     ),
 }
 
@@ -365,6 +385,94 @@ def test_instances_behind_nginx(project: Path, tmp_path: Path) -> None:
             while post(port_b, "ping", {}, session, host=host).status != 404:
                 assert time.monotonic() < deadline, "the DELETE on a never reached b"
                 time.sleep(0.02)
+
+
+def test_rate_limits_and_idempotency(project: Path, tmp_path: Path) -> None:
+    """The server block of "Rate limits and idempotency", then its curl twice: the retry is
+    answered from the first call (counted as a replay); past 100 requests a caller gets 429."""
+    [port] = free_ports(1)
+    env = shell_env(tmp_path)
+    server = block("python -m mcp_fast myapp:server --rate-limit 100/60s --idempotency-ttl 600")
+    with serving(server, project, {**env, "MCP_FAST_PORT": str(port)}, [port]):
+        retry = with_ports(
+            block(
+                "curl -s http://127.0.0.1:8000/mcp -H 'Content-Type: application/json' -H 'Idempotency-Key: order-42' \\"
+            ),
+            {8000: port},
+        )
+        first, second = (run_block(retry, tmp_path, env) for _ in range(2))
+        assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+        assert orjson.loads(first.stdout)["result"]["content"][0]["text"] == "once", first.stdout
+        assert second.stdout == first.stdout
+        with RawClient(port) as client:
+            client.send(client_request_bytes("GET", "/metrics"))
+            metrics = client.read_response().body.decode()
+        assert re.search(r"^mcp_server_idempotent_replays_total(\{[^}]*\})? 1(\.0)?$", metrics, re.M), metrics
+        statuses = []
+        for _ in range(101):  # the curls above took 2 of the caller's 100
+            statuses.append(post(port, "initialize", INIT).status)
+            if statuses[-1] == 429:
+                break
+        assert statuses[-1] == 429 and len(statuses) <= 99, statuses
+
+
+def test_cors_and_proxies(project: Path, tmp_path: Path) -> None:
+    """The block of "CORS and proxies": a browser's preflight from the allowed origin is let
+    through, another origin's is refused."""
+    [port] = free_ports(1)
+    env = shell_env(tmp_path, MCP_FAST_PORT=str(port))
+    command = block(
+        "python -m mcp_fast myapp:server --host 0.0.0.0 --cors-origins https://app.example.com \\"
+    )
+    with serving(command, project, env, [port]):
+        for origin, status in (("https://app.example.com", 204), ("https://evil.example.com", 403)):
+            headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+            with RawClient(port) as client:
+                client.send(client_request_bytes("OPTIONS", "/mcp", b"", headers))
+                response = client.read_response()
+            assert response.status == status, (origin, response.status, response.body)
+            if status == 204:
+                assert response.headers["access-control-allow-origin"] == origin
+
+
+def test_metrics_and_logs(project: Path, tmp_path: Path) -> None:
+    """The block of "Metrics, tracing and logs" (four workers), a session's calls, then the
+    curl from another terminal: the counts of every worker, an audit line per tools/call, an
+    access line per request on stdout."""
+    [port] = free_ports(1)
+    env = shell_env(tmp_path)
+    command = block("python -m mcp_fast myapp:server --workers 4 --audit-log audit.jsonl --access-log -")
+    with serving(command, project, {**env, "MCP_FAST_PORT": str(port)}, [port]) as log:
+        initialized = post(port, "initialize", INIT)
+        session = initialized.headers["mcp-session-id"]
+        for n in range(8):  # new connections: the kernel spreads them over the workers
+            called = post(port, "tools/call", {"name": "echo", "arguments": {"message": f"m{n}"}}, session)
+            assert answer(called)["result"]["content"][0]["text"] == f"m{n}"
+        scrape = with_ports(
+            block("curl -s http://127.0.0.1:8000/metrics | grep mcp_server_requests_total"), {8000: port}
+        )
+        deadline = time.monotonic() + 10
+        while True:  # each worker publishes its numbers once a second
+            result = run_block(scrape, tmp_path, env)
+            calls = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in result.stdout.splitlines()
+                if 'mcp_method_name="tools/call"' in line
+            )
+            if calls == 8 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert calls == 8, result.stdout
+        deadline = time.monotonic() + 5
+        audit = project / "audit.jsonl"
+        while (
+            not (audit.exists() and len(audit.read_text().splitlines()) >= 8) and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        lines = [orjson.loads(line) for line in audit.read_text().splitlines()]
+        assert len(lines) == 8 and {line["tool"] for line in lines} == {"echo"}
+    access = [orjson.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert sum(1 for line in access if line.get("mcp_method") == "tools/call") == 8, log.read_text()[-2000:]
 
 
 # -- the configuration tables -------------------------------------------------------------------

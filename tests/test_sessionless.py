@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,11 @@ import orjson
 import pytest
 from conftest import RunningServer, start_server, stop_server
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
+
+from examples.conformance import server as demo_server
+from mcp_fast.protocol.input_required import STATE_TTL_SECONDS
+from mcp_fast.protocol.jsonrpc import McpError
+from mcp_fast.testing import connect
 
 SESSIONLESS = "2026-07-28"
 ALL_CAPS = {"sampling": {}, "elicitation": {}, "roots": {}}
@@ -41,6 +47,7 @@ def send(
     request_id: Any = 1,
     headers: dict[str, str] | None = None,
     name: str | None = None,
+    omit: str | None = None,
 ) -> Response:
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
     if params is not None:
@@ -49,6 +56,8 @@ def send(
     if name is not None:
         all_headers["Mcp-Name"] = name
     all_headers.update(headers or {})
+    if omit is not None:
+        del all_headers[omit]
     with RawClient(server.port) as client:
         client.send(client_request_bytes("POST", "/mcp", orjson.dumps(body), all_headers))
         return client.read_response()
@@ -116,6 +125,27 @@ def test_the_validation_ladder(server: RunningServer) -> None:
     for method in ("initialize", "ping", "logging/setLevel", "resources/subscribe"):
         response = send(server, method, {"_meta": meta()})
         assert response.status == 404 and response.json()["error"]["code"] == -32601
+
+
+@pytest.mark.parametrize(
+    ("header", "wrong"),
+    [("MCP-Protocol-Version", "2025-11-25"), ("Mcp-Method", "tools/list"), ("Mcp-Name", "add")],
+)
+def test_a_missing_required_header_is_refused_like_a_disagreeing_one(
+    server: RunningServer, header: str, wrong: str
+) -> None:
+    """2026-07-28 streamable-http: MCP-Protocol-Version, Mcp-Method and (for a named target)
+    Mcp-Name must repeat the body. A missing one does not repeat it either: 400 -32020, the same
+    answer as for a value that disagrees (and not a request served as if it had agreed)."""
+    body = {"name": "echo", "arguments": {"message": "x"}, "_meta": meta()}
+    disagreeing = send(server, "tools/call", body, request_id=7, name="echo", headers={header: wrong})
+    missing = send(server, "tools/call", body, request_id=7, name="echo", omit=header)
+    for response in (disagreeing, missing):
+        assert response.status == 400, response.body
+        answer = response.json()
+        assert answer["id"] == 7 and answer["error"]["code"] == -32020, answer
+        assert "result" not in answer
+    assert header.lower() in missing.json()["error"]["message"].lower()
 
 
 def test_base64_sentinel_in_mcp_name(server: RunningServer) -> None:
@@ -291,3 +321,26 @@ def test_what_is_not_a_request(server: RunningServer) -> None:
     assert bad.status == 400
     assert bad.json()["error"]["code"] == -32600
     assert bad.json()["id"] == 3
+@pytest.mark.parametrize(("waited", "expired"), [(STATE_TTL_SECONDS - 1, False), (STATE_TTL_SECONDS + 1, True)])
+def test_an_expired_request_state_is_refused(waited: float, expired: bool) -> None:
+    """mrtr: the requestState of an input-required result is signed with an expiry (600 s). A
+    client that answers after it has passed is refused (-32602) instead of being served with
+    the answers it carries. The codec's clock moves while the client "answers", no sleeping."""
+    now = [1_000_000.0]
+
+    def answer_late(params: dict[str, Any]) -> dict[str, Any]:
+        now[0] += waited
+        return {"action": "accept", "content": {"ok": True}}
+
+    async def main() -> None:
+        async with connect(demo_server, protocol_version=SESSIONLESS, elicitation=answer_late) as client:
+            client.pipeline.dispatcher.state_codec.clock = lambda: now[0]
+            call = client.call_tool("test_input_required_result_request_state", {})
+            if not expired:
+                assert (await call)["content"][0]["text"] == "state-ok: confirmed=True"
+                return
+            with pytest.raises(McpError) as refused:
+                await call
+            assert refused.value.code == -32602 and "expired" in refused.value.message
+
+    asyncio.run(main())

@@ -179,16 +179,84 @@ def test_server_closed_stream_resumes_with_last_event_id(server: RunningServer) 
         resumed = client.read_response()  # ends after the result
     results = [m for m in resumed.sse_messages() if m.get("id") == 41]
     assert results and results[0]["result"]["content"][0]["text"] == "Reconnection test completed successfully"
-    # Another session cannot resume this stream.
+    # Another session cannot resume this stream: refused, nothing replayed.
     other = Session(server)
     get_headers["Mcp-Session-Id"] = other.session_id
     with RawClient(server.port) as client:
         client.send(client_request_bytes("GET", "/mcp", b"", get_headers))
-        head = client._read_until(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200")  # a fresh standalone stream, nothing replayed
-        client.sock.settimeout(0.5)
-        try:
-            leaked = client.sock.recv(65536)
-        except TimeoutError:
-            leaked = b""
-        assert b'"id":41' not in leaked
+        refused = client.read_response()
+    assert refused.status == 400 and b'"id":41' not in refused.body
+
+
+def sse_events(body: bytes) -> list[tuple[str, str]]:
+    """(id, data) of every SSE event of a body that carries data (the priming event has none)."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        lines = block.splitlines()
+        data = "\n".join(line[5:].lstrip() for line in lines if line.startswith("data:"))
+        ids = [line[3:].strip() for line in lines if line.startswith("id:")]
+        if data:
+            events.append((ids[-1], data))
+    return events
+
+
+def post_stream(session: Session, request_id: int, count: int) -> list[tuple[str, str]]:
+    """``emit_notifications`` on a POST of ``session``: its SSE events (count notifications,
+    then the result), each with the id the event store gave it."""
+    message = {
+        "jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+        "params": {"name": "emit_notifications", "arguments": {"count": count, "size": 1}},
+    }  # fmt: skip
+    headers = {**MCP_HEADERS, "MCP-Protocol-Version": session.version, "Mcp-Session-Id": session.session_id}
+    with RawClient(session.server.port) as client:
+        client.send(client_request_bytes("POST", "/mcp", orjson.dumps(message), headers))
+        response = client.read_response()
+    assert response.headers["content-type"] == "text/event-stream"
+    events = sse_events(response.body)
+    assert len(events) == count + 1 and orjson.loads(events[-1][1])["id"] == request_id
+    return events
+
+
+def resume(session: Session, last_event_id: str) -> Any:
+    headers = {
+        "Accept": "text/event-stream",
+        "Mcp-Session-Id": session.session_id,
+        "MCP-Protocol-Version": session.version,
+        "Last-Event-ID": last_event_id,
+    }
+    with RawClient(session.server.port, timeout=5) as client:
+        client.send(client_request_bytes("GET", "/mcp", b"", headers))
+        return client.read_response()  # a finished POST's stream: the replay, then the end
+
+
+def test_a_resumed_stream_sends_only_the_events_after_last_event_id(server: RunningServer) -> None:
+    """Resumability (basic/transports): the server replays what "would have been sent after the
+    last event ID, on the stream that was disconnected" -- not the events the client has."""
+    session = Session(server)
+    events = post_stream(session, 51, 6)
+    for seen in (0, 3, 5):
+        resumed = resume(session, events[seen][0])
+        assert resumed.status == 200
+        assert sse_events(resumed.body) == events[seen + 1 :], f"resumed after event {seen}"
+    # After the last event there is nothing more to send.
+    resumed = resume(session, events[-1][0])
+    assert resumed.status == 200 and sse_events(resumed.body) == []
+
+
+def test_a_resume_from_an_evicted_event_is_refused(server: RunningServer) -> None:
+    """The event store keeps the last 256 events of a stream. A client that resumes from an event
+    the store has let go of is refused (400): served, it would silently miss what was dropped.
+    Resuming from the last event before the kept ones still loses nothing and is served."""
+    session = Session(server)
+    events = post_stream(session, 52, 300)  # 301 events; the first 45 are gone
+    kept = events[-256:]
+    resumed = resume(session, events[-257][0])  # the client has everything before the kept ones
+    assert resumed.status == 200 and sse_events(resumed.body) == kept
+    for gone in (events[-258][0], events[0][0], events[0][0].rsplit("_", 1)[0] + "_0"):
+        refused = resume(session, gone)
+        assert refused.status == 400, gone
+        error = refused.json()["error"]
+        assert error["code"] == -32600 and "Last-Event-ID" in error["message"]
+    # An id that never was (or belongs to no stream of this session) is refused the same way.
+    for unknown in ("nosuchstream_3", "garbage", events[5][0].replace("_6", "_x")):
+        assert resume(session, unknown).status == 400, unknown

@@ -69,7 +69,17 @@ class CacheStats:
 class ResultCache:
     """LRU of encoded results, bounded by ``max_entries`` and ``max_bytes``."""
 
-    __slots__ = ("_by_tag", "_clock", "_entries", "_size", "hits", "max_bytes", "max_entries", "misses")
+    __slots__ = (
+        "_by_tag",
+        "_clock",
+        "_entries",
+        "_size",
+        "evictions",
+        "hits",
+        "max_bytes",
+        "max_entries",
+        "misses",
+    )
 
     def __init__(self, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         if max_entries < 1 or max_bytes < 1:
@@ -83,6 +93,7 @@ class ResultCache:
         self._size = 0
         self.hits = 0
         self.misses = 0
+        self.evictions = 0  # entries dropped to stay within the bounds (metrics)
 
     def get(self, key: CacheKey) -> bytes | None:
         entry = self._entries.pop(key, None)
@@ -114,6 +125,7 @@ class ResultCache:
         while len(self._entries) > self.max_entries or self._size > self.max_bytes:
             oldest = next(iter(self._entries))
             self._forget(oldest, self._entries.pop(oldest))
+            self.evictions += 1
 
     def invalidate(self, tag: str) -> int:
         """Drop every entry under ``tag``; how many there were."""

@@ -280,7 +280,7 @@ class Dispatcher:
     # -- lists ---------------------------------------------------------------
 
     def tools_list(self, params: JsonObject, ctx: Context) -> JsonObject:
-        return self.lists.page("tools", params, ctx.policy)
+        return self.lists.tools_page(params, ctx.call)
 
     def resources_list(self, params: JsonObject, ctx: Context) -> JsonObject:
         return self.lists.page("resources", params, ctx.policy)

@@ -10,6 +10,7 @@ import base64
 import binascii
 from typing import Any, Final
 
+from mcp_fast.call import Call
 from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, JsonObject, McpError
 from mcp_fast.protocol.versions import VersionPolicy
 from mcp_fast.registry import Registry
@@ -82,3 +83,30 @@ class Lists:
 
     def page(self, kind: str, params: JsonObject, policy: VersionPolicy) -> JsonObject:
         return page(self.definitions(kind, policy), kind, params.get("cursor"), self.page_size)
+
+    def tools_page(self, params: JsonObject, call: Call) -> JsonObject:
+        """tools/list shows only the tools the caller may call (a tool's ``scopes``)."""
+        definitions = self.definitions("tools", call.policy)
+        if any(tool.scopes for tool in self.registry.tools.values()):
+            tools = self.registry.tools.values()
+            principal, transport = call.principal, call.transport
+            definitions = [
+                entry
+                for entry, tool in zip(definitions, tools, strict=True)
+                if tool.allows(principal, transport)
+            ]
+        return page(definitions, "tools", params.get("cursor"), self.page_size)
+
+
+def visibility_key(registry: Registry, call: Call) -> str:
+    """What decides which tools a caller sees in tools/list: "" when no tool declares scopes
+    (everyone sees all), else the caller's scopes that matter (the result cache keys on it)."""
+    needed: set[str] = set()
+    for tool in registry.tools.values():
+        needed |= tool.scopes
+    if not needed:
+        return ""
+    principal = call.principal
+    if principal is None:
+        return "local" if call.transport in ("stdio", "memory") else "anonymous"
+    return "scopes " + " ".join(sorted(principal.scopes & needed))

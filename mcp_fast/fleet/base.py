@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol
 
 from mcp_fast.bounded import BoundedMap
 from mcp_fast.fleet.event_store import EventStore, MemoryEventStore
-from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, McpError
+from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, HttpError
 
 logger = logging.getLogger("mcp_fast.fleet")
 
@@ -49,17 +49,18 @@ UNAVAILABLE_MESSAGE: Final = "Internal error: the fleet store (Redis) is unavail
 Handler = Callable[[dict[str, Any]], None]
 
 
-class FleetUnavailable(McpError):
+class FleetUnavailable(HttpError):
     """The shared store cannot be reached in time: the operation that needs it fails at once.
 
     Clients see JSON-RPC -32603 with this message, and HTTP 503 where the transport answers with
-    a status. Nothing about it is the client's fault, and a retry once the store is back works.
+    a status (an ``HttpError``: Streamable HTTP answers a request refused with it as it answers a
+    401 or a 429). Nothing about it is the client's fault, and a retry once the store is back works.
     """
 
     http_status: Final = 503
 
     def __init__(self) -> None:
-        super().__init__(INTERNAL_ERROR, UNAVAILABLE_MESSAGE)
+        super().__init__(self.http_status, INTERNAL_ERROR, UNAVAILABLE_MESSAGE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ missed on that stream only, then the rest of the stream as it happens. The
 store is bounded (streams and events per stream), and sits behind a small
 interface: ``MemoryEventStore`` keeps one process's streams, ``RedisEventStore``
 (``redis_fleet.py``) also keeps them in Redis Streams, so a stream that broke on
-one instance resumes on another.
+one instance resumes on another. When what the client missed is no longer all
+there (in this process nor in the shared store), ``replay`` says None and the
+endpoint refuses the resumption (400) instead of serving it with a gap.
 
 A stream is a POST's answer (``post``: it ends with the response) or a session's
 GET stream (``get``: it ends when the client leaves).

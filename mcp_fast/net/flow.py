@@ -3,6 +3,11 @@
 Every pause/resume of reading and every wait for the write buffer to drain goes
 through here (uvicorn's FlowControl idea, without its one bypass): a second
 place that pauses the transport would resume it behind this object's back.
+
+It also owns the write timeout: a peer that takes nothing of what we wrote for
+``write_timeout`` seconds is dropped, whether a producer waits in ``drain`` (a
+stream) or not (one large response written at once, which would otherwise sit
+in the buffer, and keep the connection open, for as long as the peer likes).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class FlowControl:
         "_reasons",
         "_transport",
         "_write_timeout",
+        "_write_watch",
         "reading_paused",
         "write_paused",
     )
@@ -46,6 +52,8 @@ class FlowControl:
         # A list, not a deque: an idle connection holds one, and an empty deque costs 600 bytes.
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed = False
+        # While writing is paused: the timer that drops the peer at the write timeout.
+        self._write_watch: asyncio.TimerHandle | None = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -68,9 +76,16 @@ class FlowControl:
     # -- writing ---------------------------------------------------------------
 
     def on_pause_writing(self) -> None:
-        """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark."""
+        """asyncio.Protocol.pause_writing: the transport buffer passed its high-water mark.
+
+        From now on the peer has ``write_timeout`` seconds to take enough of it (until
+        ``on_resume_writing``), or it is dropped. (Not on the common path: a response that
+        fits the buffers never pauses writing.)"""
         self.write_paused = True
-        self._paused_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._paused_at = loop.time()
+        if self._write_watch is None and not self._closed:
+            self._write_watch = loop.call_later(self._write_timeout, self._give_up)
 
     def write_blocked_for(self, now: float) -> float:
         """Seconds (loop time) the transport has been refusing more output; 0 when it is not.
@@ -81,27 +96,31 @@ class FlowControl:
 
     def on_resume_writing(self) -> None:
         self.write_paused = False
+        self._stop_watch()
         self._wake_writers()
+
+    def _stop_watch(self) -> None:
+        if self._write_watch is not None:
+            self._write_watch.cancel()
+            self._write_watch = None
 
     async def drain(self) -> None:
         """Wait until the peer took enough of what we wrote (returns at once if it did).
 
-        A peer that takes nothing for ``write_timeout`` seconds is disconnected,
-        so a client that stopped reading cannot hold a producer (and its
-        buffered output) forever.
+        A peer that takes nothing for ``write_timeout`` seconds is disconnected (the
+        watch ``on_pause_writing`` started), so a client that stopped reading cannot
+        hold a producer (and its buffered output) forever.
         """
         if not self.write_paused or self._closed:
             return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
-        give_up = loop.call_later(self._write_timeout, self._give_up)
-        try:
-            await waiter
-        finally:
-            give_up.cancel()
+        await waiter
 
     def _give_up(self) -> None:
+        self._write_watch = None
+        if not self.write_paused or self._closed:
+            return
         logger.info("dropping a connection whose client read nothing for %.3g s", self._write_timeout)
         self.abort()
 
@@ -115,6 +134,7 @@ class FlowControl:
         """Writers waiting for a gone peer go on (their output is dropped)."""
         self._closed = True
         self.write_paused = False
+        self._stop_watch()
         self._wake_writers()
 
     def _wake_writers(self) -> None:

@@ -3,26 +3,29 @@
 - ``/health`` (liveness): 200 while the event loop runs; a probe that times out means the
   process is stuck and may be restarted.
 - ``/ready`` (readiness): 200 with a JSON body naming each check; 503 while the server drains
-  on SIGTERM (load balancers stop sending new requests) or while a check fails.
+  on SIGTERM (load balancers stop sending new requests) or while a check fails. Checks are the
+  app's (``@server.readiness_check(name)``) and the dependencies the server was configured
+  with (``auth-jwks``: the keys of a ``--auth-jwks`` URL are loaded). A check that raises or
+  takes longer than ``CHECK_TIMEOUT`` fails.
 Neither needs an MCP handshake, and the DNS-rebinding check does not apply to them: kubelets
 and load balancers call them by IP address.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from mcp_fast.routes import HttpRequest, Response, Route, check_route
+from mcp_fast.server import ReadinessCheck
 
 logger = logging.getLogger("mcp_fast.ops")
 
-# A readiness check: True (or an awaitable of it) when the dependency it watches is usable.
-ReadinessCheck = Callable[[], bool | Awaitable[bool]]
+CHECK_TIMEOUT: Final = 2.0  # seconds; a kubelet's default probe timeout is 1 s, 2 s for ours
 
 
 class Probes:
@@ -43,7 +46,14 @@ class Probes:
         for name, check in self.checks.items():
             try:
                 outcome = check()
-                ok = await outcome if inspect.isawaitable(outcome) else outcome
+                ok = (
+                    await asyncio.wait_for(outcome, CHECK_TIMEOUT)
+                    if inspect.isawaitable(outcome)
+                    else outcome
+                )
+            except TimeoutError:
+                logger.warning("readiness check %r took longer than %s s", name, CHECK_TIMEOUT)
+                ok = False
             except Exception:
                 logger.warning("readiness check %r failed", name, exc_info=True)
                 ok = False

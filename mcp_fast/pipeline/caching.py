@@ -18,7 +18,7 @@ import orjson
 from mcp_fast.call import Call
 from mcp_fast.dispatch.cache import NO_EXPIRY, CacheSlot, ResultCache, caller_key
 from mcp_fast.dispatch.handlers import find_resource
-from mcp_fast.dispatch.lists import LIST_KINDS
+from mcp_fast.dispatch.lists import LIST_KINDS, visibility_key
 from mcp_fast.dispatch.params import EMPTY_PARAMS
 from mcp_fast.protocol import jsonrpc
 from mcp_fast.protocol.jsonrpc import McpError
@@ -80,6 +80,8 @@ class CachePolicy:
                 return None
             arguments = b"" if cursor is None else cursor.encode()
             ttl, scope, tag = NO_EXPIRY, "public", "list:" + LIST_KINDS[method]
+            if method == "tools/list":
+                target = visibility_key(self.registry, call)  # tools with scopes: per scope set
         if not policy.handshake and ("requestState" in params or "inputResponses" in params):
             return None  # retries of an input-required round are never cached (caching.mdx)
         who = ""

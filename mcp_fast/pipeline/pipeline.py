@@ -4,6 +4,8 @@ Every transport (Streamable HTTP over HTTP/1.1 and HTTP/2, the old HTTP+SSE tran
 the in-process test client) parses its framing, builds a ``Call`` with the facts of the
 request's arrival and hands it here. The pipeline owns what follows, in this order:
 
+0. the built-in checks (``RequestCheck``: rate limits, a tool's scopes; synchronous) and, for a
+   ``tools/call`` with an ``Idempotency-Key``, the built-in idempotency middleware;
 1. the middleware chain (the user's ``@server.middleware`` functions; none: no chain at all);
 2. the result cache (``caching.py``): a hit is answered without the handler;
 3. a plain tool (inline, no Context) is called directly; anything else gets a ``Context`` and
@@ -22,12 +24,16 @@ or an answer for a request that runs on another instance goes there, list-change
 resource-updated notifications raised here are told to the other instances (and theirs are
 announced here as if raised here), and tasks are shared. With the default in-process fleet
 none of that happens.
+
+A ``RequestObserver`` (metrics, audit log, tracing) sees each request begin and end: two plain
+calls, so the default configuration (metrics on) adds no coroutine and no chain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,7 +43,7 @@ from typing import Any, Final
 
 import orjson
 
-from mcp_fast.call import Call, CallNext
+from mcp_fast.call import Call, CallNext, Middleware, RequestCheck, RequestObserver
 from mcp_fast.context import Context
 from mcp_fast.dispatch.cache import CacheSlot, ResultCache
 from mcp_fast.dispatch.dispatcher import Dispatcher
@@ -59,12 +65,13 @@ from mcp_fast.pipeline.middleware import build_chain, settle_failure, settle_res
 from mcp_fast.pipeline.server_requests import ServerRequests
 from mcp_fast.protocol import jsonrpc
 from mcp_fast.protocol.input_required import StateCodec
-from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, McpError, Message
+from mcp_fast.protocol.jsonrpc import INTERNAL_ERROR, HttpError, McpError, Message
 from mcp_fast.protocol.versions import negotiate
 from mcp_fast.server import MCPServer
 
 logger = logging.getLogger("mcp_fast.pipeline")
 
+_perf_counter: Final = time.perf_counter
 _ENCODE_FAILED: Final = McpError(INTERNAL_ERROR, "Internal error: the result could not be encoded")
 _EMPTY: Final[dict[str, Any]] = {}
 
@@ -94,6 +101,13 @@ class PipelineSettings:
     fleet_poll: float = 0.1
     # What the instances share (--redis: RedisFleet); None: this process alone (a LocalFleet).
     fleet: Fleet | None = None
+    # Built-in checks run first, in order, on every request (ops: rate limits, scopes).
+    checks: tuple[RequestCheck, ...] = ()
+    # The built-in middleware for tools/call requests that carry an Idempotency-Key header
+    # (ops/idempotency.py); other requests never enter it.
+    idempotency: Middleware | None = None
+    # Sees every request begin and end (metrics, audit log, tracing).
+    observer: RequestObserver | None = None
 
 
 class Pipeline:
@@ -128,6 +142,13 @@ class Pipeline:
         # without middleware (then ``request`` takes the direct path).
         stack = server.middleware_stack
         self._chain: CallNext | None = build_chain(stack, self._innermost) if stack else None
+        self.checks = settings.checks
+        self._observer: RequestObserver | None = None
+        self._observer_begin: Callable[[Call], None] | None = None
+        self.observer = settings.observer
+        self._idempotent_chain: CallNext | None = None
+        if settings.idempotency is not None:
+            self._idempotent_chain = build_chain([settings.idempotency, *stack], self._innermost)
 
     # -- the fleet ---------------------------------------------------------------------
 
@@ -209,9 +230,65 @@ class Pipeline:
 
     # -- requests ----------------------------------------------------------------------
 
+    @property
+    def observer(self) -> RequestObserver | None:
+        """What sees every request begin and end (metrics, audit log, tracing); may be replaced
+        while serving (tracing starts once the app's lifespan installed its provider)."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: RequestObserver | None) -> None:
+        self._observer = observer
+        self._observer_begin = observer.begin if observer is not None and observer.needs_begin else None
+        # ``request`` is the plain path itself while nothing observes: no wrapper frame.
+        self.request = self._request if observer is None else self._observed_request  # type: ignore[method-assign]
+
     def request(self, call: Call) -> Answer:
         """Answer one request: its encoded response now, or a coroutine that produces it
-        (and None when the request was cancelled: no answer is sent for it)."""
+        (and None when the request was cancelled: no answer is sent for it). (Replaced per
+        instance by ``_request`` or ``_observed_request``, see ``observer``.)"""
+        return self._request(call)
+
+    def _observed_request(self, call: Call) -> Answer:
+        """``request`` while an observer watches: it sees the request begin and end."""
+        observer = self._observer
+        assert observer is not None
+        call.started = _perf_counter()
+        if self._observer_begin is not None:
+            self._observer_begin(call)
+        answer = self._request(call)
+        if type(answer) is bytes:
+            observer.end(call, True)
+            return answer
+        return self._observed(call, answer, observer)  # type: ignore[arg-type]
+
+    @staticmethod
+    async def _observed(
+        call: Call, answer: Coroutine[Any, Any, bytes | None], observer: RequestObserver
+    ) -> bytes | None:
+        try:
+            response = await answer
+        except BaseException:
+            observer.end(call, False)
+            raise
+        observer.end(call, response is not None)
+        return response
+
+    def _request(self, call: Call) -> Answer:
+        if self.checks:
+            try:
+                for check in self.checks:
+                    check(call)
+            except McpError as exc:
+                return self._error(call, exc)
+        if (
+            self._idempotent_chain is not None
+            and (headers := call.raw_headers) is not None
+            and b"idempotency-key" in headers
+            and call.method == "tools/call"
+        ):
+            self._track(call)
+            return self._through_chain(call, self._idempotent_chain)
         if self._chain is not None:
             self._track(call)  # before anything can wait: a cancellation may come meanwhile
             return self._through_chain(call, self._chain)
@@ -301,6 +378,8 @@ class Pipeline:
 
     def _answer(self, call: Call, result: Any, slot: CacheSlot | None) -> bytes:
         """A method's result, shaped for the version and encoded (and kept, when cacheable)."""
+        if self._observer is not None and type(result) is dict and result.get("isError") is True:
+            call.tool_error = True  # what metrics and the audit log call the outcome
         if call.policy.result_type:
             result = self.dispatcher.finalize(call.method, result)
         if slot is not None and self.caching is not None:
@@ -318,8 +397,10 @@ class Pipeline:
         """The encoded error; its code stays on the Call (2026-07-28 maps it to an HTTP status,
         and an unavailable fleet store answers 503 on every version)."""
         call.error_code = error.code
-        if type(error) is FleetUnavailable:
-            call.error_status = FleetUnavailable.http_status
+        if isinstance(error, HttpError):
+            # Streamable HTTP answers with its status and headers (401/403/429, and 503 when a
+            # store the fleet shares is unavailable: FleetUnavailable is one).
+            call.refusal = error
         return jsonrpc.encode_error(call.id, error)
 
     def _track(self, call: Call) -> None:

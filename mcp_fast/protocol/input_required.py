@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -57,16 +57,24 @@ def _digest(value: Any) -> str:
 class StateCodec:
     """Signs request states (HMAC-SHA256; the first secret signs, all verify: rotation)."""
 
-    def __init__(self, secrets_: Sequence[str] = (), ttl_seconds: float = STATE_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        secrets_: Sequence[str] = (),
+        ttl_seconds: float = STATE_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         keys = [s.encode() for s in secrets_] or [secrets.token_bytes(32)]
         self._keys = keys
         self.ttl_seconds = ttl_seconds
+        # Wall-clock seconds (another instance of the fleet may open the state); replaceable so
+        # a test can let a state expire without waiting for it.
+        self.clock = clock
 
     def _sign(self, key: bytes, payload: bytes) -> bytes:
         return hmac.new(key, _VERSION + b"." + payload, hashlib.sha256).digest()
 
     def seal(self, request_id: str, answers: dict[str, Any]) -> str:
-        now = int(time.time())
+        now = int(self.clock())
         payload = orjson.dumps(
             {"iat": now, "exp": now + int(self.ttl_seconds), "r": request_id, "ans": answers}
         )
@@ -97,7 +105,7 @@ class StateCodec:
             or not isinstance(state.get("ans"), dict)
         ):
             raise invalid  # minted for another request (method, target or arguments differ)
-        if not isinstance(state.get("exp"), int) or state["exp"] < time.time():
+        if not isinstance(state.get("exp"), int) or state["exp"] < self.clock():
             raise invalid
         answers: dict[str, Any] = state["ans"]
         return answers

@@ -55,6 +55,29 @@ class McpError(Exception):
 RpcError = McpError
 
 
+class HttpError(McpError):
+    """A JSON-RPC error that also carries HTTP semantics: a status and response headers.
+
+    Streamable HTTP answers it with that status and those headers (401 with
+    ``WWW-Authenticate``, 403 for a missing scope, 429 with ``Retry-After``), the JSON-RPC
+    error object as the body. Transports without HTTP status per request (stdio, the old
+    HTTP+SSE transport, a JSON-RPC batch) answer it as the plain JSON-RPC error.
+    ``headers`` are (lower-case name, value) pairs of bytes.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        data: Any = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(code, message, data)
+        self.status = status
+        self.headers = headers
+
+
 class Kind(enum.Enum):
     REQUEST = "request"
     NOTIFICATION = "notification"

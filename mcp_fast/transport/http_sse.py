@@ -27,14 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
+from mcp_fast.call import Gate, Principal
 from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import jsonrpc
-from mcp_fast.protocol.jsonrpc import McpError
+from mcp_fast.protocol.jsonrpc import HttpError, McpError
 from mcp_fast.transport.channel import ChannelSession
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.streamable.headers import JSON_HEADERS, NO_HEADERS, SSE_HEADERS, TEXT_HEADERS
@@ -62,6 +63,8 @@ class HttpSseSettings:
     host_policy: HostPolicy = field(default_factory=HostPolicy.loopback)
     # SSE comment sent on idle streams so proxies don't cut them.
     keepalive_interval: float = 15.0
+    # Authorization (ops/auth.py): the GET and every POST need a valid bearer token.
+    gate: Gate | None = None
 
     def __post_init__(self) -> None:
         for path in (self.sse_path, self.messages_path):
@@ -81,6 +84,11 @@ def message_event(message: bytes) -> bytes:
 
 def _plain(responder: Responder, status: int, reason: str, extra: Headers = NO_HEADERS) -> None:
     responder.respond(status, (*TEXT_HEADERS, *extra), reason.encode() + b"\n")
+
+
+def _refuse(responder: Responder, refusal: HttpError) -> None:
+    """401 from the gate: its status and headers, the JSON-RPC error as the body."""
+    responder.respond(refusal.status, (*JSON_HEADERS, *refusal.headers), jsonrpc.encode_error(None, refusal))
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -129,6 +137,7 @@ class HttpSseTransport:
         self.settings = settings or HttpSseSettings()
         self.sessions: dict[str, HttpSseSession] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.sessions_created = 0  # read by the metrics at scrape time
         pipeline.server.on_list_changed(self._list_changed)
         pipeline.server.on_resource_updated(self._resource_updated)
         pipeline.on_task_status(self._task_status)
@@ -144,18 +153,47 @@ class HttpSseTransport:
         if problem is not None:
             _plain(responder, *problem)
             return None
-        if path == settings.messages_path:
-            return self.post(request, responder)
+        gate = settings.gate
+        if gate is None:
+            return self._serve(request, responder, None)
+        try:
+            admitted = gate.admit(headers.get(b"authorization"))
+        except HttpError as refusal:
+            _refuse(responder, refusal)
+            return None
+        if not isinstance(admitted, Principal):
+            return self._admitted_later(admitted, request, responder)
+        return self._serve(request, responder, admitted)
+
+    async def _admitted_later(
+        self, admitted: Awaitable[Principal], request: Request, responder: Responder
+    ) -> None:
+        try:
+            principal = await admitted
+        except HttpError as refusal:
+            _refuse(responder, refusal)
+            return
+        pending = self._serve(request, responder, principal)
+        if pending is not None:
+            await pending
+
+    def _serve(
+        self, request: Request, responder: Responder, principal: Principal | None
+    ) -> Coroutine[Any, Any, None] | None:
+        if request.path == self.settings.messages_path:
+            return self.post(request, responder, principal)
         if request.method != b"GET":
             _plain(responder, 405, "Method not allowed: the SSE endpoint takes GET", _ALLOW_GET)
             return None
-        return self.stream(responder)
+        return self.stream(responder, principal)
 
     # -- GET: the session's stream -------------------------------------------------------
 
-    async def stream(self, responder: Responder) -> None:
+    async def stream(self, responder: Responder, principal: Principal | None = None) -> None:
         session = HttpSseSession(responder, self.pipeline)
         channel = session.channel
+        channel.principal = principal  # the session is bound to it; its calls carry it
+        self.sessions_created += 1
         self.sessions[session.id] = session
         responder.start_stream(200, SSE_HEADERS)
         # 2024-11-05 "HTTP with SSE": the server MUST first send an `endpoint` event.
@@ -173,7 +211,9 @@ class HttpSseTransport:
 
     # -- POST: one message from the client ---------------------------------------------
 
-    def post(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
+    def post(
+        self, request: Request, responder: Responder, principal: Principal | None = None
+    ) -> Coroutine[Any, Any, None] | None:
         if request.method != b"POST":
             _plain(responder, 405, "Method not allowed: the messages endpoint takes POST", _ALLOW_POST)
             return None
@@ -185,8 +225,13 @@ class HttpSseTransport:
             _plain(responder, 400, "Bad request: the session_id query parameter is required")
             return None
         session = self.sessions.get(session_id)
-        if session is None:
-            # Unknown, or its stream is closed: the client opens a new one.
+        owner = session.channel.principal if session is not None else None
+        if session is None or (
+            (owner is not None or principal is not None)
+            and (owner is None or principal is None or owner.subject != principal.subject)
+        ):
+            # Unknown, or its stream is closed: the client opens a new one. Another principal's
+            # session is as unknown as any other.
             _plain(responder, 404, "Not found: no open session with that id")
             return None
         try:

@@ -67,6 +67,8 @@ class Session:
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any]
     expires_at: float
+    # The subject of the principal that created the session (authorization), or None.
+    owner: str | None = None
 
 
 class SessionNotFound(Exception):
@@ -74,7 +76,13 @@ class SessionNotFound(Exception):
 
 
 class SessionStore(Protocol):
-    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session: ...
+    def create(
+        self,
+        version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        owner: str | None = None,
+    ) -> Session: ...
 
     def resolve(self, token: str) -> Session: ...
 
@@ -128,7 +136,13 @@ class JwtSessions:
     def generated_secret(self) -> bool:
         return not self.settings.secrets and self.settings.private_key_file is None
 
-    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+    def create(
+        self,
+        version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        owner: str | None = None,
+    ) -> Session:
         capabilities, client_info = compact_claims(capabilities, client_info)
         now = time.time()
         expires_at = int(now + self.settings.ttl_seconds)
@@ -141,8 +155,10 @@ class JwtSessions:
             "iat": int(now),
             "exp": expires_at,
         }
+        if owner is not None:
+            claims["own"] = owner  # the principal's subject: the session is bound to it
         token = self._tokens.encode(claims)
-        session = Session(session_id, token, version, capabilities, client_info, expires_at)
+        session = Session(session_id, token, version, capabilities, client_info, expires_at, owner)
         self._verified.put(token, session)
         return session
 
@@ -201,6 +217,7 @@ def _session_from_claims(token: str, claims: dict[str, Any]) -> Session:
     session_id = claims.get("sid")
     expires_at = claims.get("exp")
     issued_at = claims.get("iat")
+    owner = claims.get("own")
     if not (
         isinstance(version, str)
         and isinstance(session_id, str)
@@ -215,6 +232,7 @@ def _session_from_claims(token: str, claims: dict[str, Any]) -> Session:
         capabilities if isinstance(capabilities, dict) else {},
         client_info if isinstance(client_info, dict) else {},
         float(expires_at),  # type: ignore[arg-type]
+        owner if isinstance(owner, str) else None,
     )
 
 
@@ -225,10 +243,16 @@ class MemorySessions:
         self.ttl_seconds = ttl_seconds
         self._sessions: BoundedMap[str, Session] = BoundedMap(max_sessions)
 
-    def create(self, version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> Session:
+    def create(
+        self,
+        version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        owner: str | None = None,
+    ) -> Session:
         session_id = secrets.token_urlsafe(_SESSION_ID_BYTES)
         session = Session(
-            session_id, session_id, version, capabilities, client_info, time.time() + self.ttl_seconds
+            session_id, session_id, version, capabilities, client_info, time.time() + self.ttl_seconds, owner
         )
         self._sessions.put(session_id, session)
         return session

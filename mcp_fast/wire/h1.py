@@ -10,6 +10,12 @@ the comments cite the sections. The parser is deliberately strict wherever
 leniency has enabled request smuggling: only CRLF line endings, no obs-fold,
 no whitespace before the colon, one unambiguous body length.
 
+A bare LF or a bare CR (RFC 9112 section 2.2) in a head, a chunk-size line or
+a trailer section is refused with 400 as soon as it arrives: such a client
+would otherwise wait for a CRLFCRLF that never comes. Where the same bytes
+break more than one rule, the answer is the refusal the shortest prefix of
+them already calls for, so it does not depend on how the bytes were split.
+
 Speed notes (this is the hot path):
 
 * A request that arrives whole in one ``receive_data`` chunk is parsed
@@ -117,6 +123,14 @@ _CHUNK_LINE: Final = re.compile(
     + _QUOTED_STRING
     + rb"))?)*"
 )
+# RFC 9112 section 2.2: a line ends in CRLF. A bare LF (one not preceded by CR) may be taken as
+# a line end and a bare CR must be refused or read as SP; we refuse both (400): a lone LF that
+# two hops read differently is a smuggling vector. "\r[^\n]" needs the byte after the CR, so a
+# CR that ends the data so far is not judged until that byte arrives. Searched only where a
+# line end is missing or a line failed, never on the common path.
+_BARE_CR_LF: Final = re.compile(rb"\r[^\n]|(?<!\r)\n")
+_BARE_CR_LF_REASON: Final = "bare CR or LF: lines must end with CRLF"
+
 # A chunk-size line (size plus extensions) longer than this is refused: the
 # extensions are discarded, so they must not be a way to make us buffer.
 _MAX_CHUNK_LINE: Final = 4096
@@ -310,6 +324,10 @@ def _reject_transfer_coding(value: bytes) -> ProtocolError:
 
 def _check_trailers(data: bytes | bytearray, start: int, end: int, max_count: int) -> None:
     """Validate a trailer section (RFC 9112 section 7.1.2); the fields are discarded."""
+    if _BARE_CR_LF.search(data, start, end + 4) is not None:
+        # Checked first: had the section arrived in pieces, the bare CR/LF would have been
+        # refused before it was complete (see _next_chunked), whatever else is wrong with it.
+        raise ProtocolError(400, _BARE_CR_LF_REASON)
     lines = data[start:end].split(b"\r\n")
     if len(lines) > max_count:
         raise ProtocolError(431, "too many trailer fields")
@@ -459,8 +477,9 @@ class H1Connection:
                 try:
                     return self._parse_head(data, 0, end)
                 except ProtocolError as exc:
-                    self._fail(exc)
-                    raise
+                    error = self._head_error(data, 0, end, exc)
+                    self._fail(error)
+                    raise error from None
         self.receive_data(data)
         return self.next_event()
 
@@ -547,17 +566,33 @@ class H1Connection:
             self._scan = 0
 
     def _head_incomplete(self, data: bytes | bytearray, start: int) -> Event:
-        """No end of head yet: enforce the limits now, then wait for more."""
+        """No end of head yet: enforce the limits now, then wait for more.
+
+        Each refusal here shows at a fixed length of the head so far: a request-line with no
+        CRLF at ``limit``, a bare CR or LF where it is, a head too large at ``max_head``. The
+        one that shows first wins (on a tie, in that order), as it would have had the bytes
+        come one at a time, so the answer does not depend on how they were split.
+        """
         avail = len(data) - start
+        max_head = self._max_head
         # RFC 9112 section 3: a request-line longer than we accept -> 414.
         # Looked for only within max_head so that the answer does not depend
         # on how the bytes were split.
         limit = self._line_limit + 2
-        if not self._line_ok and min(avail, self._max_head) >= limit:
+        too_long = False
+        if not self._line_ok and min(avail, max_head) >= limit:
             if data.find(b"\r\n", start, start + limit) < 0:
-                raise ProtocolError(414, "request-target too long")
-            self._line_ok = True
-        if avail >= self._max_head:
+                too_long = True
+            else:
+                self._line_ok = True
+        # RFC 9112 section 2.2: a bare CR or LF, searched for in what is new (a CR that ended
+        # the previous data is within the 3 bytes rescanned).
+        bare = _BARE_CR_LF.search(data, start + self._scan)
+        if too_long and (bare is None or bare.end() - start >= limit):
+            raise ProtocolError(414, "request-target too long")
+        if bare is not None and bare.end() - start <= max_head:
+            raise ProtocolError(400, _BARE_CR_LF_REASON)
+        if avail >= max_head:
             # The head cannot end within the limit any more (RFC 6585 section 5).
             raise ProtocolError(431, "request header section too large")
         if self._eof:
@@ -585,7 +620,10 @@ class H1Connection:
                 self._src = src = bytes(buf)
                 buf.clear()
                 self._reset_head_state()
-                return self._parse_head(src, 0, end)
+                try:
+                    return self._parse_head(src, 0, end)
+                except ProtocolError as exc:
+                    raise self._head_error(src, 0, end, exc) from None
         src = self._src
         pos = self._pos
         if pos == len(src):
@@ -602,13 +640,32 @@ class H1Connection:
         if end < 0:
             return self._head_incomplete(src, pos)
         self._reset_head_state()
-        return self._parse_head(src, pos, end)
+        try:
+            return self._parse_head(src, pos, end)
+        except ProtocolError as exc:
+            raise self._head_error(src, pos, end, exc) from None
 
     def _reset_head_state(self) -> None:
         """The head is complete: what was remembered while it arrived is done with."""
         self._scan = 0
         self._line_ok = False
         self._empty_lines = 0
+
+    def _head_error(self, src: bytes, pos: int, end: int, exc: ProtocolError) -> ProtocolError:
+        """The refusal of the complete head ``src[pos:end + 4]`` that raised ``exc``.
+
+        Only on the error path. Had the head come in pieces, a bare CR or LF in it would have
+        been refused before it was complete (``_head_incomplete``) unless the request-line was
+        too long first (414): that refusal is the answer, whatever else the head breaks, so
+        the answer does not depend on how the bytes were split.
+        """
+        bare = _BARE_CR_LF.search(src, pos, end + 4)
+        if bare is None:
+            return exc
+        limit = self._line_limit + 2
+        if self._max_head >= limit and bare.end() - pos >= limit and src.find(b"\r\n", pos, pos + limit) < 0:
+            return exc  # the request-line was too long first: _parse_head raised 414
+        return ProtocolError(400, _BARE_CR_LF_REASON)
 
     def _parse_head(self, src: bytes, pos: int, end: int) -> Event:
         """Parse the head ``src[pos:end + 4]`` (``end`` is where CRLFCRLF starts)."""
@@ -790,6 +847,10 @@ class H1Connection:
                 if j < 0:
                     if n - i >= _MAX_CHUNK_LINE + 2:
                         raise ProtocolError(400, "chunk size line too long")
+                    # No CRLF yet, so any LF here is bare, and so is a CR with something
+                    # after it (RFC 9112 section 2.2): refuse now, the line would never end.
+                    if data.find(b"\n", i, n) >= 0 or data.find(b"\r", i, n - 1) >= 0:
+                        raise ProtocolError(400, _BARE_CR_LF_REASON)
                     break
                 m = _CHUNK_LINE.fullmatch(data, i, j)
                 if m is None:
@@ -836,6 +897,11 @@ class H1Connection:
                     break
                 end = data.find(b"\r\n\r\n", i + self._scan, i + self._max_head)
                 if end < 0:
+                    # A bare CR or LF (RFC 9112 section 2.2) in what is new: refused now, before
+                    # the size limit if it shows first (as for a head, see _head_incomplete).
+                    bare = _BARE_CR_LF.search(data, i + self._scan)
+                    if bare is not None and bare.end() - i <= self._max_head:
+                        raise ProtocolError(400, _BARE_CR_LF_REASON)
                     if n - i >= self._max_head:
                         raise ProtocolError(431, "trailer section too large")
                     self._scan = n - i - 3 if n - i > 3 else 0

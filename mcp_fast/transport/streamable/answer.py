@@ -183,16 +183,13 @@ class PostChannel:
         else:
             self.responder.respond(202, NO_HEADERS, b"")
 
-    def finish(self, response: bytes, error_code: int | None = None, status: int | None = None) -> None:
-        """The response ends the exchange; ``status``: the HTTP status of an error answered as
-        JSON when it is not the version's rule (503: the fleet's store is unavailable)."""
+    def finish(self, response: bytes, error_code: int | None = None) -> None:
         if not self.streaming and self.json_ok:
             assert self.responder is not None
             headers = JSON_HEADERS if self.extra_headers is None else [*JSON_HEADERS, *self.extra_headers]
-            if status is None:
-                status = 200
-                if self.error_status is not None and error_code is not None:
-                    status = self.error_status.get(error_code, 200)
+            status = 200
+            if self.error_status is not None and error_code is not None:
+                status = self.error_status.get(error_code, 200)
             self.responder.respond(status, headers, response)
             return
         if not self.streaming:

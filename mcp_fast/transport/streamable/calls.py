@@ -43,19 +43,27 @@ class HttpCall(Call):
 
     def deliver(self, response: bytes) -> None:
         """The answer: on the channel when one was opened, else (the common case) as JSON when the
-        client takes it, or as a one-event SSE stream."""
+        client takes it, or as a one-event SSE stream. A refusal with HTTP semantics (``HttpError``:
+        401, 403, 429) is answered with its status and headers and the JSON-RPC error as the body,
+        whatever the client accepts (RFC 9110 section 15.5: an error status carries its own body)."""
         channel = self.outbound
+        refusal = self.refusal
+        if refusal is not None and (
+            channel is None or (isinstance(channel, PostChannel) and not channel.streaming)
+        ):
+            self.responder.respond(refusal.status, (*JSON_HEADERS, *refusal.headers), response)
+            return
         if channel is None:
             if self.accepted.json_ok:
                 status = 200
                 error_code = self.error_code
                 if error_code is not None:
-                    status = self.http_status_of_error() or self.policy.error_status.get(error_code, 200)
+                    status = self.policy.error_status.get(error_code, 200)
                 self.responder.respond(status, JSON_HEADERS, response)
                 return
             channel = self.open_outbound()
         assert isinstance(channel, PostChannel)
-        channel.finish(response, self.error_code, self.http_status_of_error())
+        channel.finish(response, self.error_code)
 
     def abandon(self) -> None:
         """The request was cancelled: end the exchange without a JSON-RPC response."""

@@ -16,20 +16,20 @@ only the HTTP rules: headers (``headers.py``), sessions, status codes, and where
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from mcp_fast.bounded import BoundedMap
-from mcp_fast.call import SessionState
+from mcp_fast.call import Gate, Principal, SessionState
 from mcp_fast.fleet.base import FleetUnavailable
 from mcp_fast.fleet.event_store import EventStore, MemoryEventStore
 from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import batch, jsonrpc
 from mcp_fast.protocol.envelope import PROTOCOL_VERSION_KEY, unsupported_version
-from mcp_fast.protocol.jsonrpc import INVALID_REQUEST, Kind, McpError, Message
+from mcp_fast.protocol.jsonrpc import INVALID_REQUEST, HttpError, Kind, McpError, Message
 from mcp_fast.protocol.versions import POLICIES, VersionPolicy
 from mcp_fast.transport.origin import HostPolicy
 from mcp_fast.transport.router import App
@@ -76,6 +76,15 @@ class StreamableSettings:
     event_store: EventStore = field(default_factory=MemoryEventStore)
     # The SSE retry field: how long a client waits before it reconnects.
     retry_ms: int = 1000
+    # Authorization (ops/auth.py): every request needs a valid bearer token; None: open.
+    gate: Gate | None = None
+
+
+_UNREPLAYABLE: Final = (
+    "Bad request: the events after this Last-Event-ID cannot be replayed (the event store no longer "
+    "holds them, or the id names no stream of this session on this server or in the store it shares); "
+    "open a new stream without Last-Event-ID"
+)
 
 
 def _plain(responder: Responder, status: int, reason: str) -> None:
@@ -97,6 +106,11 @@ async def _accepted_once(told: Coroutine[Any, Any, None], responder: Responder) 
     responder.respond(202, NO_HEADERS, b"")
 
 
+def refuse(responder: Responder, refusal: HttpError) -> None:
+    """An HTTP-level refusal (401 from the gate): its status and headers, the JSON-RPC error body."""
+    responder.respond(refusal.status, (*JSON_HEADERS, *refusal.headers), jsonrpc.encode_error(None, refusal))
+
+
 class StreamableHTTP:
     """Serves the MCP endpoint path, and hands every other path to ``others`` (the router).
 
@@ -116,6 +130,8 @@ class StreamableHTTP:
             self.settings.event_store, self.settings.keepalive_interval, self.settings.retry_ms
         )
         self.sessionless = SessionlessPost(pipeline)
+        self.gate = self.settings.gate
+        self.sessions_created = 0  # read by the metrics at scrape time
         # Per-process state of sessions (log level, resource subscriptions).
         self._states: BoundedMap[str, SessionState] = BoundedMap(self.settings.max_session_states)
         self.server.on_list_changed(self._broadcast_list_changed)
@@ -146,16 +162,64 @@ class StreamableHTTP:
             responder.respond(verdict.status, verdict.headers, verdict.body)
             return None
         assert type(verdict) is Accepted
+        if self.gate is not None:
+            return self._gated(request, responder, verdict, self.gate)
         if verdict.method == b"POST":
             return self.post(request, responder, verdict)
         if verdict.method == b"GET":
             return self.get(request, responder)
         return self.delete(request, responder)
 
+    def _gated(
+        self, request: Request, responder: Responder, verdict: Accepted, gate: Gate
+    ) -> Coroutine[Any, Any, None] | None:
+        """basic/authorization.mdx: every request carries the token; without a valid one: 401
+        (after the Host/Origin checks, before anything of the body is read)."""
+        try:
+            admitted = gate.admit(request.headers.get(b"authorization"))
+        except HttpError as refusal:
+            refuse(responder, refusal)
+            return None
+        if not isinstance(admitted, Principal):
+            return self._admitted_later(admitted, request, responder, verdict)
+        if verdict.method == b"POST":
+            return self.post(request, responder, verdict, admitted)
+        return self._serve(request, responder, verdict, admitted)
+
+    def _serve(
+        self, request: Request, responder: Responder, verdict: Accepted, principal: Principal | None
+    ) -> Coroutine[Any, Any, None] | None:
+        if verdict.method == b"POST":
+            return self.post(request, responder, verdict, principal)
+        if verdict.method == b"GET":
+            return self.get(request, responder, principal)
+        return self.delete(request, responder, principal)
+
+    async def _admitted_later(
+        self, admitted: Awaitable[Principal], request: Request, responder: Responder, verdict: Accepted
+    ) -> None:
+        """A token seen for the first time (a key to fetch, a verifier to ask): then serve."""
+        try:
+            principal = await admitted
+        except HttpError as refusal:
+            refuse(responder, refusal)
+            return
+        pending = self._serve(request, responder, verdict, principal)
+        if pending is not None:
+            await pending
+
     # -- sessions ------------------------------------------------------------------
 
-    def _session(self, request: Request, responder: Responder, request_id: Any = None) -> Session | None:
-        """The request's session; None after answering 400/404 (the request ends there)."""
+    def _session(
+        self,
+        request: Request,
+        responder: Responder,
+        request_id: Any = None,
+        principal: Principal | None = None,
+    ) -> Session | None:
+        """The request's session; None after answering 400/404 (the request ends there). A session
+        is bound to the principal that created it: another one's token gets 404, as an unknown
+        session would (basic/authorization.mdx; security_best_practices "Session Hijacking")."""
         assert self.sessions is not None
         token = request.headers.get(b"mcp-session-id")
         if token is None:
@@ -170,6 +234,10 @@ class StreamableHTTP:
                 # Signed by a process that speaks a version this one does not
                 # (a rolling upgrade): the client negotiates again.
                 raise SessionNotFound(f"protocol version {session.protocol_version!r} is not supported here")
+            if (session.owner is not None or principal is not None) and session.owner != (
+                principal.subject if principal is not None else None
+            ):
+                raise SessionNotFound("it belongs to another principal")
             return session
         except SessionNotFound as exc:
             # 404 tells the client to start a new session with initialize.
@@ -192,6 +260,7 @@ class StreamableHTTP:
         accepted: Accepted,
         policy: VersionPolicy,
         session: Session | None,
+        principal: Principal | None,
     ) -> HttpCall:
         """The Call of one JSON-RPC request of a POST (a 2025 era request)."""
         if session is None:
@@ -209,12 +278,13 @@ class StreamableHTTP:
             call.streams = self.streams
         call.responder = responder
         call.accepted = accepted
+        call.principal = principal
         return call
 
     # -- POST ------------------------------------------------------------------------
 
     def post(
-        self, request: Request, responder: Responder, accepted: Accepted
+        self, request: Request, responder: Responder, accepted: Accepted, principal: Principal | None = None
     ) -> Coroutine[Any, Any, None] | None:
         try:
             body = orjson.loads(request.body)  # jsonrpc.decode, inlined: every POST passes
@@ -228,7 +298,7 @@ class StreamableHTTP:
             and type(meta := params.get("_meta")) is dict
             and PROTOCOL_VERSION_KEY in meta  # envelope.carries_envelope, inlined: asked on every POST
         ):
-            return self.sessionless.post(body, request, responder, accepted)
+            return self.sessionless.post(body, request, responder, accepted, principal)
         if header_policy is None:
             _rpc_error(responder, 400, unsupported_version(accepted.version_text))
             return None
@@ -236,18 +306,18 @@ class StreamableHTTP:
         policy = header_policy
         if type(body) is list:
             if self.sessions is not None:
-                session = self._session(request, responder)
+                session = self._session(request, responder, None, principal)
                 if session is None:
                     return None
                 policy = POLICIES[session.protocol_version]
-            return self.post_batch(body, request, responder, accepted, policy, session)
+            return self.post_batch(body, request, responder, accepted, policy, session, principal)
         parts = jsonrpc.request_parts(body)
         if parts is None or parts[1] == "initialize":
-            return self.post_message(body, request, responder, accepted, policy)
+            return self.post_message(body, request, responder, accepted, policy, principal)
         # A request (not initialize): the hot path, without a Message.
         request_id, method, params = parts
         if self.sessions is not None:
-            session = self._session(request, responder, request_id)
+            session = self._session(request, responder, request_id, principal)
             if session is None:
                 return None
             # Within a session the negotiated version rules, whatever the header
@@ -265,6 +335,7 @@ class StreamableHTTP:
             call.streams = None
         call.responder = responder
         call.accepted = accepted
+        call.principal = principal
         answer = self.pipeline.request(call)
         if type(answer) is bytes:
             if call.outbound is None and accepted.json_ok and call.error_code is None:
@@ -275,7 +346,13 @@ class StreamableHTTP:
         return deliver_later(call, answer)  # type: ignore[arg-type]
 
     def post_message(
-        self, body: Any, request: Request, responder: Responder, accepted: Accepted, policy: VersionPolicy
+        self,
+        body: Any,
+        request: Request,
+        responder: Responder,
+        accepted: Accepted,
+        policy: VersionPolicy,
+        principal: Principal | None = None,
     ) -> Coroutine[Any, Any, None] | None:
         """A POST that is not a plain request: initialize, a notification, a response, or not a
         valid JSON-RPC message at all (400)."""
@@ -285,10 +362,10 @@ class StreamableHTTP:
             _rpc_error(responder, 400, exc, exc.request_id)
             return None
         if message.kind is Kind.REQUEST:
-            return self.initialize(self._call(message, request, responder, accepted, policy, None))
+            return self.initialize(self._call(message, request, responder, accepted, policy, None, principal))
         session: Session | None = None
         if self.sessions is not None:
-            session = self._session(request, responder, message.id)
+            session = self._session(request, responder, message.id, principal)
             if session is None:
                 return None
         owner = session.id if session is not None else None
@@ -319,7 +396,14 @@ class StreamableHTTP:
     def _answer_initialize(self, call: HttpCall, response: bytes) -> None:
         handshake = Pipeline.handshake(call)
         if handshake is not None and self.sessions is not None:
-            session = self.sessions.create(handshake.version, handshake.capabilities, handshake.client_info)
+            principal = call.principal
+            session = self.sessions.create(
+                handshake.version,
+                handshake.capabilities,
+                handshake.client_info,
+                principal.subject if principal is not None else None,
+            )
+            self.sessions_created += 1
             channel = call.open_outbound()
             assert isinstance(channel, PostChannel)
             channel.extra_headers = [(b"mcp-session-id", session.token.encode())]
@@ -333,6 +417,7 @@ class StreamableHTTP:
         accepted: Accepted,
         policy: VersionPolicy,
         session: Session | None,
+        principal: Principal | None = None,
     ) -> None:
         """JSON-RPC 2.0 section 6, allowed only by 2025-03-26. The requests run one after another
         and share the POST's answer channel."""
@@ -359,7 +444,7 @@ class StreamableHTTP:
             if isinstance(entry, bytes):
                 responses.append(entry)
                 continue
-            call = self._call(entry, request, responder, accepted, policy, session)
+            call = self._call(entry, request, responder, accepted, policy, session, principal)
             if channel is None:
                 opened = call.open_outbound()
                 assert isinstance(opened, PostChannel)
@@ -396,22 +481,33 @@ class StreamableHTTP:
 
     # -- GET and DELETE ----------------------------------------------------------------
 
-    async def get(self, request: Request, responder: Responder) -> None:
+    async def get(self, request: Request, responder: Responder, principal: Principal | None = None) -> None:
         """The session's server-to-client stream (one per session: 409 for a second), or,
         with Last-Event-ID, the resumption of an earlier stream of the session."""
-        session = self._session(request, responder)
+        session = self._session(request, responder, None, principal)
         if session is None:
             return
         streams = self.streams
         last_event_id = request.headers.get(b"last-event-id")
         replay = None
-        if last_event_id is not None:
+        if last_event_id:  # an empty one names no event (WHATWG SSE sends none then)
             try:
+                # This process's streams, then (--redis) the fleet's store: a stream another
+                # instance wrote resumes here.
                 replay = await streams.replay(session.id, last_event_id)
-            except FleetUnavailable as exc:  # the stream is another instance's, in the store
+            except FleetUnavailable as exc:  # not ours, and the store cannot be read now
                 _rpc_error(responder, FleetUnavailable.http_status, exc)
                 return
-            if replay is not None and replay.kind == "post":
+            if replay is None:
+                # Resumability (basic/transports): the server MAY replay what followed the
+                # event. When neither this process nor the fleet's store can (they let those
+                # events go, or never had the stream: another session's, or no id of ours),
+                # serving a fresh stream would hide the gap, and a POST's answer would never
+                # come: say so, and the client starts over.
+                rejection = rpc_rejection(400, INVALID_REQUEST, _UNREPLAYABLE)
+                responder.respond(rejection.status, rejection.headers, rejection.body)
+                return
+            if replay.kind == "post":
                 await streams.resume_post(replay, responder)  # a POST's stream
                 return
         if streams.stream_of(session.id) is not None:
@@ -428,10 +524,12 @@ class StreamableHTTP:
         finally:
             streams.close_get(stream)
 
-    def delete(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
+    def delete(
+        self, request: Request, responder: Responder, principal: Principal | None = None
+    ) -> Coroutine[Any, Any, None] | None:
         """End the session (transports, "Session Management"): later requests get 404, on every
         instance of a fleet that shares ended sessions."""
-        session = self._session(request, responder)
+        session = self._session(request, responder, None, principal)
         if session is None:
             return None
         assert self.sessions is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+from mcp_fast.call import Principal
 from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import jsonrpc
 from mcp_fast.protocol.envelope import check_header_params, check_headers, check_version, read_envelope
@@ -35,7 +36,12 @@ class SessionlessPost:
         self.registry = pipeline.server.registry
 
     def post(
-        self, body: Any, request: Request, responder: Responder, accepted: Accepted
+        self,
+        body: Any,
+        request: Request,
+        responder: Responder,
+        accepted: Accepted,
+        principal: Principal | None = None,
     ) -> Coroutine[Any, Any, None] | None:
         if type(body) is not dict:
             _refuse(
@@ -79,6 +85,7 @@ class SessionlessPost:
         call.responder = responder
         call.accepted = accepted
         call.streams = None
+        call.principal = principal
         answer = self.pipeline.request(call)
         if type(answer) is bytes:
             if call.outbound is None and accepted.json_ok and call.error_code is None:
