@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import ROOT, console_script, free_port, start_server, stop_server, wait_for_port
-from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
+from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes, rpc_bytes
 
 from mcp_fast import __version__
 from mcp_fast.config import CONFIG_FIELDS, GROUPS, OPTIONS, ConfigError, parse_config
@@ -682,3 +682,29 @@ def post(port: int, method: str, params: dict[str, Any], session: str | None = N
     with RawClient(port) as client:
         client.send(rpc(method, params, session))
         return client.read_response()
+
+
+def test_debug_logs_each_request(tmp_path: Path) -> None:
+    """--log-level debug: one line per request on mcp_fast.requests (method, target, id,
+    transport, version, outcome, time); at info, none."""
+    for level, expected in (("debug", True), ("info", False)):
+        server = start_server(tmp_path, "--stateless", "--log-level", level, app=None)
+        try:
+            with RawClient(server.port) as client:
+                params = {"name": "echo", "arguments": {"message": "hi"}}
+                client.send(rpc_bytes("tools/call", params, 7, **{"MCP-Protocol-Version": "2025-06-18"}))
+                assert client.read_response().status == 200
+                client.send(rpc_bytes("no/such", {}, 8, **{"MCP-Protocol-Version": "2025-06-18"}))
+                assert client.read_response().status == 200
+        finally:
+            stop_server(server)
+        log = server.log()
+        lines = [line for line in log.splitlines() if "mcp_fast.requests" in line]
+        if expected:
+            assert any(
+                "tools/call echo id=7 streamable-http 2025-06-18" in line and ": ok in" in line
+                for line in lines
+            ), log
+            assert any("no/such id=8" in line and "error -32601" in line for line in lines), log
+        else:
+            assert lines == [], log
