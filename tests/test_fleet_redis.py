@@ -26,7 +26,7 @@ from redis_server import RedisServer, running_redis
 
 from mcp_fast.app import build_fleet
 from mcp_fast.config import parse_config
-from mcp_fast.fleet.base import FleetUnavailable, LocalFleet
+from mcp_fast.fleet.base import FleetUnavailable, Grant, LocalFleet
 from mcp_fast.fleet.redis_fleet import RedisFleet, RedisSettings
 
 SECRET = "fleet-redis-secret-0123456789abcdef0123456789abcdef"
@@ -644,6 +644,39 @@ def test_token_buckets_are_atomic_across_instances(fleet: Fleet) -> None:
 
     allowed = asyncio.run(main())
     assert allowed.count(True) == 25 and len(allowed) == 80
+
+
+def test_leases_are_taken_atomically_across_instances(fleet: Fleet) -> None:
+    """The rate limiter's leases (take_up_to): two fleets ask for 4 tokens at a time, at once,
+    from a bucket of 25; together they get exactly 25, each grant whole and at most 4, and once
+    the bucket is empty a grant of 0 says when a token will be there."""
+
+    async def main() -> list[Grant]:
+        fleets = [RedisFleet(RedisSettings(fleet.redis.url, prefix="lease-test:")) for _ in range(2)]
+        for member in fleets:
+            await member.start()
+        try:
+            leases = [member.take_up_to("caller-1", 0.5, 25, 4) for _ in range(10) for member in fleets]
+            return list(await asyncio.gather(*leases))
+        finally:
+            for member in fleets:
+                await member.close()
+
+    grants = asyncio.run(main())
+    assert sum(grant.tokens for grant in grants) == 25, grants
+    assert all(0 <= grant.tokens <= 4 for grant in grants), grants
+    empty = [grant for grant in grants if grant.tokens == 0]
+    assert empty and all(0 < grant.retry_after <= 2.0 for grant in empty), empty
+
+
+def test_a_local_lease_takes_what_the_bucket_has() -> None:
+    buckets = LocalFleet()._buckets
+    assert buckets.take_up_to("k", 1.0, 10, 4, now=100.0) == Grant(4, 0.0)
+    assert buckets.take_up_to("k", 1.0, 10, 4, now=100.0) == Grant(4, 0.0)
+    assert buckets.take_up_to("k", 1.0, 10, 4, now=100.0) == Grant(2, 0.0)  # what is left
+    empty = buckets.take_up_to("k", 1.0, 10, 4, now=100.5)
+    assert empty.tokens == 0 and empty.retry_after == pytest.approx(0.5)
+    assert buckets.take_up_to("k", 1.0, 10, 4, now=103.0) == Grant(3, 0.0)  # refilled meanwhile
 
 
 def test_token_bucket_refills_and_says_when_to_retry() -> None:

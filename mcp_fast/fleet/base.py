@@ -72,6 +72,15 @@ class BucketResult:
     retry_after: float
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What ``Fleet.take_up_to`` gave: whole tokens taken (0: none), and, when none, the seconds
+    until one will be there."""
+
+    tokens: int
+    retry_after: float
+
+
 class Fleet(Protocol):
     """What the instances of a server share. Every coroutine raises ``FleetUnavailable`` when the
     shared store cannot be reached within the fleet's timeout; nothing waits longer."""
@@ -123,6 +132,11 @@ class Fleet(Protocol):
         per second), atomically for the whole fleet."""
         ...
 
+    async def take_up_to(self, key: str, rate: float, burst: float, most: int) -> Grant:
+        """Take as many whole tokens as the bucket ``key`` has, ``most`` at most, atomically for
+        the whole fleet (the rate limiter's leases: ``ops/ratelimit.py``)."""
+        ...
+
 
 def new_instance_id() -> str:
     """Eight hex digits: what names an instance in request ids and channels."""
@@ -151,6 +165,21 @@ class Buckets:
             allowed, retry_after = False, (cost - tokens) / rate if rate > 0 else float("inf")
         self._buckets.put(key, (tokens, now))
         return BucketResult(allowed, tokens, retry_after)
+
+    def take_up_to(self, key: str, rate: float, burst: float, most: int, now: float | None = None) -> Grant:
+        if now is None:
+            now = time.monotonic()
+        state = self._buckets.get(key)
+        tokens, then = (burst, now) if state is None else state
+        tokens = min(burst, tokens + max(0.0, now - then) * rate)
+        granted = min(most, int(tokens))
+        if granted >= 1:
+            tokens -= granted
+            retry_after = 0.0
+        else:
+            granted, retry_after = 0, (1.0 - tokens) / rate if rate > 0 else float("inf")
+        self._buckets.put(key, (tokens, now))
+        return Grant(granted, retry_after)
 
 
 class Subscribers:
@@ -216,3 +245,6 @@ class LocalFleet(Subscribers):
 
     async def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> BucketResult:
         return self._buckets.take(key, rate, burst, cost)
+
+    async def take_up_to(self, key: str, rate: float, burst: float, most: int) -> Grant:
+        return self._buckets.take_up_to(key, rate, burst, most)

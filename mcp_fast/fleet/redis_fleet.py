@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from mcp_fast.bounded import BoundedMap
-from mcp_fast.fleet.base import ENDED, BucketResult, FleetUnavailable, Subscribers, new_instance_id
+from mcp_fast.fleet.base import ENDED, BucketResult, FleetUnavailable, Grant, Subscribers, new_instance_id
 from mcp_fast.fleet.event_store import (
     EventStore,
     MemoryEventStore,
@@ -65,11 +65,13 @@ _MAX_ENDED_LOADED: Final = 100_000
 _TASK_SET_TTL_MS: Final = 24 * 3_600_000  # the longest a task lives (tasks.MAX_TTL_MS)
 
 # A token bucket, atomically: refill by the time passed (Redis's clock, the same for every
-# instance), take ``cost`` when there is enough. Returns {allowed, tokens left, retry after s}.
+# instance), take ``cost`` when there is enough (ARGV[4] '1': as many whole tokens as there are,
+# ``cost`` at most: a lease). Returns {tokens taken, tokens left, retry after s (-1: never)}.
 _BUCKET_SCRIPT: Final = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local partial = ARGV[4] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -80,13 +82,21 @@ if tokens == nil or then_ == nil then
   then_ = now
 end
 tokens = math.min(burst, tokens + math.max(0, now - then_) * rate)
-local allowed = 0
-local retry = 0
+local taken = 0
 if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
+  taken = cost
+elseif partial and tokens >= 1 then
+  taken = math.floor(tokens)
+end
+local retry = 0
+if taken > 0 then
+  tokens = tokens - taken
 elseif rate > 0 then
-  retry = (cost - tokens) / rate
+  local needed = cost
+  if partial then
+    needed = 1
+  end
+  retry = (needed - tokens) / rate
 else
   retry = -1
 end
@@ -94,7 +104,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 if rate > 0 then
   redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 end
-return {allowed, tostring(tokens), tostring(retry)}
+return {tostring(taken), tostring(tokens), tostring(retry)}
 """
 
 T = TypeVar("T")
@@ -407,11 +417,18 @@ class RedisFleet(Subscribers):
     # -- rate limits ----------------------------------------------------------------------------
 
     async def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> BucketResult:
-        script = self._bucket_script
-        reply = await self.call(lambda redis: script(keys=[self.key(f"rl:{key}")], args=[rate, burst, cost]))
-        allowed, remaining, retry_after = reply
+        script, bucket = self._bucket_script, self.key(f"rl:{key}")
+        reply = await self.call(lambda redis: script(keys=[bucket], args=[rate, burst, cost, 0]))
+        taken, remaining, retry_after = reply
         retry = float(retry_after)
-        return BucketResult(bool(int(allowed)), float(remaining), math.inf if retry < 0 else retry)
+        return BucketResult(float(taken) > 0, float(remaining), math.inf if retry < 0 else retry)
+
+    async def take_up_to(self, key: str, rate: float, burst: float, most: int) -> Grant:
+        script, bucket = self._bucket_script, self.key(f"rl:{key}")
+        reply = await self.call(lambda redis: script(keys=[bucket], args=[rate, burst, most, 1]))
+        taken, _remaining, retry_after = reply
+        retry = float(retry_after)
+        return Grant(int(float(taken)), math.inf if retry < 0 else retry)
 
 
 def _record(data: bytes | None) -> dict[str, Any] | None:
