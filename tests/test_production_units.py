@@ -23,6 +23,7 @@ from mcp_fast.ops.auth import JWKS_REFRESH_INTERVAL, AuthSettings, BearerGate, J
 from mcp_fast.ops.idempotency import Idempotency
 from mcp_fast.ops.logs import JsonLines
 from mcp_fast.ops.ratelimit import TokenBuckets
+from mcp_fast.pipeline import Pipeline, PipelineSettings
 from mcp_fast.protocol.jsonrpc import HttpError
 from mcp_fast.protocol.versions import POLICIES
 from mcp_fast.registry import Rate, parse_rate
@@ -214,3 +215,38 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
     assert anyone.client({b"x-forwarded-for": b"2001:db8::1"}, ("192.0.2.1", 1)) == ("2001:db8::1", 0)
     with pytest.raises(ValueError, match="--forwarded-allow-ips"):
         ForwardedAddresses(["proxy.example.com"])
+
+
+def test_a_check_that_must_wait_holds_its_request_and_the_checks_after_it() -> None:
+    """The pipeline waits for a check that returns an awaitable, then runs the checks after it;
+    a refusal from it is the request's answer."""
+    server = MCPServer("checks")
+
+    @server.tool(inline=True)
+    def echo(message: str) -> str:
+        return message
+
+    seen: list[str] = []
+
+    async def slow(call: Call) -> None:
+        await asyncio.sleep(0.01)
+        seen.append("slow")
+        if call.params and call.params.get("arguments", {}).get("message") == "no":
+            raise HttpError(429, -32000, "Too many requests")
+
+    def later(call: Call) -> None:
+        seen.append("later")
+
+    pipeline = Pipeline(server, PipelineSettings(checks=(slow, later)))
+    policy = POLICIES["2025-11-25"]
+
+    async def main(message: str) -> Any:
+        call = Call("stdio", 1, "tools/call", {"name": "echo", "arguments": {"message": message}}, policy)
+        answer = pipeline.request(call)
+        assert not isinstance(answer, bytes)
+        return json.loads(await answer)
+
+    assert asyncio.run(main("yes"))["result"]["content"][0]["text"] == "yes"
+    assert seen == ["slow", "later"]
+    refused = asyncio.run(main("no"))
+    assert refused["error"]["code"] == -32000 and seen == ["slow", "later", "slow"]

@@ -4,7 +4,8 @@ Every transport (Streamable HTTP over HTTP/1.1 and HTTP/2, the old HTTP+SSE tran
 the in-process test client) parses its framing, builds a ``Call`` with the facts of the
 request's arrival and hands it here. The pipeline owns what follows, in this order:
 
-0. the built-in checks (``RequestCheck``: rate limits, a tool's scopes; synchronous) and, for a
+0. the built-in checks (``RequestCheck``: rate limits, a tool's scopes; synchronous, but for a
+   shared rate limit that must ask the fleet for more tokens) and, for a
    ``tools/call`` with an ``Idempotency-Key``, the built-in idempotency middleware;
 1. the middleware chain (the user's ``@server.middleware`` functions; none: no chain at all);
 2. the result cache (``caching.py``): a hit is answered without the handler;
@@ -34,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,10 @@ class Pipeline:
         # without middleware (then ``request`` takes the direct path).
         stack = server.middleware_stack
         self._chain: CallNext | None = build_chain(stack, self._innermost) if stack else None
+        # Built-in checks are fixed when serving starts too: without any, ``request`` is the
+        # admitted path itself (no loop, no frame for them).
         self.checks = settings.checks
+        self._unobserved: Callable[[Call], Answer] = self._checked if self.checks else self._admitted
         self._observer: RequestObserver | None = None
         self._observer_begin: Callable[[Call], None] | None = None
         self.observer = settings.observer
@@ -241,13 +245,13 @@ class Pipeline:
         self._observer = observer
         self._observer_begin = observer.begin if observer is not None and observer.needs_begin else None
         # ``request`` is the plain path itself while nothing observes: no wrapper frame.
-        self.request = self._request if observer is None else self._observed_request  # type: ignore[method-assign]
+        self.request = self._unobserved if observer is None else self._observed_request  # type: ignore[method-assign,assignment]
 
     def request(self, call: Call) -> Answer:
         """Answer one request: its encoded response now, or a coroutine that produces it
         (and None when the request was cancelled: no answer is sent for it). (Replaced per
-        instance by ``_request`` or ``_observed_request``, see ``observer``.)"""
-        return self._request(call)
+        instance by ``_checked``, ``_admitted`` or ``_observed_request``, see ``observer``.)"""
+        return self._unobserved(call)
 
     def _observed_request(self, call: Call) -> Answer:
         """``request`` while an observer watches: it sees the request begin and end."""
@@ -256,7 +260,7 @@ class Pipeline:
         call.started = _perf_counter()
         if self._observer_begin is not None:
             self._observer_begin(call)
-        answer = self._request(call)
+        answer = self._unobserved(call)
         if type(answer) is bytes:
             observer.end(call, True)
             return answer
@@ -274,13 +278,39 @@ class Pipeline:
         observer.end(call, response is not None)
         return response
 
-    def _request(self, call: Call) -> Answer:
-        if self.checks:
-            try:
-                for check in self.checks:
-                    check(call)
-            except McpError as exc:
-                return self._error(call, exc)
+    def _checked(self, call: Call) -> Answer:
+        """The built-in checks, in order, then the request. A check answers at once (the common
+        case: None, or it raises McpError to refuse) or returns an awaitable when it must ask the
+        fleet first (a rate limit whose lease of shared tokens ran out): then the request waits
+        for it, and the checks after it run once it is settled."""
+        checks = self.checks
+        try:
+            for index, check in enumerate(checks):
+                pending = check(call)
+                if pending is not None:
+                    return self._checked_later(call, pending, checks[index + 1 :])
+        except McpError as exc:
+            return self._error(call, exc)
+        return self._admitted(call)
+
+    async def _checked_later(
+        self, call: Call, pending: Awaitable[None], rest: tuple[RequestCheck, ...]
+    ) -> bytes | None:
+        try:
+            await pending
+            for check in rest:
+                more = check(call)
+                if more is not None:
+                    await more
+        except McpError as exc:
+            return self._error(call, exc)
+        answer = self._admitted(call)
+        if isinstance(answer, bytes):
+            return answer
+        return await answer
+
+    def _admitted(self, call: Call) -> Answer:
+        """The request once the checks let it through (without checks: ``request`` itself)."""
         if (
             self._idempotent_chain is not None
             and (headers := call.raw_headers) is not None
