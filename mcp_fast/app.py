@@ -137,6 +137,9 @@ def build_pipeline(
     server.registry.offload_after = config.offload_after
     production = production or Production()
     idempotency: Middleware | None = production.idempotency
+    shared = build_fleet(config)
+    if production.rate_limits is not None and shared.shared:
+        production.rate_limits.share(shared)  # --redis: a caller is limited across the fleet
     return Pipeline(
         server,
         PipelineSettings(
@@ -146,7 +149,7 @@ def build_pipeline(
             cache=build_cache(config),
             fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
-            fleet=build_fleet(config),
+            fleet=shared,
             checks=production.checks,
             idempotency=idempotency,
             observer=production.observer,

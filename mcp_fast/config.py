@@ -648,7 +648,8 @@ OPTIONS: tuple[Option, ...] = (
         "rate_limit",
         RATE,
         "",
-        "requests per caller (principal, else session, else address), e.g. 100/60s; 429 above",
+        "requests per caller (principal, else session, else address), e.g. 100/60s; 429 above "
+        "(with --redis, across the fleet)",
         group="security",
         default_text="none",
     ),

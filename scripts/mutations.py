@@ -108,6 +108,29 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_fleet_redis.py::test_a_resume_from_events_redis_trimmed_or_expired_is_refused",),
     ),
     Mutation(
+        "redis-rate-limit-per-process",
+        "with --redis, a caller's rate limit is shared by every instance, not counted by each",
+        "mcp_fast/app.py",
+        "        production.rate_limits.share(shared)",
+        "        pass",
+        (
+            "tests/test_fleet_redis.py::"
+            "test_a_rate_limit_is_shared_by_the_fleet_and_falls_back_to_each_instance_while_redis_is_away",
+        ),
+    ),
+    Mutation(
+        "shared-rate-limit-lease-spent-for-nothing",
+        "a request admitted from a leased token spends it: the fleet admits no more than the bucket gives",
+        "mcp_fast/ops/ratelimit.py",
+        "            if lease.tokens >= 1:\n"
+        "                lease.tokens -= 1\n"
+        "                if lease.tokens <= self._low",
+        "            if lease.tokens >= 1:\n"
+        "                lease.tokens -= 0\n"
+        "                if lease.tokens <= self._low",
+        ("tests/test_production_units.py::test_a_caller_is_limited_across_instances_within_the_lease_slack",),
+    ),
+    Mutation(
         "2026-missing-protocol-version-header-accepted",
         "a 2026-07-28 request without MCP-Protocol-Version is refused like a disagreeing one (-32020)",
         "mcp_fast/protocol/envelope.py",

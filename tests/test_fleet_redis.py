@@ -624,6 +624,87 @@ def test_requests_that_need_no_shared_state_make_no_redis_call(fleet: Fleet) -> 
     assert grew == {}, grew
 
 
+# -- rate limits shared by the fleet -------------------------------------------------------------------------
+
+
+def calls_alternating(clients: list[RawClient], session: str, count: int, first_id: int) -> list[Response]:
+    """``count`` tools/call of one session, alternating between the instances' connections."""
+    replies = []
+    for number in range(count):
+        client = clients[number % len(clients)]
+        params = {"name": "echo", "arguments": {"message": "x"}}
+        client.send(rpc_bytes("tools/call", params, first_id + number, **session_headers(session)))
+        replies.append(client.read_response())
+    return replies
+
+
+def test_a_rate_limit_is_shared_by_the_fleet_and_falls_back_to_each_instance_while_redis_is_away(
+    tmp_path: Path,
+) -> None:
+    """--rate-limit 100/1h on two instances (a lease of 5 tokens; the refill, a token per 36 s,
+    plays no part here). A session alternating between them: exactly 100 calls pass in all
+    (without --redis each instance would let 100 through), the first 429 comes after at least
+    95 (the lease slack: up to 5 tokens held by the other instance), and Redis is asked once
+    per lease or top-up, not once per request. Redis killed: every request is still answered
+    (no 503), limited by each instance's own bucket: 100 more per instance, a WARNING once.
+    Redis back: the limits are shared again (an INFO once)."""
+    with running_redis(tmp_path / "redis") as redis:
+        limit = ("--rate-limit", "100/1h")
+        a, b = start_instance(tmp_path, redis, *limit), start_instance(tmp_path, redis, *limit)
+        try:
+            wait_ready(a.port)
+            wait_ready(b.port)
+            session = initialize(a.port)
+            clients = [RawClient(a.port, timeout=TIMEOUT_S), RawClient(b.port, timeout=TIMEOUT_S)]
+            try:
+                before = command_counts(redis)
+                replies = calls_alternating(clients, session, 200, 10)
+                shared_calls = sum(
+                    count - before.get(name, 0)
+                    for name, count in command_counts(redis).items()
+                    if name.startswith("eval")
+                )
+                statuses = [reply.status for reply in replies]
+                assert set(statuses) == {200, 429}, statuses
+                assert statuses.count(200) == 100, statuses
+                assert 95 <= statuses.index(429) <= 100, statuses
+                refused = replies[statuses.index(429)]
+                assert 1 <= int(refused.headers["retry-after"]) <= 36, refused.headers
+                assert refused.json()["error"]["code"] == -32000, refused
+                assert shared_calls <= 60, shared_calls  # 100 tokens in leases of 5, topped up at 2 left
+
+                redis.kill()
+                for server in (a, b):
+                    wait_until(lambda port=server.port: get_path(port, "/ready").status == 503, "/ready 503")
+                clients = [RawClient(a.port, timeout=TIMEOUT_S), RawClient(b.port, timeout=TIMEOUT_S)]
+                statuses = [reply.status for reply in calls_alternating(clients, session, 220, 1000)]
+                assert set(statuses) == {200, 429}, statuses  # never 503: limits need no Redis
+                assert statuses.count(200) == 200, statuses  # each instance's own 100
+
+                redis.start()
+                wait_ready(a.port)
+                wait_ready(b.port)
+                clients = [RawClient(a.port, timeout=TIMEOUT_S), RawClient(b.port, timeout=TIMEOUT_S)]
+                # The limited session stays limited (each instance remembers until when); another
+                # takes from the new Redis's buckets.
+                assert [reply.status for reply in calls_alternating(clients, session, 2, 2000)] == [429, 429]
+                other = initialize(b.port)
+                statuses = [reply.status for reply in calls_alternating(clients, other, 4, 3000)]
+                assert statuses == [200] * 4, statuses
+                assert redis.command("KEYS", "mcp_fast:rl:*").count(b"limit::session ") == 1
+            finally:
+                for client in clients:
+                    client.close()
+        finally:
+            stop_server(a)
+            stop_server(b)
+    for server in (a, b):
+        log = server.log()
+        assert len(log_lines(server, r"WARNING mcp_fast.ratelimit: rate limits: the fleet store")) == 1, log
+        assert len(log_lines(server, r"INFO mcp_fast.ratelimit: rate limits are shared by the fleet again")) == 1
+        assert "Traceback" not in log and " ERROR " not in log, log
+
+
 # -- the fleet's own operations, on the real Redis ---------------------------------------------------------------
 
 
