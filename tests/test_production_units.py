@@ -23,7 +23,7 @@ from mcp_fast.fleet.base import FleetUnavailable, Grant, LocalFleet
 from mcp_fast.ops.auth import JWKS_REFRESH_INTERVAL, AuthSettings, BearerGate, JwksKeys
 from mcp_fast.ops.idempotency import Idempotency
 from mcp_fast.ops.logs import JsonLines
-from mcp_fast.ops.ratelimit import SharedTokenBuckets, TokenBuckets, _Outage, lease_size
+from mcp_fast.ops.ratelimit import RateLimits, SharedTokenBuckets, TokenBuckets, _Outage, lease_size
 from mcp_fast.pipeline import Pipeline, PipelineSettings
 from mcp_fast.protocol.jsonrpc import HttpError
 from mcp_fast.protocol.versions import POLICIES
@@ -368,3 +368,43 @@ def test_a_check_that_must_wait_holds_its_request_and_the_checks_after_it() -> N
     assert seen == ["slow", "later"]
     refused = asyncio.run(main("no"))
     assert refused["error"]["code"] == -32000 and seen == ["slow", "later", "slow"]
+
+
+def test_shared_limits_check_the_server_wide_limit_then_the_tool_s() -> None:
+    """RateLimits.share: both limits take from the shared store; a request refused by the
+    server-wide limit takes nothing of the tool's, and the tool's refusal names the tool."""
+    server = MCPServer("limits")
+
+    @server.tool(inline=True, rate_limit="2/60s")
+    def limited() -> str:
+        return "ok"
+
+    clock = Clock()
+    store = SharedStore(clock)
+    limits = RateLimits(server.registry, Rate(3, 60.0), clock=clock)
+    limits.share(store)  # type: ignore[arg-type]
+    policy = POLICIES["2025-11-25"]
+
+    async def check(tool: str) -> str:
+        call = Call("stdio", 1, "tools/call", {"name": tool, "arguments": {}}, policy, None, None, ("10.0.0.9", 1))
+        try:
+            pending = limits(call)
+            if pending is not None:
+                await pending
+        except HttpError as refusal:
+            return f"{refusal.status} {refusal.message}"
+        finally:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        return "ok"
+
+    async def main() -> list[str]:
+        return [await check(tool) for tool in ("limited", "limited", "limited", "other", "limited")]
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:2] == ["ok", "ok"], outcomes
+    assert outcomes[2].startswith("429") and "'limited'" in outcomes[2], outcomes  # the tool's 2
+    assert outcomes[3].startswith("429") and "this server's" in outcomes[3], outcomes  # its 3 are taken
+    assert "this server's" in outcomes[4], outcomes
+    assert set(store.buckets._buckets) == {"limit::address 10.0.0.9", "limit:limited:address 10.0.0.9"}
+    assert limits.refusals == {"limited": 1, "": 2}
