@@ -86,6 +86,14 @@ BAD_FLAGS = [
     (["--redis-timeout", "0"], "--redis-timeout 0: must be a positive duration"),
     (["--event-store-max-events", "0"], "--event-store-max-events 0: must be an integer from 1 to"),
     (["--event-store-max-age", "never"], "--event-store-max-age never: must be a positive duration"),
+    (
+        ["--h2-max-connection-buffer", "1K"],
+        "--h2-max-connection-buffer 1K: must be a size in bytes of at least 64K",
+    ),
+    (
+        ["--ssl-cert-reqs", "sometimes"],
+        "--ssl-cert-reqs sometimes: must be one of none, optional, required (or 0, 1, 2)",
+    ),
 ]
 
 
@@ -144,6 +152,15 @@ def test_the_command_line_wins_over_a_bad_environment_variable() -> None:
         (["--uds", "/tmp/x.sock", "--workers", "2"], "--uds serves from one process"),
         (["--port", "0", "--workers", "2"], "--port 0 with --workers"),
         (["--redis", "redis://h", "--fleet-dir", "/tmp/f"], "--redis and --fleet-dir are two ways"),
+        (["--keyfile", "k.pem"], "--keyfile k.pem: TLS settings, which need --certfile"),
+        (
+            ["--ssl-ca-certs", "ca.pem", "--ssl-cert-reqs", "2"],
+            "--ssl-ca-certs ca.pem, --ssl-cert-reqs required: TLS settings, which need --certfile",
+        ),
+        (
+            ["--certfile", "c.pem", "--ssl-cert-reqs", "optional"],
+            "--ssl-cert-reqs optional needs --ssl-ca-certs",
+        ),
     ],
 )
 def test_settings_that_do_not_go_together_are_refused(args: list[str], message: str) -> None:
@@ -162,6 +179,12 @@ def test_redis_without_the_redis_extra_names_the_extra(tmp_path: Path) -> None:
     assert_refused(result, "--redis needs the redis extra: pip install 'mcp-fast[redis]'")
 
 
+def test_a_keyfile_password_without_a_certificate_is_refused_without_showing_it() -> None:
+    result = run_cli(env={"MCP_FAST_KEYFILE_PASSWORD": "hunter2"})
+    assert_refused(result, "--keyfile-password: TLS settings, which need --certfile")
+    assert "hunter2" not in result.stderr
+
+
 def test_unknown_and_abbreviated_flags_are_refused() -> None:
     assert_refused(run_cli("--prot", "9000"), "unrecognized arguments: --prot")
     # No abbreviations: a typo never silently becomes another flag.
@@ -174,7 +197,8 @@ def test_values_that_are_allowed_are_read_as_meant() -> None:
             "--cache-size", "0", "--port", "0", "--max-body-size", "1.5M", "--max-stream-buffer", "64KiB",
             "--header-timeout", "500ms", "--keepalive-timeout", "2m", "--session-ttl", "1h",
             "--log-level", "DEBUG", "--session-algorithm", "es256", "--session-private-key", "k",
-            "--session-public-keys", "a.pem, b.pem", "--no-legacy-sse",
+            "--session-public-keys", "a.pem, b.pem", "--no-legacy-sse", "--certfile", "c.pem",
+            "--ssl-ca-certs", "ca.pem", "--ssl-cert-reqs", "1", "--h2-max-connection-buffer", "64K",
         ],
         {},
     )  # fmt: skip
@@ -184,6 +208,11 @@ def test_values_that_are_allowed_are_read_as_meant() -> None:
     assert (config.log_level, config.session_algorithm) == ("debug", "ES256")
     assert config.session_public_keys == ["a.pem", "b.pem"]
     assert config.legacy_sse is False
+    assert (config.ssl_cert_reqs, config.h2_max_connection_buffer) == ("optional", 64 << 10)
+    assert parse_config(["--certfile", "c", "--ssl-cert-reqs", "0"], {}).ssl_cert_reqs == "none"
+    assert parse_config(["--certfile", "c", "--ssl-ca-certs", "a", "--ssl-cert-reqs", "REQUIRED"], {}).ssl_cert_reqs == (
+        "required"
+    )
     with pytest.raises(ConfigError, match="--page-size 0"):
         parse_config(["--page-size", "0"], {})
 
@@ -237,7 +266,13 @@ def test_help_groups_the_flags_and_shows_choices_and_human_defaults() -> None:
         "default: 100ms]",
     ):
         assert shown in flat, shown
-    for choices in ("{http,stdio}", "{jwt,memory,none}", "{HS256,RS256,ES256}", "{debug,info,warning,error}"):
+    for choices in (
+        "{http,stdio}",
+        "{jwt,memory,none}",
+        "{HS256,RS256,ES256}",
+        "{debug,info,warning,error}",
+        "{none,optional,required}",
+    ):
         assert choices in text
     assert "4194304" not in text and "[]" not in text and "'" + "http" + "'" not in text
     # Each flag is listed under its own group's heading.
@@ -665,6 +700,23 @@ def test_dependencies_declare_crypto_and_keep_h11_for_tests_only() -> None:
         if re.search(r"^\s*(import h11|from h11)", path.read_text(), re.M)
     ]
     assert imports_h11 == [], "mcp_fast imports h11, which is only a test dependency"
+
+
+def test_http2_runs_on_our_frame_layer_with_hpack_and_h2_is_for_tests_only() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [re.split(r"[ ;<>=!~\[]", requirement)[0].lower() for requirement in project["dependencies"]]
+    assert "hpack" in runtime and "h2" not in runtime
+    test_extra = [
+        re.split(r"[ ;<>=!~\[]", requirement)[0].lower()
+        for requirement in project["optional-dependencies"]["test"]
+    ]
+    assert {"h2", "cryptography"} <= set(test_extra)
+    imports_h2 = [
+        path
+        for path in (ROOT / "mcp_fast").rglob("*.py")
+        if re.search(r"^\s*(import h2\b|from h2\b|import hyperframe|from hyperframe)", path.read_text(), re.M)
+    ]
+    assert imports_h2 == [], "mcp_fast imports h2 (or hyperframe), which is only a test dependency"
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from email.utils import formatdate
 from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
 from mcp_fast.net.h2connection import Http2Connection
+from mcp_fast.net.tls import CertificateStore, TlsSettings
 from mcp_fast.wire import h1
 from mcp_fast.wire.h2 import H2Limits
 
@@ -30,8 +31,10 @@ class NetSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     shutdown_timeout: float = 10.0
     reuse_port: bool = False
-    http2: bool = True  # h2c with prior knowledge (TLS and ALPN are the proxy's job)
+    http2: bool = True  # h2c with prior knowledge; over TLS, h2 by ALPN
     h2_max_concurrent_streams: int = 100
+    h2_max_connection_buffer: int = 16 << 20
+    tls: TlsSettings | None = None  # None: cleartext
     # A Unix socket path to listen on instead of host:port (nginx on the same host). Made
     # group-accessible (0660): processes of the server's group (e.g. nginx's) may connect.
     uds: str | None = None
@@ -44,6 +47,7 @@ class NetSettings:
             max_target_bytes=self.limits.max_target_bytes,
             max_body_bytes=self.limits.max_body_bytes,
             max_concurrent_streams=self.h2_max_concurrent_streams,
+            max_connection_buffer=self.h2_max_connection_buffer,
         )
 
 
@@ -56,6 +60,8 @@ class HttpServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._h2_limits = settings.h2_limits() if settings.http2 else None
         self._socket_inode: int | None = None  # of the --uds socket this server made
+        # Read (and checked) here, so that bad files stop start-up (TlsConfigError).
+        self.certificates = CertificateStore(settings.tls) if settings.tls is not None else None
 
     def _make_protocol(self) -> HttpConnection:
         return HttpConnection(
@@ -75,13 +81,14 @@ class HttpServer:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
+        context = None if self.certificates is None else self.certificates.listening
         if sock is not None:
             self._server = await loop.create_server(
-                self._make_protocol, sock=sock, backlog=self.settings.backlog
+                self._make_protocol, sock=sock, backlog=self.settings.backlog, ssl=context
             )
         elif self.settings.uds is not None:
             self._server = await loop.create_unix_server(
-                self._make_protocol, self.settings.uds, backlog=self.settings.backlog
+                self._make_protocol, self.settings.uds, backlog=self.settings.backlog, ssl=context
             )
             os.chmod(self.settings.uds, 0o660)
             self._socket_inode = os.stat(self.settings.uds).st_ino
@@ -92,9 +99,18 @@ class HttpServer:
                 self.settings.port,
                 backlog=self.settings.backlog,
                 reuse_port=self.settings.reuse_port or None,
+                ssl=context,
             )
         h1.set_date(formatdate(usegmt=True))
         self._sweeper = loop.create_task(self._sweep())
+
+    def reload_certificate(self) -> None:
+        """SIGHUP: new handshakes get the certificate now in the files; open connections
+        keep theirs. Bad files are logged and the old certificate stays."""
+        if self.certificates is None:
+            logger.info("SIGHUP: no --certfile, nothing to reload")
+            return
+        self.certificates.reload()
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -140,9 +156,10 @@ class HttpServer:
                 os.unlink(path)
 
 
-def stop_on_signals() -> asyncio.Future[None]:
+def stop_on_signals(reload: Callable[[], None] | None = None) -> asyncio.Future[None]:
     """A future that SIGINT or SIGTERM completes. Made before anything slow starts (the app's
-    lifespan, say), so that a signal during start-up stops the process in order too."""
+    lifespan, say), so that a signal during start-up stops the process in order too.
+    ``reload`` (the server's certificate reload) is called on each SIGHUP."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -152,6 +169,8 @@ def stop_on_signals() -> asyncio.Future[None]:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
     return stop
 
 
@@ -160,11 +179,11 @@ async def serve_forever(
     on_ready: str | Callable[[], str] | None = None,
     stop: asyncio.Future[None] | None = None,
 ) -> None:
-    """Run until ``stop`` completes (by default: SIGINT/SIGTERM), then shut down gracefully.
-    ``on_ready`` is logged once the server listens (a callable is asked then, so it can name the
-    address really bound)."""
+    """Run until ``stop`` completes (by default: SIGINT/SIGTERM, and SIGHUP reloads the
+    certificate), then shut down gracefully. ``on_ready`` is logged once the server listens (a
+    callable is asked then, so it can name the address really bound)."""
     if stop is None:
-        stop = stop_on_signals()
+        stop = stop_on_signals(server.reload_certificate)
     if stop.done():
         return  # stopped while starting up
     await server.start()
