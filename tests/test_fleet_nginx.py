@@ -1,8 +1,8 @@
 """The fleet on Redis behind real nginx: deploy/nginx/ as shipped (plain round-robin, no affinity;
 tests/test_nginx.py runs it and explains the rendering) in front of two instances that share a
 real redis-server (`--redis`, no `--fleet-dir`). Each shared item crosses instances under
-round-robin, with the official `mcp` client where it fits; then Redis is killed and restarted
-while the official client is served through nginx.
+round-robin, with the official `mcp` client where it fits, and a rate limit that is the
+fleet's; then Redis is killed and restarted while the official client is served through nginx.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from test_nginx import (
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
-def start_backend(tmp: Path, name: str, redis: RedisServer) -> RunningServer:
+def start_backend(tmp: Path, name: str, redis: RedisServer, *extra: str) -> RunningServer:
     """An instance as deploy/nginx/ wants it, sharing Redis instead of a directory (ready: its
-    Redis answers)."""
+    Redis answers), with ``extra`` flags."""
     server = start_server(
         tmp,
         "--session-secret", SECRET,
@@ -60,6 +60,7 @@ def start_backend(tmp: Path, name: str, redis: RedisServer) -> RunningServer:
         "--legacy-messages-path", f"/messages/{name}",
         "--redis", redis.url,
         "--sse-keepalive", "0.5",
+        *extra,
     )  # fmt: skip
     wait_until(lambda: get_path(server.port, "/ready").status == 200, f"{name} ready")
     return server
@@ -77,8 +78,11 @@ class NginxFleet:
 
 
 @contextlib.contextmanager
-def redis_fleet(tmp: Path) -> Iterator[NginxFleet]:
-    with running_redis(tmp / "redis") as redis, running_fleet(tmp, redis, backend=start_backend) as fleet:
+def redis_fleet(tmp: Path, *extra: str) -> Iterator[NginxFleet]:
+    with (
+        running_redis(tmp / "redis") as redis,
+        running_fleet(tmp, redis, *extra, backend=start_backend) as fleet,
+    ):
         yield NginxFleet(fleet, redis)
 
 
@@ -192,6 +196,31 @@ def test_a_task_created_through_one_instance_is_collected_through_the_other(flee
     assert result_of(collected)["content"][0]["text"] == "computed  in 0.5 s"
 
 
+def test_a_task_created_through_one_instance_is_cancelled_through_the_other(fleet: NginxFleet) -> None:
+    session = initialize(fleet.nginx.http_port)
+    created = through(
+        fleet, "tools/call", {"name": "slow_compute", "arguments": {"seconds": 60}, "task": {}}, session
+    )
+    task_id = result_of(created)["task"]["taskId"]
+    runs_on = fleet.instance_of(created.headers.get("x-upstream-addr"))
+    other = "b" if runs_on == "a" else "a"
+    next_request_goes_to(fleet, session, other)
+    cancelled = through(fleet, "tasks/cancel", {"taskId": task_id}, session)
+    assert fleet.instance_of(cancelled.headers.get("x-upstream-addr")) == other
+    assert result_of(cancelled)["status"] == "cancelled"
+    for name in ("a", "b"):  # where it ran (cancelled there), and in the record the other reads
+        port = fleet.backends[name].port
+        wait_until(
+            lambda port=port: (
+                result_of(raw_rpc(port, "tasks/get", {"taskId": task_id}, 1, **session_headers(session)))[
+                    "status"
+                ]
+                == "cancelled"
+            ),
+            f"cancelled as instance {name} sees it",
+        )
+
+
 def test_a_stream_broken_on_one_instance_resumes_through_nginx_on_the_other(fleet: NginxFleet) -> None:
     session = initialize(fleet.nginx.http_port)
     params = {"name": "slow_report", "arguments": {"seconds": 2}, "_meta": {"progressToken": "p"}}
@@ -255,3 +284,21 @@ def test_redis_killed_and_restarted_while_the_official_client_is_served(tmp_path
             thread.join(timeout=30)
         assert done.is_set() and answered >= 25
         assert_ended_everywhere(fleet, recorder, "the session ended on every instance (Redis is back)")
+
+
+def test_a_rate_limit_through_nginx_is_the_fleets(tmp_path: Path) -> None:
+    """--rate-limit 30/1h on both instances (a lease of 1 token: 5 % of 30): one session through
+    nginx's round-robin gets exactly 30 calls in all, served by both instances, not 30 from each."""
+    with redis_fleet(tmp_path, "--rate-limit", "30/1h") as fleet:
+        session = initialize(fleet.nginx.http_port)  # no session yet: the address's bucket
+        served: dict[str, int] = {"a": 0, "b": 0}
+        statuses = []
+        for _ in range(60):
+            call = through(fleet, "tools/call", {"name": "echo", "arguments": {"message": "x"}}, session)
+            statuses.append(call.status)
+            if call.status == 200:
+                served[fleet.instance_of(call.headers.get("x-upstream-addr"))] += 1
+        assert set(statuses) == {200, 429}, statuses
+        assert statuses.count(200) == 30, statuses
+        assert statuses.index(429) >= 29, statuses  # the slack: one lease (1 token) held by the other
+        assert served["a"] > 5 and served["b"] > 5, served
