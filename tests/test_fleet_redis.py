@@ -906,14 +906,19 @@ def test_a_redis_that_hangs_gets_503_within_the_timeout_not_a_hang(tmp_path: Pat
         try:
             wait_ready(server.port)
             session = initialize(server.port)
+            other = initialize(server.port)
             redis.pause()
             try:
                 with RawClient(server.port, timeout=5) as client:
-                    client.send(
-                        client_request_bytes("DELETE", "/mcp", b"", session_headers(initialize(server.port)))
-                    )
+                    started = time.monotonic()
+                    client.send(client_request_bytes("DELETE", "/mcp", b"", session_headers(other)))
                     refused = client.read_response()
+                    waited = time.monotonic() - started
                 assert refused.status == 503 and refused.json()["error"]["code"] == -32603, refused
+                assert "Redis" in refused.json()["error"]["message"], refused
+                # --redis-timeout bounds the wait (a generous margin for a loaded machine; the
+                # client itself would give up only at 5 s).
+                assert waited < 0.3 + 1.5, waited
                 assert result_of(
                     rpc(server.port, "tools/call", {"name": "echo", "arguments": {"message": "m"}}, session)
                 )
