@@ -918,10 +918,37 @@ def nginx_for(tmp: Path, backend: RunningServer, **options: str) -> Iterator[Ngi
 
 
 def _warm_up(nginx: Nginx, backend: RunningServer) -> int:
-    """One request, so nginx keeps an idle connection to ``backend``; its nginx-side port."""
+    """One request, so nginx keeps an idle connection to ``backend``; its nginx-side port.
+    (Only this nginx's worker's: one of an earlier test's nginx may still be open for a moment.)"""
     assert raw_rpc(nginx.http_port, "ping", None).status == 400  # mcp_fast: no session id
-    [idle] = [s for s in tcp_sockets() if s.remote_port == backend.port and s.state == "ESTABLISHED"]
-    return idle.local_port
+    worker_sockets = _socket_inodes(nginx.worker_pid)
+    [idle] = [
+        local_port
+        for local_port, remote_port, state, inode in _tcp_sockets_with_inodes()
+        if remote_port == backend.port and state == "ESTABLISHED" and inode in worker_sockets
+    ]
+    return idle
+
+
+def _tcp_sockets_with_inodes() -> list[tuple[int, int, str, int]]:
+    """(local port, remote port, state, inode) of the IPv4 TCP sockets in /proc/net/tcp."""
+    rows = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        rows.append((int(local.split(":")[1], 16), int(remote.split(":")[1], 16), TCP_STATES.get(state, state), int(inode)))
+    return rows
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
 
 
 def _closed_by(backend: RunningServer, nginx_port: int) -> str | None:
