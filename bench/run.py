@@ -2095,6 +2095,7 @@ def run_workers(bench: Bench) -> dict[str, Any] | None:
                 command=lambda py, port, n=n: [*base.command(py, port), "--workers", str(n)],
                 workloads=(HEADLINE,),
                 env=base.env,
+                session_workloads=base.session_workloads,  # the headline's session: any worker checks it
             )
             server = launch_server(spec, bench.pythons, all_cpus)
             started.append(server)
