@@ -5,9 +5,12 @@ each rule is shown by what a handler sees (its thread, its Task) or by what woul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +350,97 @@ def test_handler_threads_bounds_the_calls_that_run_at_once(
         stop_server(server)
     assert all(answer.startswith("mcp_fast-handler") for answer in answers), answers
     assert max(int(answer.split()[1]) for answer in answers) == expected_peak, answers
+
+
+# -- the first step's Task (dispatch/runner.start_task) ---------------------------------------------
+
+
+def _first_steps(*handlers: Any) -> list[Any]:
+    """Start each handler's coroutine with start_task in one event loop; what each gave back
+    (Finished, a Task, or the exception its first step raised), once every Task has ended."""
+    from mcp_fast.dispatch.runner import Finished, start_task
+
+    async def main() -> list[Any]:
+        outcomes: list[Any] = []
+        for handler in handlers:
+            try:
+                started = start_task(handler(), "handler")
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                outcomes.append(exc)
+                continue
+            if not isinstance(started, Finished):
+                with contextlib.suppress(BaseException):
+                    await started
+            outcomes.append(started)
+        await asyncio.sleep(0)  # done callbacks run
+        return outcomes
+
+    return run(main())
+
+
+def test_a_handler_that_finishes_at_once_gives_its_value_and_a_kept_task_stays_its_own() -> None:
+    """A first step's Task nobody kept serves the next handler (Python 3.11: a pure-Python Task
+    is slow to make); a Task a handler kept, strongly or weakly, or waited on, or cancelled, is
+    that handler's for good, and ends as a Task ends."""
+    from mcp_fast.dispatch.runner import Finished
+
+    kept: list[Any] = []
+    weak: list[Any] = []
+    called: list[str] = []
+    seen: list[tuple[int, bool]] = []
+
+    async def plain() -> str:
+        task = asyncio.current_task()
+        seen.append((id(task), task is not None and not task.done()))
+        return "plain"
+
+    async def keeps() -> str:
+        kept.append(asyncio.current_task())
+        return "kept"
+
+    async def keeps_weakly() -> str:
+        weak.append(weakref.ref(asyncio.current_task()))  # type: ignore[arg-type]
+        return "weak"
+
+    async def adds_a_callback() -> str:
+        asyncio.current_task().add_done_callback(lambda task: called.append(task.result()))  # type: ignore[union-attr]
+        return "callback"
+
+    async def cancels_itself() -> str:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        return "never seen"
+
+    async def fails() -> str:
+        raise ValueError("the handler's own message")
+
+    async def waits() -> str:
+        await asyncio.sleep(0)
+        return "waited"
+
+    outcomes = _first_steps(plain, keeps, keeps_weakly, adds_a_callback, cancels_itself, fails, plain, waits, plain)
+    finished = [o.value if isinstance(o, Finished) else None for o in outcomes]
+    assert finished == ["plain", None, None, None, None, None, "plain", None, "plain"]
+    # Each handler saw a real, running Task as its current one.
+    assert [running for _, running in seen] == [True, True, True]
+    # The kept Tasks ended as Tasks do, with their handlers' values.
+    assert outcomes[1] is kept[0] and kept[0].done() and kept[0].result() == "kept"
+    assert outcomes[2] is weak[0]() and outcomes[2].result() == "weak"
+    assert called == ["callback"]
+    assert outcomes[4].cancelled()  # as a Task cancelled during its step ends
+    assert isinstance(outcomes[5], ValueError) and str(outcomes[5]) == "the handler's own message"
+    assert outcomes[7].result() == "waited"
+    # A Task a handler kept was not handed to a later handler (the last `plain` came after all).
+    assert seen[2][0] not in {id(task) for task in (kept[0], outcomes[2], outcomes[3], outcomes[4], outcomes[7])}
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ makes its eager Tasks in C")
+def test_a_first_steps_task_nobody_kept_serves_the_next_handler() -> None:
+    """The count of references a Task has when nobody else holds it (runner._UNSEEN_REFERENCES)
+    matches this Python: otherwise every Task would be made anew (slow, but not wrong)."""
+    seen: list[int] = []
+
+    async def plain() -> None:
+        seen.append(id(asyncio.current_task()))
+
+    _first_steps(plain, plain, plain)
+    assert len(set(seen)) == 1

@@ -55,6 +55,8 @@ def run(
         raise asyncio.CancelledError  # cancelled while a middleware was still busy with it
     if placement.is_async:
         task = start_task(func(**kwargs), placement.name)
+        if isinstance(task, Finished):
+            return task.value  # finished in its first step (the common case: nothing to wait for)
         if call is not None:
             call.running = task
         if task.done():
@@ -130,65 +132,138 @@ def _name(func: Callable[..., Any]) -> str:
 
 # -- Tasks whose first step runs at once ----------------------------------------------------------
 
+
+class Finished:
+    """What ``start_task`` returns for a handler that finished in its first step and whose Task
+    nobody else saw: its value (an exception of that step is raised by ``start_task`` itself)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 if sys.version_info >= (3, 12):
 
-    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | Finished:
         """A Task for ``coro``, its first step already run (Python 3.12: ``eager_start``)."""
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
 
 else:  # Python 3.11
     from asyncio import tasks as _tasks
+    from weakref import getweakrefcount as _weakrefs
 
     _PyFuture: Any = asyncio.futures._PyFuture  # type: ignore[attr-defined]
+    _current_tasks: dict[Any, Any] = _tasks._current_tasks  # type: ignore[attr-defined]
     _FINISHED = "FINISHED"
+    _refcount = sys.getrefcount
+    # A Task's references in _first_step when nobody else holds it: start_task's local,
+    # _first_step's self, getrefcount's argument (tests/test_handler_placement.py checks it).
+    _UNSEEN_REFERENCES = 3
+
+    def _restore(loop: asyncio.AbstractEventLoop, outer: Any) -> None:
+        """The Task that was current before a first step is again (or none)."""
+        if outer is None:
+            del _current_tasks[loop]
+        else:
+            _current_tasks[loop] = outer
 
     class EagerTask(_tasks._PyTask):  # type: ignore[name-defined,misc]
-        """An asyncio Task (the pure-Python implementation) whose first step runs in ``__init__``
+        """An asyncio Task (the pure-Python implementation) whose first step runs at once
         instead of being scheduled: Python 3.12's ``Task(..., eager_start=True)``, for 3.11.
 
         The first step is written out here rather than going through ``__step``: most handlers
-        finish in it, and then the Task is a finished future and nothing else.
+        finish in it. Such a Task that nobody else saw (no reference, weak or strong, kept by
+        the handler; no callback, no cancellation) is not needed afterwards: it serves the next
+        handler's first step instead of being freed (a pure-Python Task costs a few
+        microseconds to make and to free: a third of a quick request). To anyone who looks,
+        that is a new Task, as a freed object's memory would be reused for one.
         """
 
-        def __init__(
-            self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, name: str
-        ) -> None:
-            # What _PyTask.__init__ (and _PyFuture.__init__) set, less scheduling the first step.
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            # What _PyTask.__init__ (and _PyFuture.__init__) set, less the coroutine, the
+            # context and scheduling the first step.
             self._loop = loop
             self._callbacks: list[Any] = []
-            self._name = name
             self._num_cancels_requested = 0
             self._must_cancel = False
             self._fut_waiter = None
+            self._coro: Coroutine[Any, Any, Any] | None = None
+            self._context: contextvars.Context | None = None
+            # A spare (a PENDING Task that never runs) is freed in silence; one given out is
+            # reported, as any Task, if it is destroyed while pending.
+            self._log_destroy_pending = False
+
+        def _first_step(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | Finished:
+            """Run ``coro`` to its first wait as this Task; see ``start_task``."""
+            global _spare
+            loop = self._loop
+            self._name = name
             self._coro = coro
             context = self._context = contextvars.copy_context()
             # The step runs with this Task as the current one, as a scheduled step would; a Task
             # that is current already (a handler started from inside another) steps aside.
-            outer = _tasks.current_task(loop)
-            if outer is not None:
-                _tasks._leave_task(loop, outer)
-            _tasks._enter_task(loop, self)
+            outer = _current_tasks.get(loop)
+            _current_tasks[loop] = self
             try:
                 result = context.run(coro.send, None)
             except StopIteration as stop:
-                self._result = stop.value  # finished: no callbacks can be waiting yet
-                self._state = _FINISHED
+                # The common case, written out (no calls to _restore and _unseen).
+                if outer is None:
+                    del _current_tasks[loop]
+                else:
+                    _current_tasks[loop] = outer
+                if (
+                    _refcount(self) <= _UNSEEN_REFERENCES
+                    and not self._callbacks
+                    and not self._must_cancel  # cancel() asked during the step
+                    and not self._num_cancels_requested
+                    and not _weakrefs(self)
+                ):
+                    self._coro = self._context = None
+                    _spare = self
+                    return Finished(stop.value)
+                if self._must_cancel:  # the handler cancelled its own Task: as __step does
+                    _PyFuture.cancel(self, msg=self._cancel_message)
+                else:
+                    self._result = stop.value
+                    self._state = _FINISHED
+                    self._Future__schedule_callbacks()
             except asyncio.CancelledError as exc:
+                _restore(loop, outer)
                 self._cancelled_exc = exc
                 _PyFuture.cancel(self)
             except (KeyboardInterrupt, SystemExit) as exc:
+                _restore(loop, outer)
                 _PyFuture.set_exception(self, exc)
                 raise
-            except BaseException as exc:  # noqa: BLE001 - the handler's exception, kept in the Task
+            except BaseException as exc:  # the handler's exception
+                _restore(loop, outer)
+                references = _refcount(self)
+                if self._unseen(references):
+                    # The handler's own exception, raised as a finished Task's result() would.
+                    # No spare: the exception's traceback holds this frame, and so this Task.
+                    self._coro = self._context = None
+                    raise
                 _PyFuture.set_exception(self, exc)
             else:
+                _restore(loop, outer)
                 self._waits_on(result)
-            finally:
-                _tasks._leave_task(loop, self)
-                if outer is not None:
-                    _tasks._enter_task(loop, outer)
+            self._log_destroy_pending = True
             if self._state != _FINISHED or self._callbacks:
                 _tasks._register_task(self)
+            return self
+
+        def _unseen(self, references: int) -> bool:
+            """Nobody but ``start_task`` holds this Task (``references``: its count in
+            ``_first_step``), nothing waits on it, nothing cancelled it."""
+            return (
+                references <= _UNSEEN_REFERENCES
+                and not _weakrefs(self)
+                and not self._callbacks
+                and not self._must_cancel
+                and not self._num_cancels_requested
+            )
 
         def _waits_on(self, result: Any) -> None:
             """The first step yielded: what __step does with a yielded value (waiting on a future;
@@ -203,7 +278,18 @@ else:  # Python 3.11
                 error = RuntimeError(f"Task {self!r} got bad yield: {result!r}")
                 self._loop.call_soon(self._Task__step, error, context=self._context)
 
-    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """A Task for ``coro``, its first step already run."""
-        task: asyncio.Task[Any] = EagerTask(coro, asyncio.get_running_loop(), name)
-        return task
+    _spare: EagerTask | None = None  # a Task no handler kept, ready for the next one
+
+    def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | Finished:
+        """Run ``coro``'s first step as a Task: ``Finished`` with its value when it finished
+        then (its exception is raised here) and nobody kept its Task, else the Task."""
+        global _spare
+        loop = asyncio.get_running_loop()
+        # Taken with no call in between (on 3.11 the GIL changes hands only at calls and jumps
+        # back): another thread's event loop never gets the same spare. One of another loop's
+        # is dropped.
+        task = _spare
+        _spare = None
+        if task is None or task._loop is not loop:
+            task = EagerTask(loop)
+        return task._first_step(coro, name)
