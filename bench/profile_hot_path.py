@@ -264,7 +264,8 @@ def main() -> int:
         if server.failure:
             print(f"mcp_fast did not start: {server.failure}\n{server.log_tail()}")
             return 1
-        check = run.check_pair(workload, server.spec, server.port, None)
+        run.check_server(server, [workload])  # opens the session the headline app needs
+        check = server.checks[workload.name]
         if not check.ok:
             print(f"mcp_fast answers wrongly: {check.detail}")
             return 1
