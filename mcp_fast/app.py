@@ -349,9 +349,13 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_di
             if metrics_dir is not None and production.metrics is not None:
                 share = production.metrics.share = MetricsShare(metrics_dir, production.metrics)
                 share.start()
+            if production.lag is not None:
+                production.lag.start()
             try:
                 await serve_forever(http, ready, stop)
             finally:
+                if production.lag is not None:
+                    production.lag.stop()
                 if share is not None:
                     share.stop()
 
