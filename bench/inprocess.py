@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """mcp_fast's own cost per request, in process: bytes in to bytes out, no sockets, no kernel.
 
-    python bench/inprocess.py [--workload echo|echo_async|echo_inline|echo_stateless|sse|sessionless|list|cached]
+    python bench/inprocess.py [--workload echo|echo_async|echo_inline|echo_stateless|sse|sessionless|list|cached|h2]
                               [--requests 200000]
 
 ``echo`` is the headline as a user writes it: a plain ``def`` tool, a JWT session, default flags.
+``h2`` is the echo request over h2c (``--stateless``, as the bench's HTTP/2 rows), through the real
+``Http2Connection``: one stream per request, HPACK-indexed headers as h2load sends them.
 
 The real ``HttpConnection`` (HTTP/1.1 parser, transport, dispatcher, handler, encoder, writer)
 is fed the exact bytes wrk sends on a keep-alive connection, one request per ``data_received``,
@@ -149,13 +151,77 @@ WORKLOADS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "sessionless": ("server", False, ()),
     "list": ("server", False, ("--stateless",)),
     "cached": ("server", False, ("--stateless",)),
+    "h2": ("server", False, ("--stateless",)),
 }
+
+
+def h2_requests(count: int) -> tuple[bytes, list[bytes]]:
+    """The client preface (with windows opened wide once), then ``count`` requests on streams
+    1, 3, 5, ... as h2load encodes them: the first header block with literals, the others indexed."""
+    import hpack
+
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": "echo", "arguments": {"message": "hello"}}})  # fmt: skip
+    fields = [
+        (b":method", b"POST"), (b":path", b"/mcp"), (b":scheme", b"http"), (b":authority", b"127.0.0.1:8000"),
+        (b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream"),
+        (b"mcp-protocol-version", SESSION_VERSION.encode()), (b"content-length", b"%d" % len(body)),
+    ]  # fmt: skip
+    fields += [(name.lower().encode(), value.encode()) for name, value in EXTRA_HEADERS.items()]
+    encoder = hpack.Encoder()
+    first, rest = encoder.encode(fields), encoder.encode(fields)
+
+    def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+    preface = (
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + frame(0x4, 0, 0, (4).to_bytes(2, "big") + (2**31 - 1).to_bytes(4, "big"))  # INITIAL_WINDOW_SIZE
+        + frame(0x8, 0, 0, (2**31 - 1 - 65535).to_bytes(4, "big"))  # the connection window
+    )
+    out = []
+    for i in range(count):
+        sid = 1 + 2 * i
+        out.append(frame(0x1, 0x4, sid, first if i == 0 else rest) + frame(0x0, 0x1, sid, body))
+    return preface, out
+
+
+_WARM_UP = 10
+
+
+async def measure_h2(http: Any, requests: int) -> float:
+    from mcp_fast.net.flow import FlowControl
+    from mcp_fast.net.h2connection import Http2Connection
+
+    connection = Http2Connection(http.app, http.settings.h2_limits(), http.settings.timeouts, set())
+    transport = CountingTransport()
+    preface, wire = h2_requests(_WARM_UP + requests)
+    connection.take_over(transport, FlowControl(transport, 30.0), preface)  # type: ignore[arg-type]
+    transport.take()
+    # Warm up with the loop running (as measure(): a plain def's first calls run in the pool).
+    for data in wire[:_WARM_UP]:
+        connection.data_received(data)
+        answer = b""
+        for _ in range(1000):
+            answer += transport.take()
+            if b'"result"' in answer:
+                break
+            await asyncio.sleep(0.001)
+        assert b'"result"' in answer and b'"isError":false' in answer, answer[:600]
+    start = time.perf_counter()
+    for data in wire[_WARM_UP:]:
+        connection.data_received(data)
+    elapsed = time.perf_counter() - start
+    assert b'"result"' in transport.take(), "the timed requests were not all answered at once"
+    return elapsed / requests * 1e6
 
 
 async def measure(workload: str, requests: int, extra_flags: tuple[str, ...] = ()) -> float:
     app_name, session, flags = WORKLOADS[workload]
     config = load_config(["--log-level", "warning", "--session-secret", "b" * 32, *flags, *extra_flags], {})
     http = build_http_server(_load_bench_app(app_name), config)
+    if workload == "h2":
+        return await measure_h2(http, requests)
     connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, set())
     transport = CountingTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]

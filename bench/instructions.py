@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("echo", "echo_async", "echo_inline", "echo_stateless", "sessionless", "sse", "list", "cached")
+WORKLOADS = ("echo", "echo_async", "echo_inline", "echo_stateless", "sessionless", "sse", "list", "cached", "h2")
 SHORT, LONG = 4000, 12000
 
 

@@ -32,6 +32,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 HEADLINE = "tools_call_echo"
 H2_STREAMS = 10  # HTTP/2 streams per connection (DESIGN.md "Measuring performance")
+TLS_DIR = RESULTS_DIR / "tls"  # the throw-away certificate of the TLS rows (made by bench_certificate)
 ID_MARK = "__BENCH_ID__"  # in a session workload's load request: wrk numbers each request (post.lua)
 
 
@@ -89,6 +91,48 @@ def _mcp_fast(*extra: str, app: str = "server") -> Callable[[Pythons, int], list
         py.project, "-m", "mcp_fast", f"mcp_fast_app:{app}",
         "--host", HOST, "--port", str(port), "--log-level", "warning", *extra,
     ]  # fmt: skip
+
+
+def bench_certificate() -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made once, with ``cryptography`` from the test
+    extra); the load generators do not verify it, the checks do not either."""
+    cert, key = TLS_DIR / "server.crt", TLS_DIR / "server.key"
+    if cert.exists() and key.exists():
+        return cert, key
+    import datetime
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcp_fast bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address(HOST))]), critical=False)
+        .sign(private, hashes.SHA256())
+    )  # fmt: skip
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert, key
+
+
+def _mcp_fast_tls(*extra: str) -> Callable[[Pythons, int], list[str]]:
+    def command(py: Pythons, port: int) -> list[str]:
+        cert, key = bench_certificate()
+        return _mcp_fast(*extra, "--certfile", str(cert), "--keyfile", str(key))(py, port)
+
+    return command
 
 
 def _peer(script: str, *extra: str) -> Callable[[Pythons, int], list[str]]:
@@ -174,6 +218,17 @@ SERVERS: dict[str, ServerSpec] = {
             ),
         ),
         ServerSpec(
+            name="mcp_fast_tls",
+            family="mcp_fast",
+            description=(
+                "the --stateless row with --certfile/--keyfile: TLS on the port, ALPN h2 and http/1.1 "
+                "(against mcp_fast_stateless, the same flags in cleartext)"
+            ),
+            command=_mcp_fast_tls("--stateless"),
+            workloads=("tools_call_echo_tls", "tools_call_echo_h2_tls"),
+            env=MCP_FAST_ENV,
+        ),
+        ServerSpec(
             name="mcp_fast_bearer",
             family="mcp_fast_bearer",
             description="the --stateless row with authorization: an RS256 bearer token on every request (--auth-jwks)",
@@ -230,8 +285,9 @@ SERVERS: dict[str, ServerSpec] = {
             family="mcp_fast",
             description="the headline with --stateless (no session); HTTP/2 (h2load cannot number requests)",
             command=_mcp_fast("--stateless"),
-            # HTTP/2 only here and in the ceiling: uvicorn, under the SDK and FastMCP, has none.
-            workloads=("tools_call_echo", "tools_call_echo_h2"),
+            # HTTP/2 only here, in mcp_fast_tls and in the ceiling: uvicorn, under the SDK and
+            # FastMCP, has none.
+            workloads=("tools_call_echo", "tools_call_echo_h2", "tools_call_echo_h2_c1"),
             env=MCP_FAST_ENV,
         ),
         ServerSpec(
@@ -281,7 +337,7 @@ SERVERS: dict[str, ServerSpec] = {
             family="raw_ceiling",
             description="bare uvloop asyncio.Protocol + orjson, answers from the request id",
             command=_peer("raw_ceiling.py"),
-            workloads=("tools_call_echo", "tools_call_echo_64k", "tools_call_echo_h2"),
+            workloads=("tools_call_echo", "tools_call_echo_64k", "tools_call_echo_h2", "tools_call_echo_h2_c1"),
         ),
     )
 }
@@ -328,7 +384,9 @@ class Workload:
     expect: str = "json"  # content type of the answer: json (application/json) or sse
     session: bool = False  # initialize once, then Mcp-Session-Id on every request
     sessionless: bool = False  # a 2026-07-28 request: _meta envelope, Mcp-Method/Mcp-Name, no session
-    loadgen: str = "wrk"  # wrk (HTTP/1.1) or h2load (HTTP/2, H2_STREAMS streams per connection)
+    loadgen: str = "wrk"  # wrk (HTTP/1.1) or h2load (HTTP/2, h2_streams streams per connection)
+    h2_streams: int = H2_STREAMS
+    tls: bool = False  # https (the server has a certificate; ALPN picks the protocol)
     skip: str | None = None  # skipped for every server, with this reason
     # Servers that may not serve this yet: a failed check then skips the pair with this reason
     # (and the check's answer) instead of failing the run. It runs as soon as the check passes.
@@ -382,8 +440,36 @@ WORKLOADS: dict[str, Workload] = {
             description=f"the headline over HTTP/2 cleartext (h2load, {H2_STREAMS} streams per connection)",
             loadgen="h2load",
         ),
+        Workload(
+            name="tools_call_echo_h2_c1",
+            description=(
+                "the headline over HTTP/2 cleartext, 1 stream per connection: as many requests in flight "
+                "as the HTTP/1.1 run (latency)"
+            ),
+            loadgen="h2load",
+            h2_streams=1,
+        ),
+        Workload(
+            name="tools_call_echo_tls",
+            description="the headline over HTTPS: HTTP/1.1 over TLS (wrk; ALPN http/1.1)",
+            tls=True,
+        ),
+        Workload(
+            name="tools_call_echo_h2_tls",
+            description=f"the headline over HTTP/2 over TLS (h2load, ALPN h2, {H2_STREAMS} streams per connection)",
+            loadgen="h2load",
+            tls=True,
+        ),
     )
 }
+
+# mcp_fast's HTTP/2 and TLS rows (all --stateless: h2load cannot number a session's requests)
+# against the same flags over cleartext HTTP/1.1, in the same run.
+TRANSPORT_BASE = "mcp_fast_stateless"
+TRANSPORT_SERVERS = ("mcp_fast_stateless", "mcp_fast_tls")
+TRANSPORT_RATIOS: tuple[str, ...] = (
+    "tools_call_echo_h2", "tools_call_echo_h2_c1", "tools_call_echo_tls", "tools_call_echo_h2_tls",
+)  # fmt: skip
 
 
 def request_for(
@@ -429,8 +515,23 @@ def request_for(
 # --------------------------------------------------------------------------------------------
 
 
-def _post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+def _unverified_tls(alpn: str) -> ssl.SSLContext:
+    """The bench's own self-signed certificate is not verified (nor by wrk and h2load)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols([alpn])
+    return context
+
+
+def _post(
+    port: int, body: bytes, headers: dict[str, str], *, tls: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    conn = (
+        http.client.HTTPSConnection(HOST, port, timeout=10, context=_unverified_tls("http/1.1"))
+        if tls
+        else http.client.HTTPConnection(HOST, port, timeout=10)
+    )
     try:
         conn.request("POST", MCP_PATH, body=body, headers=headers)
         resp = conn.getresponse()
@@ -498,9 +599,11 @@ def check_once(
     """One request; the answer must be HTTP 200 of the expected content type, a JSON-RPC 2.0
     result with the same id, not isError, with the right content (echoed text, the echo tool)."""
     headers, body = request_for(workload, spec, message=message, request_id=request_id, session_id=session_id)
-    post = _post_h2 if workload.loadgen == "h2load" else _post
     try:
-        status, resp_headers, data = post(port, body, headers)
+        if workload.loadgen == "h2load":
+            status, resp_headers, data = _post_h2(port, body, headers, tls=workload.tls)
+        else:
+            status, resp_headers, data = _post(port, body, headers, tls=workload.tls)
     except OSError as exc:
         return CheckResult(False, f"request failed: {exc!r}")
     snippet = data[:300].decode("utf-8", "replace")
@@ -673,8 +776,11 @@ def check_pair(workload: Workload, spec: ServerSpec, port: int, session_id: str 
     return CheckResult(True, f"ok (2 requests, answer {first.response_bytes:,} bytes)", first.response_bytes)
 
 
-def _post_h2(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    """The same POST over HTTP/2 with prior knowledge (what h2load sends), on the h2 library."""
+def _post_h2(
+    port: int, body: bytes, headers: dict[str, str], *, tls: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """The same POST over HTTP/2 with prior knowledge, or over TLS with ALPN h2 (what h2load
+    sends), on the h2 library."""
     import h2.config
     import h2.connection
     import h2.events
@@ -682,14 +788,17 @@ def _post_h2(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     request_headers = [
-        (":method", "POST"), (":scheme", "http"), (":authority", f"{HOST}:{port}"), (":path", MCP_PATH),
+        (":method", "POST"), (":scheme", "https" if tls else "http"), (":authority", f"{HOST}:{port}"),
+        (":path", MCP_PATH),
         *((name.lower(), value) for name, value in headers.items()),
         ("content-length", str(len(body))),
     ]  # fmt: skip
     conn.send_headers(1, request_headers)
     conn.send_data(1, body, end_stream=True)
     status, response_headers, data = 0, {}, bytearray()
-    with socket.create_connection((HOST, port), timeout=10) as sock:
+    raw = socket.create_connection((HOST, port), timeout=10)
+    sock = _unverified_tls("h2").wrap_socket(raw) if tls else raw
+    with sock:
         sock.sendall(conn.data_to_send())
         ended = False
         while not ended:
@@ -1034,7 +1143,7 @@ def _wrk_argv(wrk: str, url: str, duration: float, load: LoadSettings) -> list[s
 
 
 def _h2load_argv(
-    h2load: str, url: str, duration: float, load: LoadSettings, request: Path, log_file: Path
+    h2load: str, url: str, duration: float, load: LoadSettings, request: Path, log_file: Path, streams: int
 ) -> list[str]:
     raw = request.read_bytes()
     head, _, body = raw.partition(b"\n\n")
@@ -1042,7 +1151,7 @@ def _h2load_argv(
     body_file.write_bytes(body)
     argv = [
         h2load, "-D", f"{max(1, round(duration))}", "-c", str(load.connections), "-t", str(load.threads),
-        "-m", str(H2_STREAMS), "-d", str(body_file), "--log-file", str(log_file),
+        "-m", str(streams), "-d", str(body_file), "--log-file", str(log_file),
     ]  # fmt: skip
     for line in head.decode().splitlines():
         argv += ["-H", line]
@@ -1107,10 +1216,11 @@ def run_load(
     if not server.alive():
         result.failure = f"server died (exit {server.process.returncode})"
         return result
-    url = f"http://{HOST}:{server.port}"
+    url = f"{'https' if workload.tls else 'http'}://{HOST}:{server.port}"
     h2_log = request.with_suffix(".h2load.log")
+    h2_log.unlink(missing_ok=True)  # (h2load appends to its log file)
     if workload.loadgen == "h2load":
-        argv = _h2load_argv(tools["h2load"], url, duration, load, request, h2_log)
+        argv = _h2load_argv(tools["h2load"], url, duration, load, request, h2_log, workload.h2_streams)
     else:
         argv = _wrk_argv(tools["wrk"], url, duration, load)
     argv = ["taskset", "-c", cpu_list(load.load_cpus), *argv]
@@ -1874,6 +1984,31 @@ def compute_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, d
     return ratios
 
 
+def compute_transport_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """mcp_fast over HTTP/2 and TLS against the same flags over cleartext HTTP/1.1 (the headline
+    workload on TRANSPORT_BASE), same run."""
+    base = summary.get(HEADLINE, {}).get(TRANSPORT_BASE, {})
+    if not base.get("repetitions") or not base.get("rps"):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for wname in TRANSPORT_RATIOS:
+        for name, s in summary.get(wname, {}).items():
+            if name in TRANSPORT_SERVERS and s.get("repetitions"):
+                out[wname] = {"server": name, "rps": s["rps"], "ratio": s["rps"] / base["rps"],  # type: ignore[dict-item]
+                              "p99_ms": s["latency_ms"]["p99"]}  # fmt: skip
+    return out
+
+
+def print_transport_ratios(ratios: dict[str, dict[str, float]]) -> None:
+    if not ratios:
+        return
+    log(f"\n== mcp_fast over HTTP/2 and TLS, against {TRANSPORT_BASE} over cleartext HTTP/1.1 (same run)")
+    rows = [["workload", "server", "req/s", "x HTTP/1.1", "p99 ms"]]
+    for wname, r in ratios.items():
+        rows.append([wname, str(r["server"]), fmt_int(r["rps"]), f"{r['ratio']:.2f}x", f"{r['p99_ms']:.2f}"])
+    print_rows(rows, lambda j: j > 1)
+
+
 def run_sweep(bench: Bench, main_summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
     args = bench.args
     headline = WORKLOADS[HEADLINE]
@@ -2051,6 +2186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_server(server)
 
     ratios = compute_ratios(summary)
+    transport_ratios = compute_transport_ratios(summary)
     report: dict[str, Any] = {
         "meta": meta | {"elapsed_s": round(time.monotonic() - t_start, 1)},
         "ok": False,
@@ -2075,6 +2211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "summary": summary,
         "ratios": ratios,
+        "transport_ratios": transport_ratios,
         "sweep": sweep,
         "workers": workers,
         "blocking": blocking,
@@ -2082,6 +2219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": [asdict(r) | {"ok": r.ok} for r in bench.runs],
     }
     print_main_tables(report)
+    print_transport_ratios(transport_ratios)
     if sweep:
         print_sweep(sweep)
     if workers and "results" in workers:

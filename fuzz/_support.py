@@ -54,3 +54,8 @@ def load_tests_h2client() -> ModuleType:
 def load_tests_httpclient() -> ModuleType:
     """``tests/httpclient.py``: ``RawClient``, ``client_request_bytes``, ``rpc_bytes``."""
     return _load("_mcp_fast_tests_httpclient", ROOT / "tests" / "httpclient.py")
+
+
+def load_tests_tlscerts() -> ModuleType:
+    """``tests/tlscerts.py``: ``CertAuthority`` (throw-away certificates)."""
+    return _load("_mcp_fast_tests_tlscerts", ROOT / "tests" / "tlscerts.py")

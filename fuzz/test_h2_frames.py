@@ -10,17 +10,22 @@
     connection-error GOAWAY; requests respect the limits.
 (b) Split invariance: any split gives the same events and the same outcome (error or not, and
     the GOAWAY code) as byte-by-byte feeding.
-(c) Real sockets against ``python -m mcp_fast``: rapid reset, CONTINUATION flood, PING and
-    SETTINGS floods, a client that never reads (with a zero window, and at the TCP level), too
-    many streams; each ends as designed, the server's RSS stays bounded and a well-behaved client
+(c) Real sockets against ``python -m mcp_fast``, over h2c and over TLS (ALPN h2): rapid
+    reset, CONTINUATION flood, PING and SETTINGS floods, a client that never reads (with a zero
+    window, and at the TCP level), too many streams, an HPACK bomb, invalid pseudo-header fields,
+    many streams of large answers behind shut windows; each ends as designed, the server's RSS stays bounded and a well-behaved client
     (HTTP/2 and HTTP/1.1) is served afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
+import ssl
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hpack
@@ -39,13 +44,20 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from fuzz._support import examples, load_tests_conftest, load_tests_h2client, load_tests_httpclient
+from fuzz._support import (
+    examples,
+    load_tests_conftest,
+    load_tests_h2client,
+    load_tests_httpclient,
+    load_tests_tlscerts,
+)
 from mcp_fast.wire.events import CONNECTION_CLOSED, NEED_DATA, ProtocolError, Request, StreamReset
 from mcp_fast.wire.h2 import H2Connection, H2Limits, H2Timeouts
 
 conftest = load_tests_conftest()
 httpclient = load_tests_httpclient()
 h2client = load_tests_h2client()
+tlscerts = load_tests_tlscerts()
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 LIMITS = H2Limits(
@@ -487,10 +499,52 @@ WRITE_TIMEOUT = 1.0
 RSS_BOUND_KIB = 64 * 1024
 
 
-server = conftest.module_server(
+FLAGS = (
     "--stateless", "--write-timeout", str(WRITE_TIMEOUT), "--max-stream-buffer", "256K",
     "--header-timeout", "1", "--keepalive-timeout", "2",
 )  # fmt: skip
+
+
+class Target:
+    """The server under attack and how to reach it: h2c (prior knowledge) or TLS (ALPN h2)."""
+
+    def __init__(self, running: Any, cafile: Path | None) -> None:
+        self.running = running
+        self.port: int = running.port
+        self.process = running.process
+        self.cafile = cafile
+
+    def log(self) -> str:
+        text: str = self.running.log()
+        return text
+
+    def context(self, alpn: tuple[str, ...] = ("h2",)) -> ssl.SSLContext | None:
+        return None if self.cafile is None else h2client.client_context(self.cafile, alpn)
+
+    def connect(self, rcvbuf: int | None = None) -> socket.socket:
+        return h2client.connect(HOST, self.port, 10.0, self.context(), rcvbuf)
+
+    def h2(self, **kwargs: Any) -> Any:
+        return h2client.H2Socket(self.port, ssl_context=self.context(), **kwargs)
+
+
+@pytest.fixture(scope="module", params=["h2c", "tls"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """Every attack runs against cleartext HTTP/2 and HTTP/2 over TLS."""
+    directory = tmp_path_factory.mktemp("attacks")
+    flags: tuple[str, ...] = FLAGS
+    cafile = None
+    if request.param == "tls":
+        ca = tlscerts.CertAuthority(directory / "certs")
+        issued = ca.issue("server")
+        flags = (*flags, "--certfile", str(issued.cert), "--keyfile", str(issued.key))
+        cafile = ca.path
+    running = conftest.start_server(directory, *flags)
+    try:
+        yield Target(running, cafile)
+    finally:
+        conftest.stop_server(running)
+    assert "Traceback" not in running.log(), running.log()
 
 
 def echo(message: str) -> bytes:
@@ -504,21 +558,18 @@ def echo(message: str) -> bytes:
     )
 
 
-def served(port: int) -> None:
+def served(target: Target) -> None:
     """A well-behaved client is served, over HTTP/2 and over HTTP/1.1."""
-    with h2client.H2Socket(port, timeout=5) as client:
+    with target.h2(timeout=5) as client:
         answer = client.call(echo("still here"))
         assert answer.status == 200 and answer.json()["result"]["content"][0]["text"] == "still here"
-    with httpclient.RawClient(port, timeout=5) as raw:
+    with httpclient.RawClient(target.port, timeout=5, ssl_context=target.context(("http/1.1",))) as raw:
         raw.send(httpclient.rpc_bytes("ping"))
         assert raw.read_response().status == 200
 
 
-def hostile(port: int, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect((HOST, port))
+def hostile(target: Target, rcvbuf: int | None = None) -> socket.socket:
+    sock = target.connect(rcvbuf)
     sock.sendall(PREFACE + fb(0x4, 0, 0))
     return sock
 
@@ -543,7 +594,7 @@ def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]
             chunk = sock.recv(65536)
         except TimeoutError:
             continue
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):  # (TLS: a close without close_notify)
             return bytes(data), True
         if not chunk:
             return bytes(data), True
@@ -554,7 +605,7 @@ def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]
 def send_quietly(sock: socket.socket, data: bytes) -> bool:
     try:
         sock.sendall(data)
-    except (BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
         return False
     return True
 
@@ -566,9 +617,9 @@ GET_BLOCK = hpack.Encoder().encode(
 
 def test_rapid_reset_gets_enhance_your_calm(server: Any) -> None:
     """CVE-2023-44487: HEADERS + RST_STREAM pairs as fast as possible."""
-    served(server.port)
+    served(server)
     baseline = conftest.rss_kib(server.process.pid)
-    sock = hostile(server.port)
+    sock = hostile(server)
     with sock:
         burst = b"".join(
             fb(0x1, 0x5, sid, GET_BLOCK) + fb(0x3, 0, sid, b"\0\0\0\x08") for sid in range(1, 4001, 2)
@@ -577,7 +628,7 @@ def test_rapid_reset_gets_enhance_your_calm(server: Any) -> None:
         data, closed = read_until_closed(sock, 5)
     assert closed and goaway_code(data) == ErrorCodes.ENHANCE_YOUR_CALM
     assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
-    served(server.port)
+    served(server)
 
 
 def flood_is_cut_off(sock: socket.socket, frame: bytes, seconds: float) -> float:
@@ -589,7 +640,7 @@ def flood_is_cut_off(sock: socket.socket, frame: bytes, seconds: float) -> float
             sock.sendall(frame * 256)
         except TimeoutError:
             continue  # the server stopped reading: fine, it must still end the connection
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             return time.monotonic() - start
     raise AssertionError(f"the server took a flood for {seconds} s without ending the connection")
 
@@ -598,16 +649,16 @@ def test_continuation_flood_gets_goaway_before_the_server_buffers_it(server: Any
     """CVE-2024-27316: a header block that never ends, in 16 KiB CONTINUATION frames."""
     baseline = conftest.rss_kib(server.process.pid)
     piece = fb(0x9, 0, 1, b"\x00" * 16384)
-    with hostile(server.port) as sock:
+    with hostile(server) as sock:
         # 128 KiB of header block: the limit (twice --max-header-size) is 32 KiB.
         send_quietly(sock, fb(0x1, 0x1, 1, GET_BLOCK[:4]) + piece * 8)
         data, closed = read_until_closed(sock, 5)
     assert closed and goaway_code(data) == ErrorCodes.ENHANCE_YOUR_CALM
-    with hostile(server.port) as sock:
+    with hostile(server) as sock:
         send_quietly(sock, fb(0x1, 0x1, 1, GET_BLOCK[:4]))
         assert flood_is_cut_off(sock, piece, 8) < 4
     assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
-    served(server.port)
+    served(server)
 
 
 CONTROL_FRAMES = [fb(0x6, 0, 0, b"\0" * 8), fb(0x4, 0, 0, b"")]
@@ -616,11 +667,11 @@ CONTROL_FRAMES = [fb(0x6, 0, 0, b"\0" * 8), fb(0x4, 0, 0, b"")]
 @pytest.mark.parametrize("frame", CONTROL_FRAMES, ids=["ping", "settings"])
 def test_control_frame_flood_gets_enhance_your_calm(server: Any, frame: bytes) -> None:
     """h2 answers PING and SETTINGS by itself: a flood of them is cut at the budget (1000)."""
-    with hostile(server.port) as sock:
+    with hostile(server) as sock:
         send_quietly(sock, frame * 2000)
         data, closed = read_until_closed(sock, 5)
     assert closed and goaway_code(data) == ErrorCodes.ENHANCE_YOUR_CALM
-    served(server.port)
+    served(server)
 
 
 @pytest.mark.parametrize("frame", CONTROL_FRAMES, ids=["ping", "settings"])
@@ -628,10 +679,10 @@ def test_control_frame_flood_from_a_client_that_never_reads(server: Any, frame: 
     """The answers must not pile up: reading pauses while they cannot be written, and the
     connection ends (budget, then the write timeout for a client that reads nothing)."""
     baseline = conftest.rss_kib(server.process.pid)
-    with hostile(server.port, rcvbuf=4096) as sock:
+    with hostile(server, rcvbuf=4096) as sock:
         assert flood_is_cut_off(sock, frame, 10) < WRITE_TIMEOUT + 5
     assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
-    served(server.port)
+    served(server)
 
 
 def emit(count: int, size: int) -> bytes:
@@ -641,15 +692,15 @@ def emit(count: int, size: int) -> bytes:
 
 def test_zero_window_reader_loses_its_stream_not_the_server(server: Any) -> None:
     """A client that never gives window back: its stream is reset after the write timeout."""
-    served(server.port)
+    served(server)
     baseline = conftest.rss_kib(server.process.pid)
-    with h2client.H2Socket(server.port, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}, timeout=10) as client:
+    with server.h2(settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}, timeout=10) as client:
         sids = [client.request("POST", "/mcp", h2client.MCP_HEADERS, emit(100_000, 1000)) for _ in range(3)]
         client.flush()
         client.wait(*sids, timeout=WRITE_TIMEOUT + 6)
         assert all(client.answers[sid].reset == ErrorCodes.CANCEL for sid in sids)
     assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
-    served(server.port)
+    served(server)
 
 
 def test_client_that_reads_nothing_at_all_is_dropped(server: Any) -> None:
@@ -659,9 +710,7 @@ def test_client_that_reads_nothing_at_all_is_dropped(server: Any) -> None:
     client.conn.increment_flow_control_window(0x7FFFFFFF - 65535)
     for _ in range(3):
         client.request("POST", "/mcp", h2client.MCP_HEADERS, emit(200_000, 1000))
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((HOST, server.port))
+    sock = server.connect(rcvbuf=4096)
     with sock:
         sock.sendall(client.data())
         peak = baseline
@@ -669,7 +718,7 @@ def test_client_that_reads_nothing_at_all_is_dropped(server: Any) -> None:
         while time.monotonic() - start < WRITE_TIMEOUT + 3:
             peak = max(peak, conftest.rss_kib(server.process.pid))
             time.sleep(0.1)
-        served(server.port)
+        served(server)
         _, closed = read_until_closed(sock, 5)
     assert closed
     assert "dropping a" in server.log()
@@ -686,7 +735,7 @@ def test_too_many_streams_are_refused_then_the_connection_ends(server: Any) -> N
             "params": {"name": "slow_report", "arguments": {"seconds": 2}},
         }
     )
-    with h2client.H2Socket(server.port, timeout=10) as client:
+    with server.h2(timeout=10) as client:
         client.pump(5)
         client.conn.remote_settings.max_concurrent_streams = 10_000  # ignore the server's limit
         client.conn.remote_settings.acknowledge()
@@ -705,4 +754,177 @@ def test_too_many_streams_are_refused_then_the_connection_ends(server: Any) -> N
         data, closed = read_until_closed(client.sock, 5)
         assert closed and goaway_code(data) in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM)
     assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
-    served(server.port)
+    served(server)
+
+
+def hpack_integer(value: int, prefix_bits: int) -> bytes:
+    """RFC 7541 section 5.1 (written out here, independent of the server's encoder)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((value,))
+    out = bytearray((limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def test_hpack_bomb_gets_enhance_your_calm(server: Target) -> None:
+    """A small header block that decodes to a huge header list (one 4,000-byte entry in the
+    dynamic table, referenced 200 times: 800 KB from 200 bytes): decoding stops at twice
+    --max-header-size, the connection ends with ENHANCE_YOUR_CALM."""
+    baseline = conftest.rss_kib(server.process.pid)
+    # A literal with incremental indexing (RFC 7541 6.2.1): name "x-big", a 4,000-byte value.
+    big = b"\x40\x05x-big" + hpack_integer(4000, 7) + b"v" * 4000
+    bomb = b"\xbe" * 200  # index 62: the newest dynamic entry, 200 times
+    with hostile(server) as sock:
+        send_quietly(sock, fb(0x1, 0x5, 1, GET_BLOCK + big) + fb(0x1, 0x5, 3, bomb + GET_BLOCK))
+        data, closed = read_until_closed(sock, 5)
+    assert closed and goaway_code(data) == ErrorCodes.ENHANCE_YOUR_CALM
+    assert conftest.rss_kib(server.process.pid) - baseline < RSS_BOUND_KIB
+    served(server)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b":status", b"200")],  # a response pseudo-header (RFC 9113 8.3)
+        [(b":protocol", b"websocket")],  # unknown
+        [(b":path", b"/again")],  # repeated
+        [(b"X-Upper", b"1")],  # upper-case name (8.2.1)
+        [(b"connection", b"close")],  # connection-specific (8.2.2)
+    ],
+    ids=["status", "unknown", "repeated", "upper-case", "connection"],
+)
+def test_invalid_pseudo_headers_are_stream_errors(server: Target, fields: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9113 section 8.1.1: 400 on that stream, then RST_STREAM(PROTOCOL_ERROR); the
+    connection goes on serving."""
+    head = [(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/mcp"), (b":authority", b"localhost")]
+    mcp = [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")]
+    encoder = hpack.Encoder()
+    bad = encoder.encode(head + mcp + fields)
+    good = encoder.encode(head + mcp)
+    body = echo("after the bad stream")
+    with hostile(server) as sock:
+        sock.sendall(fb(0x1, 0x5, 1, bad) + fb(0x1, 0x4, 3, good) + fb(0x0, 0x1, 3, body))
+        data = bytearray()
+        sock.settimeout(5)
+        while not any(f.stream_id == 3 and "END_STREAM" in f.flags for f in frames_or_none(bytes(data))):
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            data += chunk
+    decoder = hpack.Decoder()
+    frames = h2client.frames_of(bytes(data))
+    heads = {f.stream_id: dict(decoder.decode(f.data, raw=True)) for f in frames if isinstance(f, HeadersFrame)}
+    assert heads[1][b":status"] == b"400"
+    assert [f.error_code for f in frames if f.stream_id == 1 and type(f).__name__ == "RstStreamFrame"] == [
+        ErrorCodes.PROTOCOL_ERROR
+    ]
+    assert heads[3][b":status"] == b"200"
+    answer = b"".join(f.data for f in frames if f.stream_id == 3 and isinstance(f, DataFrame))
+    assert orjson.loads(answer)["result"]["content"][0]["text"] == "after the bad stream"
+
+
+def frames_or_none(data: bytes) -> list[Frame]:
+    """The complete frames at the start of ``data``."""
+    out = []
+    view = memoryview(data)
+    while len(view) >= 9:
+        length = int.from_bytes(view[:3], "big")
+        if len(view) < 9 + length:
+            break
+        frame, _ = Frame.parse_frame_header(view[:9])
+        frame.parse_body(view[9 : 9 + length])
+        out.append(frame)
+        view = view[9 + length :]
+    return out
+
+
+@pytest.fixture
+def small_buffer(tmp_path: Path) -> Iterator[Target]:
+    """A server whose HTTP/2 connections may hold 2 MiB each."""
+    running = conftest.start_server(
+        tmp_path, "--stateless", "--write-timeout", "3", "--h2-max-connection-buffer", "2M"
+    )
+    try:
+        yield Target(running, None)
+    finally:
+        conftest.stop_server(running)
+    assert "Traceback" not in running.log(), running.log()
+
+
+def pump_until(client: Any, done: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and not client.closed and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            client.pump(0.2)
+
+
+def test_large_answers_behind_shut_windows_are_bounded_per_connection(small_buffer: Target) -> None:
+    """A client asks, one stream after another, for 512 KiB answers and never opens a
+    flow-control window. The connection holds at most --h2-max-connection-buffer (2 MiB): the
+    answer that does not fit is reset (ENHANCE_YOUR_CALM), a GOAWAY refuses new streams, the
+    connection closes once the held answers time out; RSS stays bounded, others are served."""
+    served(small_buffer)
+    pid = small_buffer.process.pid
+    baseline = conftest.rss_kib(pid)
+    body = echo("x" * (512 * 1024))
+    with small_buffer.h2(settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}, timeout=10) as client:
+        client.pump(5)
+        sids = []
+        for _ in range(20):  # 10 MiB of answers asked for
+            sid = client.request("POST", "/mcp", h2client.MCP_HEADERS, body)
+            sids.append(sid)
+            client.flush()
+            pump_until(client, lambda s=sid: client.answers[s].status or client.answers[s].done, 10)
+            if client.goaway is not None:
+                break
+        assert client.goaway is not None and client.goaway.error_code == ErrorCodes.NO_ERROR
+        # The answers held: 200 HEADERS went out (HEADERS are not flow-controlled), no DATA.
+        *held, last = sids
+        assert all(client.answers[s].status == 200 and not client.answers[s].body for s in held)
+        # The stream that did not fit: its answer reset, or (when its request body was what
+        # did not fit) the stream refused before the application saw it.
+        assert client.answers[last].reset in (ErrorCodes.ENHANCE_YOUR_CALM, ErrorCodes.REFUSED_STREAM)
+        assert 3 <= len(held) <= 4  # 2 MiB hold three or four answers of 512 KiB
+        served(small_buffer)  # other clients are served meanwhile
+        peak = conftest.rss_kib(pid)
+        _, closed = read_until_closed(client.sock, 10)
+        assert closed, "the connection was not closed"
+    assert peak - baseline < 24 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB"
+    served(small_buffer)
+
+
+def test_request_bodies_are_bounded_per_connection(small_buffer: Target) -> None:
+    """40 streams upload 512 KiB bodies at once (20 MiB) and read nothing: what the connection
+    holds (bodies and answers) stays under 2 MiB; a stream whose body does not fit is refused
+    (REFUSED_STREAM: never seen by the application, so a client may retry it), a GOAWAY
+    follows, and the connection closes once the streams in flight are done or timed out."""
+    pid = small_buffer.process.pid
+    baseline = conftest.rss_kib(pid)
+    body = echo("x" * (512 * 1024))
+    with small_buffer.h2(settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}, timeout=10) as client:
+        client.pump(5)
+        sids = [client.request("POST", "/mcp", h2client.MCP_HEADERS, body) for _ in range(40)]
+        client.flush()
+        peak = baseline
+        deadline = time.monotonic() + 15
+        while client.goaway is None and not client.closed and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                client.pump(0.2)
+            peak = max(peak, conftest.rss_kib(pid))
+        assert client.goaway is not None and client.goaway.error_code == ErrorCodes.NO_ERROR
+        # (The h2 client stops at a GOAWAY: the rest is read as raw frames.)
+        rest, closed = read_until_closed(client.sock, 10)
+        assert closed, "the connection was not closed"
+        peak = max(peak, conftest.rss_kib(pid))
+        refused = {s for s in sids if client.answers[s].reset == ErrorCodes.REFUSED_STREAM}
+        refused |= {
+            f.stream_id for f in frames_or_none(rest)
+            if type(f).__name__ == "RstStreamFrame" and f.error_code == ErrorCodes.REFUSED_STREAM
+        }  # fmt: skip
+        assert refused
+    assert peak - baseline < 24 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB"
+    served(small_buffer)

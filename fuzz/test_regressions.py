@@ -212,7 +212,8 @@ def h2_outcome(chunks: list[bytes]) -> str:
     from mcp_fast.wire.h2 import PREFACE, H2Connection
 
     conn = H2Connection()
-    for chunk in [PREFACE, *chunks]:
+    # (The client preface is the magic and a SETTINGS frame: RFC 9113 section 3.4.)
+    for chunk in [PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", *chunks]:
         conn.receive_data(chunk)
         try:
             while (event := conn.next_event()) is not NEED_DATA:

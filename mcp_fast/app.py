@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mcp_fast import __version__
 from mcp_fast.call import Gate, Middleware
-from mcp_fast.checks import StartupError, check_startup
+from mcp_fast.checks import StartupError, check_startup, tls_settings
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
 
@@ -239,6 +239,8 @@ def build_http_server(
         uds=config.uds or None,
         http2=config.http2,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
+        h2_max_connection_buffer=config.h2_max_connection_buffer,
+        tls=tls_settings(config),
     )
     http = HttpServer(front_of(endpoint, config, production), settings)
     if production.metrics is not None:
@@ -332,7 +334,7 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_di
         production = build_production(server, config)
         pipeline = build_pipeline(server, config, fleet_dir(config), production)
         http = build_http_server(server, config, pipeline, probes, production)
-    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths
+    except (OSError, ValueError) as exc:  # unreadable key file, bad algorithm, clashing paths, TLS files
         logger.error("cannot start: %s", exc)
         return 2
     http.settings.reuse_port = reuse_port
@@ -341,7 +343,8 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_di
 
     async def main() -> None:
         use_handler_threads(config)
-        stop = stop_on_signals()  # before the lifespan: a SIGTERM while it starts is orderly too
+        # Before the lifespan: a SIGTERM while it starts is orderly too. SIGHUP: the certificate.
+        stop = stop_on_signals(http.reload_certificate)
         stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
         async with lifespan_of(server):
             start_tracing(pipeline, production, config)
@@ -378,7 +381,10 @@ def startup_summary(server: MCPServer, config: Config, address: str, *, shared_s
     transports = f"Streamable HTTP on {config.path}"
     if config.legacy_sse:
         transports += f", the old HTTP+SSE on {config.legacy_sse_path} and {config.legacy_messages_path}"
-    transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
+    if config.certfile:
+        transports += "; HTTP/1.1 and h2 by ALPN" if config.http2 else "; HTTP/1.1"
+    else:
+        transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
     versions = f"MCP {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}"
     processes = f"{config.workers} workers" if config.workers > 1 else f"1 process (pid {os.getpid()})"
     return (
@@ -402,14 +408,16 @@ def _session_summary(config: Config, shared_secret: bool) -> str:
 
 
 def listening_address(config: Config, http: HttpServer | None = None) -> str:
-    """``http://127.0.0.1:8000`` (the port really bound, when ``http`` listens) or ``unix:PATH``."""
+    """``http://127.0.0.1:8000`` (``https://`` with --certfile; the port really bound, when
+    ``http`` listens) or ``unix:PATH`` (``unix:PATH over TLS``)."""
     if config.uds:
-        return f"unix:{config.uds}"
+        return f"unix:{config.uds} over TLS" if config.certfile else f"unix:{config.uds}"
     port = config.port
     if http is not None and http.sockets:
         port = int(http.sockets[0].getsockname()[1])
     host = f"[{config.host}]" if ":" in config.host else config.host
-    return f"http://{host}:{port}"
+    scheme = "https" if config.certfile else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) -> int:
@@ -444,7 +452,8 @@ def run_stdio(server: MCPServer, config: Config, input_fd: int, output_fd: int) 
 
 def run_workers(server: MCPServer, config: Config) -> int:
     """Pre-fork ``--workers`` processes that share the port (SO_REUSEPORT: the kernel spreads
-    connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on."""
+    connections). The parent restarts a worker that dies and passes SIGTERM/SIGINT on, and
+    SIGHUP (certificate reload)."""
     shared_secret = config.effective_session_mode == "jwt" and not config.session_secret
     if (
         config.effective_session_mode == "jwt"
@@ -476,6 +485,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
         if pid == 0:  # the worker; it must never return into the parent's loop below
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its loop handles it (stop_on_signals)
             code = 70  # EX_SOFTWARE: serve_one raised
             try:
                 code = serve_one(server, config, reuse_port=True, metrics_dir=metrics_dir)
@@ -492,8 +502,14 @@ def run_workers(server: MCPServer, config: Config) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def pass_on(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, pass_on)
     status = 0
     try:
         for _ in range(config.workers):

@@ -1,4 +1,5 @@
-"""Start-up checks that need the file system or a library: session keys, the Unix socket path.
+"""Start-up checks that need the file system or a library: session keys, the Unix socket path,
+the TLS certificate and key.
 
 ``config.py`` checks each value and how values go together; these look further, at what the
 values name. Each failure is a ``StartupError`` whose message names the flag; ``app.run`` logs
@@ -13,6 +14,7 @@ import socket
 import stat
 
 from mcp_fast.config import Config
+from mcp_fast.net.tls import ClientCerts, TlsConfigError, TlsSettings, build_context
 
 logger = logging.getLogger("mcp_fast")
 
@@ -36,6 +38,7 @@ def check_startup(config: Config) -> None:
         check_unix_socket(config.uds)
     else:
         check_host(config.host)
+    check_tls(config)
     if config.effective_session_mode == "jwt" and config.session_algorithm != "HS256":
         check_session_keys(config.session_algorithm, config.session_private_key, config.session_public_keys)
     warn_about_short_secrets(config.session_secret)
@@ -50,6 +53,32 @@ def warn_about_short_secrets(secrets: list[str]) -> None:
             min(short),
             MIN_SECRET_BYTES,
         )
+
+
+def tls_settings(config: Config) -> TlsSettings | None:
+    """--certfile and its companions as the network layer takes them (None: cleartext)."""
+    if not config.certfile:
+        return None
+    return TlsSettings(
+        certfile=config.certfile,
+        keyfile=config.keyfile,
+        keyfile_password=config.keyfile_password,
+        ca_certs=config.ssl_ca_certs,
+        cert_reqs=ClientCerts[config.ssl_cert_reqs.upper()],
+        http2=config.http2,
+    )
+
+
+def check_tls(config: Config) -> None:
+    """The TLS files are read once, as the server will read them (before --workers fork): a
+    missing, unreadable or mismatched one is named with its flag."""
+    settings = tls_settings(config)
+    if settings is None:
+        return
+    try:
+        build_context(settings)
+    except TlsConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def check_host(host: str) -> None:

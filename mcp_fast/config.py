@@ -205,6 +205,7 @@ GROUPS: tuple[Group, ...] = (
     Group("http", "HTTP limits", "sizes and timeouts of every connection (HTTP/1.1 and HTTP/2)"),
     Group("sessions", "sessions", "how MCP sessions are issued and checked"),
     Group("transports", "transports", "the old HTTP+SSE transport, HTTP/2, SSE streams"),
+    Group("tls", "TLS", "certificates for HTTPS, and HTTP/2 by ALPN over it"),
     Group("fleet", "fleet", "what the instances of a fleet share"),
     Group(
         "security",
@@ -232,6 +233,19 @@ def read_seconds_or_zero(text: str) -> float:
     """A duration as read_seconds takes it, or 0 (the feature is off)."""
     return 0.0 if text.strip() in ("0", "0s", "0.0") else read_seconds(text)
 
+
+def read_cert_reqs(text: str) -> str:
+    """none/optional/required, or uvicorn's 0/1/2 (ssl.CERT_NONE/CERT_OPTIONAL/CERT_REQUIRED)."""
+    key = text.strip().lower()
+    key = {"0": "none", "1": "optional", "2": "required"}.get(key, key)
+    if key not in ("none", "optional", "required"):
+        raise ValueError(text)
+    return key
+
+
+CERT_REQS = Kind(
+    "one of none, optional, required (or 0, 1, 2)", read_cert_reqs, metavar="{none,optional,required}"
+)
 
 SECONDS_OR_OFF = Kind(
     "a duration, e.g. 600, 10m, 1h, or 0 to turn it off",
@@ -392,6 +406,14 @@ OPTIONS: tuple[Option, ...] = (
         "streams one HTTP/2 connection may have open at once (more are refused)",
         group="http",
     ),
+    Option(
+        "h2_max_connection_buffer",
+        size(1 << 16),
+        16 << 20,
+        "bytes one HTTP/2 connection may hold (partial request bodies and answers waiting for the "
+        "client's windows); past it answers are reset, new streams refused and the connection closed",
+        group="http",
+    ),
     # sessions
     Option(
         "session_mode",
@@ -463,7 +485,8 @@ OPTIONS: tuple[Option, ...] = (
         "http2",
         BOOLEAN,
         True,
-        "serve HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on the port",
+        "serve HTTP/2 beside HTTP/1.1 on the port: h2c with prior knowledge, or chosen by ALPN over "
+        "TLS (--certfile)",
         group="transports",
     ),
     Option(
@@ -472,6 +495,48 @@ OPTIONS: tuple[Option, ...] = (
         15.0,
         "time between keep-alive comments on an idle SSE stream",
         group="transports",
+    ),
+    # TLS
+    Option(
+        "certfile",
+        text("FILE"),
+        "",
+        "PEM certificate chain: serve HTTPS on the port (HTTP/2 and HTTP/1.1 by ALPN); SIGHUP "
+        "reloads it and the key for new connections",
+        group="tls",
+        default_text="none (cleartext)",
+    ),
+    Option(
+        "keyfile",
+        text("FILE"),
+        "",
+        "PEM private key of --certfile",
+        group="tls",
+        default_text="in the --certfile file",
+    ),
+    Option(
+        "keyfile_password",
+        text("PASSWORD"),
+        "",
+        "password of an encrypted --keyfile",
+        group="tls",
+        default_text="none",
+    ),
+    Option(
+        "ssl_ca_certs",
+        text("FILE"),
+        "",
+        "PEM CA certificates that verify client certificates (mutual TLS)",
+        group="tls",
+        default_text="none",
+    ),
+    Option(
+        "ssl_cert_reqs",
+        CERT_REQS,
+        "none",
+        "client certificates: none, optional or required (verified with --ssl-ca-certs; 0/1/2 as "
+        "uvicorn spells them)",
+        group="tls",
     ),
     # fleet
     Option(
@@ -683,6 +748,7 @@ class Config:
     write_timeout: float
     max_stream_buffer: int
     h2_max_concurrent_streams: int
+    h2_max_connection_buffer: int
     session_mode: str
     stateless: bool
     session_secret: list[str]
@@ -695,6 +761,12 @@ class Config:
     legacy_messages_path: str
     http2: bool
     sse_keepalive: float
+    # -- TLS
+    certfile: str
+    keyfile: str
+    keyfile_password: str
+    ssl_ca_certs: str
+    ssl_cert_reqs: str
     fleet_dir: str
     fleet_poll: float
     allowed_origins: list[str]
@@ -778,6 +850,28 @@ def check_config(config: Config) -> None:
             raise ConfigError(
                 f"the old HTTP+SSE transport's paths must differ from --path and each other ({shown})"
             )
+    if not config.certfile:
+        # (The password itself is never shown.)
+        given = [
+            f"{flag} {_shown(value)}" if flag != "--keyfile-password" else flag
+            for flag, value in (
+                ("--keyfile", config.keyfile),
+                ("--keyfile-password", config.keyfile_password),
+                ("--ssl-ca-certs", config.ssl_ca_certs),
+            )
+            if value
+        ]
+        if config.ssl_cert_reqs != "none":
+            given.append(f"--ssl-cert-reqs {config.ssl_cert_reqs}")
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: TLS settings, which need --certfile (the server's certificate)"
+            )
+    elif config.ssl_cert_reqs != "none" and not config.ssl_ca_certs:
+        raise ConfigError(
+            f"--ssl-cert-reqs {config.ssl_cert_reqs} needs --ssl-ca-certs (the CA that verifies client "
+            "certificates)"
+        )
     if config.workers > 1 and config.uds:
         raise ConfigError(
             "--uds serves from one process: use --workers 1 (run one service per socket to use more cores)"

@@ -22,7 +22,7 @@ from mcp_fast.ops.auth import (
 from mcp_fast.ops.cors import CorsPolicy
 from mcp_fast.ops.forwarded import ForwardedAddresses
 from mcp_fast.ops.idempotency import Idempotency
-from mcp_fast.ops.logs import AccessLog, AuditLog, JsonLines
+from mcp_fast.ops.logs import AccessLog, AuditLog, DebugRequestLog, JsonLines, debug_requests
 from mcp_fast.ops.metrics import LoopLag, Metrics
 from mcp_fast.ops.observers import combined
 from mcp_fast.ops.ratelimit import RateLimits
@@ -161,6 +161,8 @@ def build_production(server: MCPServer, config: Config, *, http: bool = True) ->
         access.open()
         production.logs.append(access)
         production.access_log = AccessLog(access)
+    if debug_requests():
+        production.observers.append(DebugRequestLog())
     if http and config.cors_origins:
         production.cors = CorsPolicy(config.cors_origins)
     if http and config.forwarded_allow_ips:

@@ -125,11 +125,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "write-timeout-never-fires",
-        "an HTTP/1.1 client that reads nothing is disconnected at --write-timeout",
+        "a client that reads nothing is disconnected at --write-timeout (HTTP/1.1 and HTTP/2)",
         "mcp_fast/net/flow.py",
         "            self._write_watch = loop.call_later(self._write_timeout, self._give_up)\n",
         "            pass\n",
-        ("tests/test_backpressure.py::test_a_client_that_never_reads_is_disconnected_at_the_write_timeout",),
+        (
+            "tests/test_backpressure.py::test_a_client_that_never_reads_is_disconnected_at_the_write_timeout",
+            "fuzz/test_h2_frames.py::test_client_that_reads_nothing_at_all_is_dropped",
+        ),
     ),
 )
 

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -169,8 +171,29 @@ class H2Peer:
         return events
 
 
+def connect(
+    host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None, rcvbuf: int | None = None
+) -> socket.socket:
+    """A TCP connection, or a TLS one when ``ssl_context`` is given (its ALPN decides the protocol)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect((host, port))
+    if ssl_context is None:
+        return sock
+    return ssl_context.wrap_socket(sock, server_hostname=host)
+
+
+def client_context(cafile: str | Path, alpn: tuple[str, ...] = ("h2",)) -> ssl.SSLContext:
+    """A TLS client context that trusts ``cafile`` and offers ``alpn``."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    context.set_alpn_protocols(list(alpn))
+    return context
+
+
 class H2Socket(H2Peer):
-    """An HTTP/2 client over a real socket (prior knowledge)."""
+    """An HTTP/2 client over a real socket: prior knowledge, or TLS with ALPN h2."""
 
     def __init__(
         self,
@@ -179,9 +202,10 @@ class H2Socket(H2Peer):
         timeout: float = 10.0,
         settings: dict[int, int] | None = None,
         auto_ack: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(settings, auto_ack)
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = connect(host, port, timeout, ssl_context)
         self.timeout = timeout
         self.closed = False
         self.flush()

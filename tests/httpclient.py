@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +39,12 @@ class RawClient:
     line, headers, then a Content-Length, chunked, or read-until-close body.
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.sock: socket.socket = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context is not None:  # HTTPS (the context's ALPN should offer http/1.1 only)
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.buffer = bytearray()
 
     def close(self) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -167,3 +169,23 @@ def test_the_readme_architecture_names_every_module() -> None:
     assert not missing, f"modules the README's Architecture section does not name: {missing}"
     stale = sorted(name for name in named if name.rsplit("/", 1)[-1] not in files and not (ROOT / name).exists())
     assert not stale, f"the README names modules that do not exist: {stale}"
+
+
+def test_a_default_server_loads_no_optional_library() -> None:
+    """Idle memory: a server built with default flags imports none of what only some
+    configurations need (pyjwt and cryptography: bearer tokens and RS256/ES256 sessions;
+    OpenTelemetry: an app that installed a tracer provider; redis: --redis; urllib: a JWKS URL;
+    the HTTP/2 layer and hpack: the first HTTP/2 connection)."""
+    script = (
+        "import sys\n"
+        "from mcp_fast.app import build_http_server\n"
+        "from mcp_fast.config import load_config\n"
+        "from mcp_fast.demo import server\n"
+        "build_http_server(server, load_config([], {}))\n"
+        "heavy = ('jwt', 'cryptography', 'opentelemetry', 'redis', 'urllib.request', 'prometheus_client',\n"
+        "         'hpack', 'mcp_fast.wire.h2', 'mcp_fast.net.h2connection')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

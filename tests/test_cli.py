@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import ROOT, console_script, free_port, start_server, stop_server, wait_for_port
-from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
+from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes, rpc_bytes
 
 from mcp_fast import __version__
 from mcp_fast.config import CONFIG_FIELDS, GROUPS, OPTIONS, ConfigError, parse_config
@@ -80,6 +80,14 @@ BAD_FLAGS = [
     (["--path", "mcp"], "--path mcp: must be a URL path that starts with /"),
     (["--legacy-sse-path", "/sse?x"], "--legacy-sse-path /sse?x: must be a URL path"),
     (["--backlog", "0"], "--backlog 0: must be an integer from 1 to"),
+    (
+        ["--h2-max-connection-buffer", "1K"],
+        "--h2-max-connection-buffer 1K: must be a size in bytes of at least 64K",
+    ),
+    (
+        ["--ssl-cert-reqs", "sometimes"],
+        "--ssl-cert-reqs sometimes: must be one of none, optional, required (or 0, 1, 2)",
+    ),
 ]
 
 
@@ -132,10 +140,25 @@ def test_the_command_line_wins_over_a_bad_environment_variable() -> None:
         (["--legacy-messages-path", "/mcp"], "the old HTTP+SSE transport's paths must differ from --path"),
         (["--uds", "/tmp/x.sock", "--workers", "2"], "--uds serves from one process"),
         (["--port", "0", "--workers", "2"], "--port 0 with --workers"),
+        (["--keyfile", "k.pem"], "--keyfile k.pem: TLS settings, which need --certfile"),
+        (
+            ["--ssl-ca-certs", "ca.pem", "--ssl-cert-reqs", "2"],
+            "--ssl-ca-certs ca.pem, --ssl-cert-reqs required: TLS settings, which need --certfile",
+        ),
+        (
+            ["--certfile", "c.pem", "--ssl-cert-reqs", "optional"],
+            "--ssl-cert-reqs optional needs --ssl-ca-certs",
+        ),
     ],
 )
 def test_settings_that_do_not_go_together_are_refused(args: list[str], message: str) -> None:
     assert_refused(run_cli(*args), message)
+
+
+def test_a_keyfile_password_without_a_certificate_is_refused_without_showing_it() -> None:
+    result = run_cli(env={"MCP_FAST_KEYFILE_PASSWORD": "hunter2"})
+    assert_refused(result, "--keyfile-password: TLS settings, which need --certfile")
+    assert "hunter2" not in result.stderr
 
 
 def test_unknown_and_abbreviated_flags_are_refused() -> None:
@@ -150,7 +173,8 @@ def test_values_that_are_allowed_are_read_as_meant() -> None:
             "--cache-size", "0", "--port", "0", "--max-body-size", "1.5M", "--max-stream-buffer", "64KiB",
             "--header-timeout", "500ms", "--keepalive-timeout", "2m", "--session-ttl", "1h",
             "--log-level", "DEBUG", "--session-algorithm", "es256", "--session-private-key", "k",
-            "--session-public-keys", "a.pem, b.pem", "--no-legacy-sse",
+            "--session-public-keys", "a.pem, b.pem", "--no-legacy-sse", "--certfile", "c.pem",
+            "--ssl-ca-certs", "ca.pem", "--ssl-cert-reqs", "1", "--h2-max-connection-buffer", "64K",
         ],
         {},
     )  # fmt: skip
@@ -160,6 +184,11 @@ def test_values_that_are_allowed_are_read_as_meant() -> None:
     assert (config.log_level, config.session_algorithm) == ("debug", "ES256")
     assert config.session_public_keys == ["a.pem", "b.pem"]
     assert config.legacy_sse is False
+    assert (config.ssl_cert_reqs, config.h2_max_connection_buffer) == ("optional", 64 << 10)
+    assert parse_config(["--certfile", "c", "--ssl-cert-reqs", "0"], {}).ssl_cert_reqs == "none"
+    assert parse_config(["--certfile", "c", "--ssl-ca-certs", "a", "--ssl-cert-reqs", "REQUIRED"], {}).ssl_cert_reqs == (
+        "required"
+    )
     with pytest.raises(ConfigError, match="--page-size 0"):
         parse_config(["--page-size", "0"], {})
 
@@ -211,7 +240,13 @@ def test_help_groups_the_flags_and_shows_choices_and_human_defaults() -> None:
         "default: 100ms]",
     ):
         assert shown in flat, shown
-    for choices in ("{http,stdio}", "{jwt,memory,none}", "{HS256,RS256,ES256}", "{debug,info,warning,error}"):
+    for choices in (
+        "{http,stdio}",
+        "{jwt,memory,none}",
+        "{HS256,RS256,ES256}",
+        "{debug,info,warning,error}",
+        "{none,optional,required}",
+    ):
         assert choices in text
     assert "4194304" not in text and "[]" not in text and "'" + "http" + "'" not in text
     # Each flag is listed under its own group's heading.
@@ -641,6 +676,23 @@ def test_dependencies_declare_crypto_and_keep_h11_for_tests_only() -> None:
     assert imports_h11 == [], "mcp_fast imports h11, which is only a test dependency"
 
 
+def test_http2_runs_on_our_frame_layer_with_hpack_and_h2_is_for_tests_only() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [re.split(r"[ ;<>=!~\[]", requirement)[0].lower() for requirement in project["dependencies"]]
+    assert "hpack" in runtime and "h2" not in runtime
+    test_extra = [
+        re.split(r"[ ;<>=!~\[]", requirement)[0].lower()
+        for requirement in project["optional-dependencies"]["test"]
+    ]
+    assert {"h2", "cryptography"} <= set(test_extra)
+    imports_h2 = [
+        path
+        for path in (ROOT / "mcp_fast").rglob("*.py")
+        if re.search(r"^\s*(import h2\b|from h2\b|import hyperframe|from hyperframe)", path.read_text(), re.M)
+    ]
+    assert imports_h2 == [], "mcp_fast imports h2 (or hyperframe), which is only a test dependency"
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -656,3 +708,29 @@ def post(port: int, method: str, params: dict[str, Any], session: str | None = N
     with RawClient(port) as client:
         client.send(rpc(method, params, session))
         return client.read_response()
+
+
+def test_debug_logs_each_request(tmp_path: Path) -> None:
+    """--log-level debug: one line per request on mcp_fast.requests (method, target, id,
+    transport, version, outcome, time); at info, none."""
+    for level, expected in (("debug", True), ("info", False)):
+        server = start_server(tmp_path, "--stateless", "--log-level", level, app=None)
+        try:
+            with RawClient(server.port) as client:
+                params = {"name": "echo", "arguments": {"message": "hi"}}
+                client.send(rpc_bytes("tools/call", params, 7, **{"MCP-Protocol-Version": "2025-06-18"}))
+                assert client.read_response().status == 200
+                client.send(rpc_bytes("no/such", {}, 8, **{"MCP-Protocol-Version": "2025-06-18"}))
+                assert client.read_response().status == 200
+        finally:
+            stop_server(server)
+        log = server.log()
+        lines = [line for line in log.splitlines() if "mcp_fast.requests" in line]
+        if expected:
+            assert any(
+                "tools/call echo id=7 streamable-http 2025-06-18" in line and ": ok in" in line
+                for line in lines
+            ), log
+            assert any("no/such id=8" in line and "error -32601" in line for line in lines), log
+        else:
+            assert lines == [], log

@@ -555,7 +555,6 @@ def test_a_bad_preface_is_a_protocol_error() -> None:
         frame_bytes(0x3, 0, 0, b"\0\0\0\x08"),  # RST_STREAM on stream 0 (6.4)
         settings_frame({SettingCodes.INITIAL_WINDOW_SIZE: 2**31}),  # FLOW_CONTROL_ERROR (6.5.2)
         headers_frame(1, b"\xff\xff\xff\xff"),  # an undecodable header block (COMPRESSION_ERROR)
-        headers_frame(1, encode_block([(b":status", b"100")])),  # a response from a client
     ],
 )
 def test_peer_protocol_errors_send_goaway_and_raise_protocol_error(frames: bytes) -> None:
@@ -596,6 +595,9 @@ GOOD = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":autho
         [*GOOD[:2], (b":path", b""), GOOD[3]],  # empty :path
         [*GOOD[:2], (b":path", b"/a b"), GOOD[3]],  # space in :path
         [*GOOD[:3], (b":authority", b"user@host")],  # userinfo
+        [(b":status", b"100"), *GOOD],  # a response pseudo-header in a request (8.3)
+        [*GOOD, (b"content-length", b"x")],  # not a number (RFC 9110 8.6)
+        [*GOOD, (b"content-length", b"5")],  # END_STREAM here: the body is 0 bytes (8.1.1)
     ],
 )
 def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]]) -> None:
@@ -610,6 +612,11 @@ def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]])
     decoder = hpack.Decoder()
     [head] = [f for f in frames if f.stream_id == 1 and type(f).__name__ == "HeadersFrame"]
     assert dict(decoder.decode(head.data, raw=True))[b":status"] == b"400"
+    # The 400 does not end the stream: it is reset, with PROTOCOL_ERROR (a stream error).
+    assert "END_STREAM" not in head.flags
+    [rst] = [f for f in frames if type(f).__name__ == "RstStreamFrame"]
+    assert (rst.stream_id, rst.error_code) == (1, ErrorCodes.PROTOCOL_ERROR)
+    assert frames.index(rst) > frames.index(head)
     server.receive_data(headers_frame(3, encode_block(GOOD)))
     [req] = events(server)
     assert isinstance(req, Request) and req.stream_id == 3
@@ -709,3 +716,332 @@ def test_timeouts_body_idle_header_block_and_preface() -> None:
         clock.now += 2
         server.check_timeouts()
         assert server.closed, partial
+
+
+# -- our frame layer: what RFC 9113 and RFC 7541 say, beyond what the h2 state machine did ------
+
+
+def goaway_of(server: H2Connection) -> int | None:
+    codes = [f.error_code for f in frames_of(server.data_to_send()) if isinstance(f, GoAwayFrame)]
+    return codes[-1] if codes else None
+
+
+def test_an_undecodable_header_block_is_a_compression_error() -> None:
+    """RFC 9113 section 4.3: a field block that cannot be decoded is COMPRESSION_ERROR."""
+    for block in (b"\xff\xff\xff\xff", b"\x80", b"\xbf", b"\x40\x85abc", b"\x3f\xe2\x1f"):
+        server, _ = connect()
+        server.receive_data(headers_frame(1, block))
+        with pytest.raises(ProtocolError):
+            events(server)
+        assert server.error_code == ErrorCodes.COMPRESSION_ERROR, block
+        assert goaway_of(server) == ErrorCodes.COMPRESSION_ERROR
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "first",
+    [ping_frame(), settings_frame(ack=True), headers_frame(1, encode_block(get_headers())), frame_bytes(0xA, 0, 0)],
+    ids=["ping", "settings-ack", "headers", "unknown"],
+)
+def test_the_client_preface_must_go_on_with_settings(first: bytes, mode: str) -> None:
+    """RFC 9113 section 3.4: the preface is the magic and a SETTINGS frame (not an ACK)."""
+    server = H2Connection()
+    feed(server, PREFACE + first + settings_frame(), mode)
+    with pytest.raises(ProtocolError):
+        events(server)
+    assert server.error_code == ErrorCodes.PROTOCOL_ERROR
+    assert goaway_of(server) == ErrorCodes.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (frame_bytes(0x4, 0, 1, b""), ErrorCodes.PROTOCOL_ERROR),  # SETTINGS on a stream (6.5)
+        (frame_bytes(0x6, 0, 1, b"\0" * 8), ErrorCodes.PROTOCOL_ERROR),  # PING on a stream (6.7)
+        (frame_bytes(0x0, 0, 0, b"x"), ErrorCodes.PROTOCOL_ERROR),  # DATA on stream 0 (6.1)
+        (frame_bytes(0x6, 0, 0, b"\0" * 7), ErrorCodes.FRAME_SIZE_ERROR),  # PING of 7 bytes (6.7)
+        (frame_bytes(0x4, 0, 0, b"\0" * 5), ErrorCodes.FRAME_SIZE_ERROR),  # SETTINGS not 6n (6.5)
+        (frame_bytes(0x4, 1, 0, b"\0" * 6), ErrorCodes.FRAME_SIZE_ERROR),  # SETTINGS ACK with data
+        (frame_bytes(0x8, 0, 0, b"\0\0\0\0"), ErrorCodes.PROTOCOL_ERROR),  # WINDOW_UPDATE of 0 (6.9)
+        (frame_bytes(0x8, 0, 0, b"\x7f\xff\xff\xff"), ErrorCodes.FLOW_CONTROL_ERROR),  # window > 2^31-1
+        (frame_bytes(0x5, 0x4, 1, b"\0\0\0\x02\x82"), ErrorCodes.PROTOCOL_ERROR),  # PUSH_PROMISE (8.4)
+        (frame_bytes(0x3, 0, 2, b"\0\0\0\x08"), ErrorCodes.PROTOCOL_ERROR),  # RST_STREAM, idle (6.4)
+        (settings_frame({SettingCodes.MAX_FRAME_SIZE: 100}), ErrorCodes.PROTOCOL_ERROR),  # (6.5.2)
+        (settings_frame({SettingCodes.ENABLE_PUSH: 2}), ErrorCodes.PROTOCOL_ERROR),
+    ],
+)
+def test_connection_errors_carry_the_code_rfc_9113_names(frame: bytes, code: int) -> None:
+    server, _ = connect()
+    server.receive_data(frame)
+    with pytest.raises(ProtocolError):
+        events(server)
+    assert server.error_code == code
+    assert goaway_of(server) == code
+
+
+def test_stream_errors_reset_one_stream_and_the_connection_goes_on() -> None:
+    """RFC 9113 sections 5.1, 5.3.1, 8.1: trailers without END_STREAM, a stream that depends on
+    itself, HEADERS on a half-closed (remote) stream, a body longer than its content-length."""
+    block = encode_block(GOOD)
+    cases = [
+        # trailers without END_STREAM (8.1)
+        headers_frame(1, block, end_stream=False) + headers_frame(1, encode_block([(b"x-t", b"1")]), end_stream=False),
+        # a stream that depends on itself (5.3.1): HEADERS with PRIORITY naming itself
+        frame_bytes(0x1, 0x25, 1, b"\x00\x00\x00\x01\x10" + block),
+        # DATA beyond the content-length (8.1.1)
+        headers_frame(1, encode_block([*GOOD, (b"content-length", b"2")]), end_stream=False)
+        + data_frame(1, b"abc", end_stream=True),
+    ]  # fmt: skip
+    for case in cases:
+        server, _ = connect()
+        server.receive_data(case)
+        got = events(server)
+        assert not [e for e in got if isinstance(e, Request) and e.stream_id == 1], case
+        rst = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "RstStreamFrame"]
+        assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.PROTOCOL_ERROR)], case
+        server.receive_data(headers_frame(3, encode_block(GOOD)))
+        [req] = events(server)
+        assert isinstance(req, Request) and req.stream_id == 3
+
+
+def test_data_on_a_closed_stream_is_stream_closed_and_ignored_after_our_reset() -> None:
+    """RFC 9113 section 5.1: DATA on a half-closed (remote) stream is a stream error
+    STREAM_CLOSED; frames on a stream we reset are ignored (the client may not have seen it)."""
+    server, _ = connect()
+    server.receive_data(headers_frame(1, encode_block(GOOD)))  # END_STREAM: half-closed (remote)
+    assert [type(e) for e in events(server)] == [Request]
+    server.data_to_send()
+    server.receive_data(data_frame(1, b"late"))
+    assert events(server) == [StreamReset(1)]
+    rst = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "RstStreamFrame"]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.STREAM_CLOSED)]
+    server.receive_data(data_frame(1, b"more") + headers_frame(1, encode_block([(b"x", b"1")])))
+    assert events(server) == [] and not server.closed
+    assert [type(f).__name__ for f in frames_of(server.data_to_send())] == []
+
+
+def test_frames_after_end_stream_both_ways_end_the_connection_after_a_client_reset_the_stream() -> None:
+    """RFC 9113 section 5.1, "closed": after END_STREAM (both ways) a frame is a connection error
+    STREAM_CLOSED; after the client's RST_STREAM, a stream error STREAM_CLOSED."""
+    server, _ = connect()
+    server.receive_data(headers_frame(1, encode_block(GOOD), end_stream=False))
+    events(server)
+    server.receive_data(rst_frame(1) + data_frame(1, b"late"))
+    assert events(server) == []
+    rst = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "RstStreamFrame"]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.STREAM_CLOSED)]
+    server.receive_data(headers_frame(3, encode_block(GOOD)))
+    [req] = events(server)
+    assert isinstance(req, Request)
+    server.respond(3, 200, (), b"done")
+    server.release(3)
+    server.data_to_send()
+    server.receive_data(data_frame(3, b"late"))
+    with pytest.raises(ProtocolError):
+        events(server)
+    assert server.error_code == ErrorCodes.STREAM_CLOSED
+
+
+def test_cookies_are_joined_with_semicolons_and_other_repeats_with_commas() -> None:
+    """RFC 9113 section 8.2.3; RFC 9110 section 5.3."""
+    server, _ = connect()
+    server.receive_data(
+        headers_frame(1, encode_block([*GOOD, (b"cookie", b"a=1"), (b"cookie", b"b=2"), (b"x", b"1"), (b"x", b"2")]))
+    )
+    [req] = events(server)
+    assert isinstance(req, Request)
+    assert req.headers[b"cookie"] == b"a=1; b=2" and req.headers[b"x"] == b"1, 2"
+
+
+def test_padded_frames_are_unpadded_and_padding_counts_against_the_window() -> None:
+    server, _ = connect()
+    block = encode_block([*GOOD, (b"content-length", b"3")])
+    server.receive_data(frame_bytes(0x1, 0x4 | 0x8, 1, b"\x05" + block + b"\0" * 5))
+    server.receive_data(frame_bytes(0x0, 0x1 | 0x8, 1, b"\x10abc" + b"\0" * 16))
+    [req] = events(server)
+    assert isinstance(req, Request) and req.body == b"abc"
+    # Padding as long as the frame: PROTOCOL_ERROR (section 6.1).
+    server.receive_data(frame_bytes(0x1, 0x4 | 0x8, 3, b"\x09" + b"\x82" * 4))
+    with pytest.raises(ProtocolError):
+        events(server)
+    assert server.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_a_repeated_header_block_is_decoded_once_and_gives_equal_requests() -> None:
+    """The decoder caches blocks that leave the HPACK table alone; a cached block still gives
+    each request its own headers dict."""
+    server, client = connect()
+    for _ in range(3):
+        client.request("POST", "/mcp", JSON, b"{}")
+    reqs = roundtrip(server, client)
+    assert len(reqs) == 3
+    assert all(isinstance(r, Request) for r in reqs)
+    heads = [r.headers for r in reqs]  # type: ignore[union-attr]
+    assert heads[0] == heads[1] == heads[2] and heads[0] is not heads[1]
+    heads[0][b"x-mutated"] = b"1"
+    assert b"x-mutated" not in heads[1]
+
+
+def test_a_lower_header_table_size_is_signalled_before_the_next_block() -> None:
+    """RFC 7541 sections 4.2 and 6.3: when the client lowers SETTINGS_HEADER_TABLE_SIZE, our next
+    header block starts with a dynamic table size update (nghttp2 requires it)."""
+    server, client = connect(settings={SettingCodes.HEADER_TABLE_SIZE: 0})
+    sid = client.request("GET", "/")
+    roundtrip(server, client)
+    server.respond(sid, 200, (), b"ok")
+    [head] = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "HeadersFrame"]
+    assert head.data[:1] == b"\x20"  # size update to 0
+    sid = client.request("GET", "/")
+    roundtrip(server, client)
+    server.respond(sid, 200, (), b"ok")
+    [head] = [f for f in frames_of(server.data_to_send()) if type(f).__name__ == "HeadersFrame"]
+    assert head.data[:1] != b"\x20"  # once
+
+
+def test_a_connection_holds_at_most_max_connection_buffer() -> None:
+    """Answers beyond what the client's windows take are queued up to max_connection_buffer for
+    the whole connection; the answer that does not fit resets its stream (ENHANCE_YOUR_CALM), a
+    graceful GOAWAY follows and new streams are refused."""
+    limits = H2Limits(max_connection_buffer=300_000)
+    server, client = connect(limits, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    sids = [client.request("GET", "/") for _ in range(4)]
+    assert len(roundtrip(server, client)) == 4
+    for sid in sids[:2]:
+        server.respond(sid, 200, (), b"x" * 100_000)
+    assert server.buffered == 200_000 and not server.has_events
+    server.respond(sids[2], 200, (), b"x" * 150_000)  # does not fit
+    assert server.buffered == 200_000
+    assert server.next_event() == StreamReset(sids[2])
+    frames = frames_of(server.data_to_send())
+    assert [(f.stream_id, f.error_code) for f in frames if type(f).__name__ == "RstStreamFrame"] == [
+        (sids[2], ErrorCodes.ENHANCE_YOUR_CALM)
+    ]
+    assert [f.error_code for f in frames if isinstance(f, GoAwayFrame)] == [ErrorCodes.NO_ERROR]
+    assert server.draining
+    server.receive_data(headers_frame(11, encode_block(GOOD)))
+    assert events(server) == []
+    assert [(f.stream_id, f.error_code) for f in frames_of(server.data_to_send())] == [
+        (11, ErrorCodes.REFUSED_STREAM)
+    ]
+    # Once the client reads, what was held goes out and the accounting goes back to 0.
+    server.receive_data(settings_frame({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20}))
+    server.receive_data(frame_bytes(0x8, 0, 0, (1 << 20).to_bytes(4, "big")))
+    while server.flush():
+        pass
+    assert server.buffered == 0
+
+
+def test_request_bodies_count_against_the_connection_buffer() -> None:
+    limits = H2Limits(max_connection_buffer=20_000)
+    server, client = connect(limits)
+    a = client.request("POST", "/mcp", JSON, b"", end=False)
+    b = client.request("POST", "/mcp", JSON, b"", end=False)
+    client.send_body(a, b"x" * 15_000, end=False)
+    client.send_body(b, b"y" * 15_000, end=False)
+    assert roundtrip(server, client) == []
+    assert server.buffered == 15_000
+    assert client.answers[b].reset == ErrorCodes.REFUSED_STREAM  # never seen by the application
+    assert server.draining
+    server.receive_data(data_frame(a, b"", end_stream=True))  # (the h2 client stops at the GOAWAY)
+    [req] = events(server)
+    assert isinstance(req, Request) and req.stream_id == a and len(req.body) == 15_000
+    assert server.buffered == 0
+
+
+def test_hpack_bomb_stops_decoding_at_twice_the_header_limit() -> None:
+    """One 1,000-byte entry referenced 100 times decodes to 100 KB: ENHANCE_YOUR_CALM."""
+    server, _ = connect(SMALL)
+    entry = b"\x40\x05x-big\x7f\xe9\x06" + b"v" * 1000  # literal with incremental indexing
+    server.receive_data(headers_frame(1, encode_block(GOOD) + entry))
+    events(server)
+    server.receive_data(headers_frame(3, b"\xbe" * 100))
+    with pytest.raises(ProtocolError):
+        events(server)
+    assert server.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+# -- the Responder of a stream (mcp_fast/net/h2connection.py) ------------------------------------
+
+
+class _Transport:
+    """Just enough of an asyncio transport for Http2Connection: collects what is written."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.written += chunk
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_a_stream_answers_wait_disconnected_as_the_responder_contract_says() -> None:
+    """Responder.wait_disconnected (mcp_fast/wire/responder.py): a future, the same one while
+    nobody cancelled it, a new one after a waiter was cancelled with it, completed when the
+    client resets the stream, and already complete when asked afterwards."""
+    import asyncio
+
+    from mcp_fast.net.connection import Timeouts
+    from mcp_fast.net.flow import FlowControl
+    from mcp_fast.net.h2connection import Http2Connection, Http2Stream
+
+    async def main() -> None:
+        held: list[Http2Stream] = []
+
+        async def app(request: Request, responder: Http2Stream) -> None:
+            held.append(responder)
+            responder.start_stream(200, ((b"content-type", b"text/event-stream"),))
+            await responder.wait_disconnected()
+
+        connection = Http2Connection(app, H2Limits(), Timeouts(), set())  # type: ignore[arg-type]
+        transport = _Transport()
+        client = H2Peer()
+        connection.take_over(transport, FlowControl(transport), client.data())  # type: ignore[arg-type]
+        sid = client.request("GET", "/mcp", {"accept": "text/event-stream"})
+        connection.data_received(client.data())
+        await asyncio.sleep(0)
+        [stream] = held
+        first = stream.wait_disconnected()
+        assert isinstance(first, asyncio.Future) and stream.wait_disconnected() is first
+        waiter = asyncio.ensure_future(asyncio.shield(first))
+        await asyncio.sleep(0)
+        first.cancel()  # as asyncio.wait_for does to what it waits on
+        second = stream.wait_disconnected()
+        assert second is not first and not second.done()
+        waiter.cancel()
+        connection.data_received(rst_frame(sid, ErrorCodes.CANCEL))
+        assert second.done() and stream.disconnected
+        third = stream.wait_disconnected()
+        assert third is second or third.done()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())

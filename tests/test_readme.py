@@ -96,6 +96,10 @@ BLOCKS: dict[str, Skip | Check] = {
         "test_metrics_and_logs"
     ),
     "curl -s http://127.0.0.1:8000/metrics | grep mcp_server_requests_total": Check("test_metrics_and_logs"),
+    "python -m mcp_fast myapp:server --host 0.0.0.0 --port 8443 \\": Skip(
+        "names certificate files under /etc/mcp/tls that only a real host has; tests/test_tls.py serves with the same "
+        "flags and certificates it makes (curl --http2 and --http1.1, the official client, reload, start-up errors)"
+    ),
     "kubectl apply -k deploy/k8s/": Skip(
         "needs a Kubernetes cluster; tests/test_deploy.py validates the manifests with kubernetes-validate --strict"
     ),

@@ -126,6 +126,7 @@ class HttpConnection(asyncio.Protocol):
         "_streaming",
         "_task",
         "_timeouts",
+        "_tls",
         "_transport",
         "deadline",
         "phase",
@@ -162,6 +163,7 @@ class HttpConnection(asyncio.Protocol):
         self._lingered = -1  # bytes dropped since an error answer; -1: not lingering
         self._sniffing = handover is not None  # nothing but a preface prefix received yet
         self._sniffed = b""
+        self._tls = False
         self.phase = Phase.IDLE
         self.deadline = _NEVER
 
@@ -174,6 +176,16 @@ class HttpConnection(asyncio.Protocol):
         self._flow = FlowControl(self._transport, self._timeouts.write)
         self._connections.add(self)
         self._idle()
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._tls = True
+            # RFC 9113 section 3.2: over TLS, HTTP/2 is chosen by ALPN, never by prior
+            # knowledge (a preface without ALPN h2 is read as HTTP/1.1, and refused).
+            self._sniffing = False
+            if self._handover is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._connections.discard(self)
+                self.deadline = _NEVER
+                self._handover(self._transport, self._flow, b"")
 
     def data_received(self, data: bytes) -> None:
         if self._lingered >= 0:
@@ -210,7 +222,9 @@ class HttpConnection(asyncio.Protocol):
             # of when a later write fails. A plain JSON answer to a half-closed client is
             # still written (RFC 9112 section 9.6 lets a client half-close).
             self._peer_gone()
-        return True  # keep the transport open to finish answering the current request
+        # Keep the transport open to finish answering the current request (TLS has no
+        # half-close: there the transport closes anyway).
+        return None if self._tls else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

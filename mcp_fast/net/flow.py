@@ -31,7 +31,6 @@ class FlowControl:
     __slots__ = (
         "_closed",
         "_drain_waiters",
-        "_paused_at",
         "_reasons",
         "_transport",
         "_write_timeout",
@@ -48,7 +47,6 @@ class FlowControl:
         # outside this class.
         self.reading_paused = False
         self.write_paused = False
-        self._paused_at = 0.0  # loop time of the last pause_writing
         # A list, not a deque: an idle connection holds one, and an empty deque costs 600 bytes.
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed = False
@@ -82,17 +80,9 @@ class FlowControl:
         ``on_resume_writing``), or it is dropped. (Not on the common path: a response that
         fits the buffers never pauses writing.)"""
         self.write_paused = True
-        loop = asyncio.get_running_loop()
-        self._paused_at = loop.time()
         if self._write_watch is None and not self._closed:
+            loop = asyncio.get_running_loop()
             self._write_watch = loop.call_later(self._write_timeout, self._give_up)
-
-    def write_blocked_for(self, now: float) -> float:
-        """Seconds (loop time) the transport has been refusing more output; 0 when it is not.
-
-        For a connection with no writer waiting in ``drain`` (HTTP/2 answers PINGs and
-        SETTINGS by itself): its sweeper drops a peer that reads nothing this long."""
-        return now - self._paused_at if self.write_paused and not self._closed else 0.0
 
     def on_resume_writing(self) -> None:
         self.write_paused = False

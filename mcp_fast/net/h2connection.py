@@ -2,10 +2,11 @@
 small ``Responder`` per stream.
 
 ``HttpConnection`` recognises the client preface on a new connection (h2c with
-prior knowledge, RFC 9113 section 3.3) and hands the transport over with
-``transport.set_protocol``; from then on this object gets the transport's
-callbacks. Streams are served concurrently: each complete request is given to
-the same ``App(request, responder)`` as an HTTP/1.1 request, started eagerly.
+prior knowledge, RFC 9113 section 3.3), or a TLS handshake whose ALPN chose
+``h2`` (section 3.2), and hands the transport over with ``transport.set_protocol``;
+from then on this object gets the transport's callbacks. Streams are served
+concurrently: each complete request is given to the same ``App(request,
+responder)`` as an HTTP/1.1 request, started eagerly.
 
 Flow control has two levels and one owner each. The connection's
 ``FlowControl`` (taken over from the HTTP/1.1 protocol) owns the transport:
@@ -145,12 +146,13 @@ class Http2Stream:
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._on_disconnect = callback
 
-    async def wait_disconnected(self) -> None:
-        if self._flags & _GONE:
-            return
-        if self._disconnected is None:
-            self._disconnected = asyncio.get_running_loop().create_future()
-        await self._disconnected
+    def wait_disconnected(self) -> asyncio.Future[None]:
+        future = self._disconnected
+        if future is None or future.cancelled():  # a waiter that was cancelled took it along
+            future = self._disconnected = self._conn._loop.create_future()
+            if self._flags & _GONE:
+                future.set_result(None)
+        return future
 
     def abort(self) -> None:
         """Reset this stream (RST_STREAM CANCEL); the other streams go on. Only when
@@ -226,6 +228,7 @@ class Http2Connection(asyncio.Protocol):
         "_processing",
         "_streams",
         "_timeouts",
+        "_tls",
         "_transport",
         "core",
         "deadline",
@@ -248,6 +251,7 @@ class Http2Connection(asyncio.Protocol):
         )
         self.max_stream_buffer = timeouts.max_stream_buffer
         self._transport: asyncio.Transport | None = None
+        self._tls = False
         self.flow: FlowControl  # set by take_over
         self._streams: dict[int, Http2Stream] = {}  # streams the application holds
         self.drain_waiting: set[Http2Stream] = set()
@@ -261,11 +265,15 @@ class Http2Connection(asyncio.Protocol):
     def take_over(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
         """Continue a connection whose first bytes were the HTTP/2 preface."""
         self._transport = transport
+        self._tls = transport.get_extra_info("ssl_object") is not None
         self.core.client = peer_address(transport)
         self.flow = flow
         self.core.set_output_blocked(flow.write_paused)
         self._connections.add(self)
-        self.data_received(data)
+        if data:
+            self.data_received(data)
+        else:
+            self._write_out()  # over TLS (ALPN h2): our SETTINGS go first
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -283,7 +291,8 @@ class Http2Connection(asyncio.Protocol):
             return False  # the peer is done too: close
         self.core.receive_data(b"")
         self._process()
-        return True  # keep the transport open to finish the streams in flight
+        # Keep the transport open to finish the streams in flight (TLS has no half-close).
+        return None if self._tls else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -354,6 +363,8 @@ class Http2Connection(asyncio.Protocol):
             return
         self._linger_until = self._loop.time() + _LINGER
         if not transport.can_write_eof():
+            # TLS has no half-close: close (after what is buffered); a peer that reads
+            # nothing would keep that open, so on_deadline aborts it after the linger.
             transport.close()
             return
         transport.write_eof()  # FIN once the GOAWAY is out
@@ -386,9 +397,14 @@ class Http2Connection(asyncio.Protocol):
     # -- output ------------------------------------------------------------------
 
     def written(self) -> None:
-        """A stream produced output: write it now (batched while events are processed)."""
+        """A stream produced output: write it now (batched while events are processed).
+        A write can reset a stream (the connection's buffer is full): that event is
+        taken at once."""
         if not self._processing:
-            self._write_out()
+            if self.core.has_events:
+                self._process()
+            else:
+                self._write_out()
 
     def _write_out(self) -> None:
         transport = self._transport
@@ -410,7 +426,9 @@ class Http2Connection(asyncio.Protocol):
             for stream in list(self.drain_waiting):
                 if core.queued(stream.stream_id) <= _DRAIN_LOW:
                     stream.wake()
-        if core.closed or ((self._closing or self._eof) and not self._streams and not core.has_queued):
+        if core.closed or (
+            (self._closing or self._eof or core.draining) and not self._streams and not core.has_queued
+        ):
             self._close()
         elif flow.write_paused:
             # The peer does not read what we write: stop reading what it sends
@@ -429,16 +447,16 @@ class Http2Connection(asyncio.Protocol):
         now = self._loop.time()
         self.deadline = now + _SWEEP
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
         if self._linger_until:
             if now >= self._linger_until:
                 transport.abort()  # (close() would wait for a peer that may never read)
             return
-        if self.flow.write_blocked_for(now) > self._timeouts.write:
-            logger.info("dropping a connection whose client read nothing for %.3g s", self._timeouts.write)
-            self.flow.abort()
+        if transport.is_closing():
             return
+        # (A peer that reads nothing for the write timeout is dropped by the FlowControl's own
+        # timer, started when writing pauses.)
         self.core.check_timeouts()
         self._process()
 

@@ -11,12 +11,15 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
-from mcp_fast.net.h2connection import Http2Connection
+from mcp_fast.net.tls import CertificateStore, TlsSettings
 from mcp_fast.wire import h1
-from mcp_fast.wire.h2 import H2Limits
+
+if TYPE_CHECKING:
+    from mcp_fast.wire.h2 import H2Limits
 
 logger = logging.getLogger("mcp_fast.net")
 
@@ -30,20 +33,25 @@ class NetSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     shutdown_timeout: float = 10.0
     reuse_port: bool = False
-    http2: bool = True  # h2c with prior knowledge (TLS and ALPN are the proxy's job)
+    http2: bool = True  # h2c with prior knowledge; over TLS, h2 by ALPN
     h2_max_concurrent_streams: int = 100
+    h2_max_connection_buffer: int = 16 << 20
+    tls: TlsSettings | None = None  # None: cleartext
     # A Unix socket path to listen on instead of host:port (nginx on the same host). Made
     # group-accessible (0660): processes of the server's group (e.g. nginx's) may connect.
     uds: str | None = None
 
     def h2_limits(self) -> H2Limits:
         """The HTTP/1.1 size limits, applied to HTTP/2 requests too."""
+        from mcp_fast.wire.h2 import H2Limits
+
         return H2Limits(
             max_header_bytes=self.limits.max_header_bytes,
             max_header_count=self.limits.max_header_count,
             max_target_bytes=self.limits.max_target_bytes,
             max_body_bytes=self.limits.max_body_bytes,
             max_concurrent_streams=self.h2_max_concurrent_streams,
+            max_connection_buffer=self.h2_max_connection_buffer,
         )
 
 
@@ -54,8 +62,12 @@ class HttpServer:
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._h2_limits = settings.h2_limits() if settings.http2 else None
+        # Made with the first HTTP/2 connection: the HTTP/2 layer (and hpack) is imported only
+        # then, so a server no client speaks HTTP/2 to keeps its idle memory (about 1 MB less).
+        self._h2_limits: H2Limits | None = None
         self._socket_inode: int | None = None  # of the --uds socket this server made
+        # Read (and checked) here, so that bad files stop start-up (TlsConfigError).
+        self.certificates = CertificateStore(settings.tls) if settings.tls is not None else None
 
     def _make_protocol(self) -> HttpConnection:
         return HttpConnection(
@@ -63,25 +75,29 @@ class HttpServer:
             self.settings.limits,
             self.settings.timeouts,
             self.connections,
-            self._to_http2 if self._h2_limits is not None else None,
+            self._to_http2 if self.settings.http2 else None,
         )
 
     def _to_http2(self, transport: asyncio.Transport, flow: FlowControl, data: bytes) -> None:
         """A new connection began with the HTTP/2 preface: switch its protocol."""
-        assert self._h2_limits is not None
+        from mcp_fast.net.h2connection import Http2Connection
+
+        if self._h2_limits is None:
+            self._h2_limits = self.settings.h2_limits()
         protocol = Http2Connection(self.app, self._h2_limits, self.settings.timeouts, self.connections)
         transport.set_protocol(protocol)
         protocol.take_over(transport, flow, data)
 
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
+        context = None if self.certificates is None else self.certificates.listening
         if sock is not None:
             self._server = await loop.create_server(
-                self._make_protocol, sock=sock, backlog=self.settings.backlog
+                self._make_protocol, sock=sock, backlog=self.settings.backlog, ssl=context
             )
         elif self.settings.uds is not None:
             self._server = await loop.create_unix_server(
-                self._make_protocol, self.settings.uds, backlog=self.settings.backlog
+                self._make_protocol, self.settings.uds, backlog=self.settings.backlog, ssl=context
             )
             os.chmod(self.settings.uds, 0o660)
             self._socket_inode = os.stat(self.settings.uds).st_ino
@@ -92,9 +108,18 @@ class HttpServer:
                 self.settings.port,
                 backlog=self.settings.backlog,
                 reuse_port=self.settings.reuse_port or None,
+                ssl=context,
             )
         h1.set_date(formatdate(usegmt=True))
         self._sweeper = loop.create_task(self._sweep())
+
+    def reload_certificate(self) -> None:
+        """SIGHUP: new handshakes get the certificate now in the files; open connections
+        keep theirs. Bad files are logged and the old certificate stays."""
+        if self.certificates is None:
+            logger.info("SIGHUP: no --certfile, nothing to reload")
+            return
+        self.certificates.reload()
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -140,9 +165,10 @@ class HttpServer:
                 os.unlink(path)
 
 
-def stop_on_signals() -> asyncio.Future[None]:
+def stop_on_signals(reload: Callable[[], None] | None = None) -> asyncio.Future[None]:
     """A future that SIGINT or SIGTERM completes. Made before anything slow starts (the app's
-    lifespan, say), so that a signal during start-up stops the process in order too."""
+    lifespan, say), so that a signal during start-up stops the process in order too.
+    ``reload`` (the server's certificate reload) is called on each SIGHUP."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -152,6 +178,8 @@ def stop_on_signals() -> asyncio.Future[None]:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
     return stop
 
 
@@ -160,11 +188,11 @@ async def serve_forever(
     on_ready: str | Callable[[], str] | None = None,
     stop: asyncio.Future[None] | None = None,
 ) -> None:
-    """Run until ``stop`` completes (by default: SIGINT/SIGTERM), then shut down gracefully.
-    ``on_ready`` is logged once the server listens (a callable is asked then, so it can name the
-    address really bound)."""
+    """Run until ``stop`` completes (by default: SIGINT/SIGTERM, and SIGHUP reloads the
+    certificate), then shut down gracefully. ``on_ready`` is logged once the server listens (a
+    callable is asked then, so it can name the address really bound)."""
     if stop is None:
-        stop = stop_on_signals()
+        stop = stop_on_signals(server.reload_certificate)
     if stop.done():
         return  # stopped while starting up
     await server.start()

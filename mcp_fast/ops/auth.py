@@ -25,14 +25,11 @@ import asyncio
 import json
 import logging
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
-
-import jwt
 
 from mcp_fast.bounded import BoundedMap
 from mcp_fast.call import Call, Principal, TokenVerifier
@@ -133,6 +130,8 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
 
 
 def _fetch_url(url: str) -> bytes:
+    import urllib.request  # http.client and ssl: only for a JWKS fetched from a URL
+
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=_JWKS_TIMEOUT) as response:  # the operator's URL
         body: bytes = response.read(_JWKS_MAX_BYTES + 1)
@@ -185,6 +184,8 @@ class JwksKeys:
         return True
 
     def _install(self, document: bytes) -> None:
+        import jwt  # pyjwt (and with it cryptography: ~10 MB) only for a server that checks tokens
+
         try:
             key_set = jwt.PyJWKSet.from_dict(json.loads(document))
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
@@ -303,6 +304,8 @@ class BearerGate:
     def _verify_jwt(self, token: str) -> Principal:
         """RFC 9068 section 4 / OAuth 2.1 section 5.2: signature with an allowed algorithm,
         ``iss``, ``aud`` (RFC 8707: issued for this server), ``exp``/``nbf``."""
+        import jwt  # loaded with the keys already (_install): a dictionary lookup here
+
         assert self.keys is not None
         settings = self.settings
         try:

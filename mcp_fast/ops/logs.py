@@ -287,3 +287,47 @@ class AuditLog:
             self.lines.write(record)
             return
         self.lines.add(orjson.dumps(record, option=_NEWLINE))
+
+
+class DebugRequestLog:
+    """A ``RequestObserver`` for ``--log-level debug``: one log line per request (method, target,
+    id, transport, session, client, outcome, time) on the ``mcp_fast.requests`` logger. Installed
+    only at that level, so other levels pay nothing for it."""
+
+    needs_begin = False
+
+    def begin(self, call: Call) -> None:
+        return None
+
+    def end(self, call: Call, answered: bool) -> None:
+        elapsed_ms = (_perf_counter() - call.started) * 1e3
+        if not answered:
+            outcome = "cancelled"
+        elif call.error_code is not None:
+            outcome = f"error {call.error_code}"
+        elif call.tool_error:
+            outcome = "tool error"
+        else:
+            outcome = "ok"
+        params = call.params or _NO_PARAMS
+        target = params.get("name") or params.get("uri")
+        _request_logger.debug(
+            "%s%s id=%r %s %s session=%s client=%s: %s in %.2f ms",
+            call.method,
+            f" {target}" if type(target) is str else "",
+            call.id,
+            call.transport,
+            call.protocol_version,
+            call.session_id or "-",
+            call.client[0] if call.client is not None else "-",
+            outcome,
+            elapsed_ms,
+        )
+
+
+_request_logger = logging.getLogger("mcp_fast.requests")
+
+
+def debug_requests() -> bool:
+    """Is the per-request log on (``--log-level debug``)?"""
+    return _request_logger.isEnabledFor(logging.DEBUG)

@@ -12,29 +12,28 @@ span continues the caller's trace: W3C ``traceparent``/``tracestate`` from ``par
 Spans are made only when ``opentelemetry-api`` is importable and a tracer provider has been
 installed (by the app, or ``opentelemetry-instrument``) when serving starts: otherwise the API's
 no-op tracer would cost every request a few microseconds for nothing, so the observer is not
-installed at all.
+installed at all. Nor is ``opentelemetry`` imported unless something (the app, or
+``opentelemetry-instrument``) imported it first: without that, no provider can have been installed,
+and the import alone would cost an idle server memory.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from mcp_fast.call import Call
 
 logger = logging.getLogger("mcp_fast.tracing")
 
-try:
-    from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-except ImportError:  # the optional extra is not installed
-    trace = None  # type: ignore[assignment]
-
-
 def tracing_available() -> bool:
-    """opentelemetry-api is installed and a real tracer provider is configured."""
-    if trace is None:
+    """opentelemetry-api is in use (imported by the app or its instrumentation) and a real
+    tracer provider is configured."""
+    if "opentelemetry.trace" not in sys.modules:
         return False
+    from opentelemetry import trace
+
     provider = trace.get_tracer_provider()
     name = type(provider).__name__
     return name not in ("ProxyTracerProvider", "NoOpTracerProvider")
@@ -56,8 +55,13 @@ class Tracing:
     needs_begin = True
 
     def __init__(self) -> None:
-        assert trace is not None
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
         self.tracer = trace.get_tracer("mcp_fast")
+        self._extract = propagate.extract
+        self._server_kind = SpanKind.SERVER
+        self._error = Status(StatusCode.ERROR)
 
     def begin(self, call: Call) -> None:
         carrier: dict[str, str] = {}
@@ -73,7 +77,7 @@ class Tracing:
                 state = call.raw_header(b"tracestate")
                 if state is not None:
                     carrier["tracestate"] = state.decode("latin-1")
-        context = propagate.extract(carrier) if carrier else None
+        context = self._extract(carrier) if carrier else None
         method = call.method
         target = _target(call)
         attributes: dict[str, Any] = {
@@ -96,7 +100,7 @@ class Tracing:
             attributes["mcp.resource.uri"] = target
         name = f"{method} {target}" if target is not None else method
         call.trace = self.tracer.start_span(
-            name, context=context, kind=SpanKind.SERVER, attributes=attributes
+            name, context=context, kind=self._server_kind, attributes=attributes
         )
 
     def end(self, call: Call, answered: bool) -> None:
@@ -106,8 +110,8 @@ class Tracing:
         elif call.error_code is not None:
             span.set_attribute("error.type", str(call.error_code))
             span.set_attribute("rpc.response.status_code", str(call.error_code))
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(self._error)
         elif call.tool_error:
             span.set_attribute("error.type", "tool_error")
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(self._error)
         span.end()

@@ -1,4 +1,4 @@
-"""Sans-I/O HTTP/2 server side (RFC 9113) over the ``h2`` state machine.
+"""Sans-I/O HTTP/2 server side (RFC 9113), on our own frame layer.
 
 No asyncio and no I/O here. The network layer feeds received bytes to
 ``H2Connection.receive_data`` and pulls events with ``next_event`` (h11 style,
@@ -9,44 +9,56 @@ a complete exchange), ``CONNECTION_CLOSED``; a broken connection raises
 through ``respond`` / ``start_stream`` / ``send_data`` / ``end_stream`` /
 ``reset``, and ``data_to_send`` returns the bytes to write.
 
-``h2`` does the framing, HPACK and the stream state machines. It is fed one
-frame at a time, and the core reacts to each frame's events before the next
-frame, so the outcome depends on the frame sequence only, never on how the bytes
-were split into reads. This module adds what a server needs on top, enforced
+The pieces, each in its own module: ``h2frames`` (the frame header, each frame
+type's payload rules, the frames we write), ``h2hpack`` (HPACK: the ``hpack``
+package decodes, our encoder caches the encoding of constant header sets),
+``h2streams`` (stream states as a transition table), ``h2settings`` (the peer's
+SETTINGS and the receive windows). This module is the connection: it reads one
+frame at a time and acts on it before the next, so the outcome depends on the
+frame sequence only, never on how the bytes were split into reads. It enforces,
 where the bytes arrive:
 
-* A frame-header scanner looks at every frame header before ``h2`` buffers the
-  frame: an overlong frame is refused as soon as its 9-byte header is seen
-  (``h2`` would first buffer up to 16 MiB of it), a header block that grows
-  past twice ``max_header_bytes`` or 32 frames is a CONTINUATION flood
+* Frame headers are judged from their 9 bytes, before the payload is buffered: an
+  overlong frame is FRAME_SIZE_ERROR at once, a header block that grows past
+  twice ``max_header_bytes`` or 32 frames is a CONTINUATION flood
   (CVE-2024-27316 family), RST_STREAM frames spend a reset budget (rapid reset,
-  CVE-2023-44487) and frames that cost work without carrying any (PING and
-  SETTINGS, which ``h2`` answers automatically, PRIORITY, empty DATA) spend a
-  control-frame budget. An exhausted budget is GOAWAY ENHANCE_YOUR_CALM.
+  CVE-2023-44487) and frames that cost work without carrying any (PING, SETTINGS,
+  PRIORITY, empty DATA) spend a control-frame budget. An exhausted budget is
+  GOAWAY ENHANCE_YOUR_CALM. HPACK decoding stops at twice ``max_header_bytes`` of
+  decoded fields (HPACK bombs).
 * Request limits answer that stream only: a field section over
   ``max_header_bytes`` (RFC 9113 section 6.5.2 size) or ``max_header_count``
   fields gets 431, a ``:path`` over ``max_target_bytes`` 414, a body over
   ``max_body_bytes`` 413 (a Content-Length over it before any DATA). The
   answer is followed by RST_STREAM(NO_ERROR) when the body is still coming
   (RFC 9113 section 8.1), and the stream's data is dropped from then on.
+* A malformed request (section 8.1.1) is a stream error PROTOCOL_ERROR: a 400
+  response without END_STREAM, then RST_STREAM(PROTOCOL_ERROR); the connection's
+  other streams go on. A header block that cannot be decoded is a connection
+  error COMPRESSION_ERROR (section 4.3); the client preface must be followed by a
+  SETTINGS frame (section 3.4).
 * Request bodies are flow-controlled end to end: received DATA is
   acknowledged (WINDOW_UPDATE) only as it is taken into the stream's body
   buffer, which is bounded by ``max_body_bytes``.
 * SETTINGS_MAX_CONCURRENT_STREAMS is advertised and enforced with
-  REFUSED_STREAM (RFC 9113 section 5.1.2). A stream counts against it until the
+  REFUSED_STREAM (section 5.1.2). A stream counts against it until the
   application is done with it (``release``), not just until the client resets
   it, so resetting streams cannot make the server run more handlers at once.
-* Output honours the peer's flow-control windows (RFC 9113 section 6.9):
-  what does not fit is queued per stream and sent by ``flush`` when
-  WINDOW_UPDATE or SETTINGS opens the window. ``queued`` tells the network
-  layer how much a stream has waiting, so it can bound it.
+* Output honours the peer's flow-control windows (section 6.9): what does not fit
+  is queued per stream and sent by ``flush`` when WINDOW_UPDATE or SETTINGS opens
+  the window. ``queued`` tells the network layer how much a stream has waiting.
+* Memory a client can pin is bounded per connection: partial request bodies plus
+  queued output stay under ``max_connection_buffer``. An answer that does not fit
+  resets its stream (ENHANCE_YOUR_CALM) and starts a graceful GOAWAY: new streams
+  are refused and the connection closes once the streams in flight are done (or
+  reset by the write timeout). A request body that does not fit refuses its
+  stream (REFUSED_STREAM), with the same GOAWAY. Both spend the reset budget.
 
 Time comes from an injected clock (for the budgets and ``check_timeouts``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections import deque
@@ -54,15 +66,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame
-
+from mcp_fast.wire import h2frames as frames
 from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -73,12 +77,29 @@ from mcp_fast.wire.events import (
     StreamReset,
     path_of,
 )
-from mcp_fast.wire.h1 import valid_host
+from mcp_fast.wire.h2frames import (
+    FRAME_HEADER_SIZE,
+    MAX_WINDOW,
+    PREFACE,
+    ErrorCode,
+    Flag,
+    FrameError,
+    FrameType,
+    Setting,
+)
+from mcp_fast.wire.h2hpack import (
+    DecodeError,
+    HeaderDecoder,
+    HeaderEncoder,
+    HeaderListTooLarge,
+    content_length_field,
+    encode_fields,
+)
+from mcp_fast.wire.h2request import CONNECTION_SPECIFIC, Head, field_problem, parse_head
+from mcp_fast.wire.h2settings import PeerSettings, ReceiveWindow, window_update_due
+from mcp_fast.wire.h2streams import Input, State, Stream
 
-__all__ = ["PREFACE", "H2Connection", "H2Limits", "H2Timeouts"]
-
-# RFC 9113 section 3.4: the client connection preface.
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+__all__ = ["PREFACE", "ErrorCode", "H2Connection", "H2Limits", "H2Timeouts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +112,14 @@ class H2Limits:
     max_body_bytes: int = 4 * 1024 * 1024  # -> 413
     max_concurrent_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS -> REFUSED_STREAM
     # Rapid reset (CVE-2023-44487): RST_STREAM frames received plus streams we
-    # refused, as a token bucket: a burst, then a rate per second.
+    # refused or reset for memory, as a token bucket: a burst, then a rate per second.
     reset_burst: int = 200
     reset_rate: float = 50.0
     # PING, SETTINGS, PRIORITY and empty DATA frames (CVE-2019-9512/9515/9518).
     control_burst: int = 1000
     control_rate: float = 100.0
+    # Partial request bodies plus output waiting for the client's windows, per connection.
+    max_connection_buffer: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if min(self.max_header_bytes, self.max_header_count, self.max_target_bytes) < 1:
@@ -105,6 +128,8 @@ class H2Limits:
             raise ValueError("H2Limits: max_body_bytes must not be negative")
         if not 1 <= self.max_concurrent_streams < 2**31:
             raise ValueError("H2Limits: max_concurrent_streams must be between 1 and 2**31 - 1")
+        if self.max_connection_buffer < 1:
+            raise ValueError("H2Limits: max_connection_buffer must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,84 +142,54 @@ class H2Timeouts:
     write: float = 30.0  # a stream with output waiting whose window the peer keeps shut
 
 
-# ---------------------------------------------------------------------------
-# Frame-header constants (RFC 9113 sections 4.1 and 6)
-
-_FRAME_HEADER: Final = 9
-_DATA: Final = 0x0
-_HEADERS: Final = 0x1
-_PRIORITY: Final = 0x2
-_RST_STREAM: Final = 0x3
-_SETTINGS: Final = 0x4
-_PING: Final = 0x6
-_GOAWAY: Final = 0x7
-_CONTINUATION: Final = 0x9
-_FLAG_END_STREAM: Final = 0x1  # DATA, HEADERS
-_FLAG_ACK: Final = 0x1  # SETTINGS, PING
-_FLAG_END_HEADERS: Final = 0x4  # HEADERS, CONTINUATION
+# Frame types and flags as plain ints (enum arithmetic is slow on the hot path).
+_DATA: Final = int(FrameType.DATA)
+_HEADERS: Final = int(FrameType.HEADERS)
+_PRIORITY: Final = int(FrameType.PRIORITY)
+_RST_STREAM: Final = int(FrameType.RST_STREAM)
+_SETTINGS: Final = int(FrameType.SETTINGS)
+_PUSH_PROMISE: Final = int(FrameType.PUSH_PROMISE)
+_PING: Final = int(FrameType.PING)
+_GOAWAY: Final = int(FrameType.GOAWAY)
+_WINDOW_UPDATE: Final = int(FrameType.WINDOW_UPDATE)
+_CONTINUATION: Final = int(FrameType.CONTINUATION)
+_END_STREAM: Final = int(Flag.END_STREAM)
+_ACK: Final = int(Flag.ACK)
+_END_HEADERS: Final = int(Flag.END_HEADERS)
+_PRIORITY_FLAG: Final = int(Flag.PRIORITY)
+_STREAM_FRAMES: Final = frozenset((_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION))
+_CONNECTION_FRAMES: Final = frozenset((_SETTINGS, _PING, _GOAWAY))
+_unpack_header: Final = frames.HEADER.unpack_from
 # SETTINGS_MAX_FRAME_SIZE we advertise (the RFC 9113 section 6.5.2 initial value).
-_MAX_FRAME: Final = 16384
-# Frames in one header block; h2 itself gives up at 64.
+_MAX_FRAME: Final = frames.MIN_MAX_FRAME_SIZE
+# Frames in one header block.
 _MAX_BLOCK_FRAMES: Final = 32
-# Closed stream ids h2 remembers to tell late frames from protocol errors; its
-# default (65,536 per connection) costs megabytes on a long-lived connection.
-_CLOSED_STREAMS_KEPT: Final = 2048
+# Stream ids we reset, remembered so that the frames the client sent before it saw
+# the reset are ignored (RFC 9113 section 5.1, "closed").
+_RESETS_KEPT: Final = 2048
+# DATA framed by one write call; the rest waits for ``flush`` (so a huge answer
+# reaches the transport at the pace the transport drains, and is counted meanwhile).
+_WRITE_NOW: Final = 256 * 1024
 
+# Parsed request heads remembered per connection.
+_HEADS_KEPT: Final = 64
 # Bodies at least this long are handed out as a memoryview (as h1 does).
 _ZERO_COPY_MIN: Final = 8192
 
-# RFC 9113 section 8.2.2: connection-specific fields must not appear in HTTP/2;
-# our transports may pass them, so they are dropped from responses.
-_CONNECTION_SPECIFIC: Final = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-# RFC 9113 section 8.2.1: lower-case token characters only in a field name;
-# no NUL, CR or LF in a value.
+# RFC 9113 section 8.2.1: no NUL, CR or LF in a response field value.
 _BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
-_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 section 5.6.2
-_TARGET: Final = re.compile(rb"[\x21-\x7e]+")  # visible ASCII, as h1 accepts in a target
-# Request fields (name, value) that passed _field_problem: clients repeat the same
-# ones on every request. Bounded; a miss is exactly as strict as a hit.
-_VALID_FIELDS: dict[tuple[bytes, bytes], None] = {}
-_VALID_FIELDS_MAX: Final = 1024
 _TEXT_PLAIN: Final = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 _Fields = list[tuple[bytes, bytes]]
-_FIELD_CACHE: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], _Fields] = {}
-_FIELD_CACHE_MAX: Final = 64
+# (status, constant header tuple) -> the encoded field block (without content-length).
+_BLOCK_CACHE: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], bytes] = {}
+_BLOCK_CACHE_MAX: Final = 64
+_CONTINUE_BLOCK: Final = encode_fields([(b":status", b"100")])
 
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-class _LocalSettings(h2.settings.Settings):
-    """Our SETTINGS, with h2's own concurrent-stream check moved out of the way.
-
-    h2 treats a HEADERS frame beyond SETTINGS_MAX_CONCURRENT_STREAMS as a
-    connection error; RFC 9113 section 5.1.2 allows a stream error, and a client
-    that opens streams before it has seen our SETTINGS should only have those
-    refused. So the advertised value is enforced here with REFUSED_STREAM and
-    h2 enforces only ``backstop`` (a client far beyond the limit loses the
-    connection: h2 keeps every stream of a read, so this bounds that).
-    """
-
-    def __init__(self, advertised: dict[SettingCodes, int], backstop: int) -> None:
-        super().__init__(client=False, initial_values=advertised)
-        self._backstop = backstop
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return self._backstop
-
-    @max_concurrent_streams.setter
-    def max_concurrent_streams(self, value: int) -> None:
-        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
-
-
-class _ServerConnection(h2.connection.H2Connection):
-    MAX_CLOSED_STREAMS = _CLOSED_STREAMS_KEPT
 
 
 class _Budget:
@@ -221,43 +216,6 @@ class _Budget:
         return True
 
 
-class _Stream:
-    """What the core keeps per stream; small, since thousands may stay open (SSE)."""
-
-    __slots__ = (
-        "answered",
-        "blocked_since",
-        "body",
-        "closed",
-        "end_after",
-        "finishing",
-        "queue",
-        "queued",
-        "received",
-        "released",
-        "remote_ended",
-        "request",
-        "reset_after",
-        "since",
-    )
-
-    def __init__(self, request: Request | None, now: float) -> None:
-        self.request = request  # the head while its body arrives; None once handed out
-        self.body: bytes | bytearray | None = None
-        self.received = 0  # body bytes so far
-        self.since = now  # when the head ended (body timeout)
-        self.remote_ended = False
-        self.answered = False  # response HEADERS sent
-        self.finishing = False  # END_STREAM sent or queued: no more output
-        self.closed = False  # END_STREAM sent or reset: done at the HTTP/2 level
-        self.released = False  # the application is done with it (or never had it)
-        self.reset_after = -1  # RST_STREAM code to send once the response is out (-1: none)
-        self.queue: deque[memoryview] | None = None  # output waiting for window
-        self.queued = 0
-        self.end_after = False  # END_STREAM after the queue
-        self.blocked_since = 0.0  # output waiting on a shut window since (0: not)
-
-
 class _Failed:
     """Marks the place of a connection error among the queued events."""
 
@@ -278,7 +236,7 @@ def _field_list(status: int, headers: Sequence[tuple[bytes, bytes]]) -> _Fields:
     fields: _Fields = [(b":status", _status_bytes(status))]
     for name, value in headers:
         name = name.lower()
-        if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
             continue
         if not name or _BAD_NAME.search(name) is not None:
             raise ValueError("invalid response header name")
@@ -288,65 +246,17 @@ def _field_list(status: int, headers: Sequence[tuple[bytes, bytes]]) -> _Fields:
     return fields
 
 
-def _response_fields(status: int, headers: Sequence[tuple[bytes, bytes]]) -> _Fields:
-    """The response's field list; constant header sets (tuples) are remembered."""
+def _response_block(status: int, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The response's encoded fields; constant header sets (tuples) are encoded once."""
     if type(headers) is not tuple:
-        return _field_list(status, headers)
+        return encode_fields(_field_list(status, headers))
     key = (status, headers)
-    fields = _FIELD_CACHE.get(key)
-    if fields is None:
-        fields = _field_list(status, headers)
-        if len(_FIELD_CACHE) < _FIELD_CACHE_MAX:
-            _FIELD_CACHE[key] = fields
-    return fields.copy()
-
-
-def _field_problem(name: bytes, value: bytes) -> str:
-    """What is wrong with a request field (RFC 9113 section 8.2), or ""."""
-    if not name or _BAD_NAME.search(name) is not None:
-        # Lower-case token characters only (sections 8.2 and 8.2.1; RFC 9110 5.1).
-        return "invalid field name"
-    if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
-        return "connection-specific field"  # section 8.2.2
-    if value and (_BAD_VALUE.search(value) is not None or value[0] in b" \t" or value[-1] in b" \t"):
-        return "invalid field value"  # section 8.2.1
-    return ""
-
-
-def _request_problem(
-    method: bytes | None,
-    path: bytes | None,
-    scheme: bytes | None,
-    authority: bytes | None,
-    host: bytes | None,
-) -> str:
-    """What is wrong with a request's control data (RFC 9113 section 8.3.1), or ""."""
-    if method is None or path is None or scheme is None:
-        return "missing :method, :scheme or :path"
-    if _TOKEN.fullmatch(method) is None:
-        return "invalid :method"
-    if _TARGET.fullmatch(path) is None or (path[0] != 0x2F and not (path == b"*" and method == b"OPTIONS")):
-        return "invalid :path"  # origin-form, or "*" for OPTIONS (as in HTTP/1.1)
-    given = authority if authority is not None else host
-    if given is None:
-        return "no :authority or host"
-    if host is not None and given != host:
-        return ":authority and host differ"
-    if not valid_host(given):
-        return "invalid :authority"
-    return ""
-
-
-def _h2_error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes:
-    code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
-    try:
-        return ErrorCodes(code)
-    except ValueError:
-        return ErrorCodes.PROTOCOL_ERROR
-
-
-# h2 raises these from a write on a stream that the peer already reset.
-_STREAM_GONE: Final = (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError)
+    block = _BLOCK_CACHE.get(key)
+    if block is None:
+        block = encode_fields(_field_list(status, headers))
+        if len(_BLOCK_CACHE) < _BLOCK_CACHE_MAX:
+            _BLOCK_CACHE[key] = block
+    return block
 
 
 # ---------------------------------------------------------------------------
@@ -361,34 +271,46 @@ class H2Connection:
     """
 
     __slots__ = (
-        "_block_bytes",
-        "_block_cap",
+        "_block",
+        "_block_end",
         "_block_frames",
+        "_block_id",
         "_block_since",
         "_born",
+        "_buffered",
         "_clock",
-        "_conn",
         "_control",
         "_dead",
+        "_decoder",
         "_draining",
-        "_ends",
+        "_encoder",
         "_eof",
         "_error",
         "_events",
-        "_extra",
         "_failed",
-        "_head",
+        "_first_frame",
+        "_header_checked",
+        "_heads",
+        "_heads_generation",
+        "_highest",
         "_idle_since",
-        "_input_done",
+        "_inbuf",
         "_limits",
+        "_out",
         "_output_blocked",
+        "_peer",
+        "_peer_reset_ids",
         "_preface_done",
+        "_preface_left",
         "_queued",
+        "_recv",
+        "_reset_ids",
+        "_reset_order",
         "_resets",
-        "_skip",
+        "_send_window",
         "_streams",
         "_timeouts",
-        "_violation",
+        "_wanted",
         "client",
         "error_code",
     )
@@ -405,50 +327,50 @@ class H2Connection:
         # The peer's address, put on every request (set by the network adapter).
         self.client: tuple[str, int] | None = None
         now = clock()
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # Requests are validated by _on_request, responses by _response_fields:
-            # cheaper than h2's pipelines, and a malformed request is a stream error
-            # (RFC 9113 section 8.1.1), where h2 would end the whole connection.
-            validate_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        conn = _ServerConnection(config)
-        n = limits.max_concurrent_streams
-        conn.local_settings = _LocalSettings(
-            {
-                SettingCodes.MAX_CONCURRENT_STREAMS: n,
-                # RFC 9113 section 6.5.2: advisory; above it a request gets 431.
-                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
-            },
-            backstop=min(2 * n, 2**31 - 1),
-        )
-        # HPACK decoding stops (COMPRESSION/ENHANCE_YOUR_CALM) at twice the
-        # limit: between the two the request gets a 431 instead.
-        self._block_cap = 2 * limits.max_header_bytes
-        conn.decoder.max_header_list_size = self._block_cap
-        conn.initiate_connection()  # our SETTINGS: the server connection preface (section 3.4)
-        self._conn = conn
-        self._streams: dict[int, _Stream] = {}
-        self._queued: dict[int, _Stream] = {}  # streams with output waiting for window
+        # HPACK decoding stops (ENHANCE_YOUR_CALM) at twice the limit: between the two
+        # the request gets a 431 instead.
+        block_cap = 2 * limits.max_header_bytes
+        self._decoder = HeaderDecoder(block_cap)
+        self._encoder = HeaderEncoder()
+        self._heads: dict[bytes, Head] = {}  # parsed heads of reusable header blocks
+        self._heads_generation = 0
+        self._peer = PeerSettings()
+        self._recv = ReceiveWindow()
+        self._send_window = frames.DEFAULT_WINDOW  # the connection's (section 6.9.1)
+        self._streams: dict[int, Stream] = {}
+        self._queued: dict[int, Stream] = {}  # streams with output waiting for window
+        self._buffered = 0  # partial request bodies + queued output (max_connection_buffer)
+        self._highest = 0  # the highest stream id the client opened
+        self._reset_ids: set[int] = set()  # streams we reset (their late frames are ignored)
+        self._peer_reset_ids: set[int] = set()  # streams the client reset
+        self._reset_order: deque[int] = deque()  # both, oldest first (bounded)
         self._events: deque[Event | _Failed] = deque()
-        self._extra = bytearray()  # frames we build ourselves (graceful GOAWAY)
+        # Our SETTINGS: the server connection preface (section 3.4).
+        self._out: list[Body] = [
+            frames.settings(
+                {
+                    Setting.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                    # Section 6.5.2: advisory; above it a request gets 431.
+                    Setting.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
+                }
+            )
+        ]
         self._error: ProtocolError | None = None
         self._failed = False
-        self.error_code: ErrorCodes | None = None  # the GOAWAY code of a failed connection
-        self._dead = False  # h2 can send nothing more (GOAWAY sent or received)
+        self.error_code: ErrorCode | None = None  # the GOAWAY code of a failed connection
+        self._dead = False  # nothing more is sent (GOAWAY sent or received)
         self._eof = False
         self._draining = False  # graceful GOAWAY sent: new streams are refused
         self._output_blocked = False
-        # Frame scanner.
-        self._skip = len(PREFACE)  # bytes of the current frame (first: the preface) to pass
-        self._head = bytearray()  # a frame header split across reads
-        self._ends: list[int] = []  # where frames end in the current read
-        self._violation: tuple[ErrorCodes, str] | None = None
-        self._input_done = False  # a GOAWAY came in: h2 takes no frame after it
-        self._block_bytes = 0
+        # Input.
+        self._preface_left = len(PREFACE)
+        self._inbuf = bytearray()  # a frame (or header) that continues in a later read
+        self._wanted = 0  # bytes _inbuf must hold before it is worth looking at again
+        self._header_checked = False  # the frame at the start of _inbuf was judged already
+        self._first_frame = True
+        self._block = bytearray()  # a header block waiting for its CONTINUATION frames
+        self._block_id = 0
+        self._block_end = False  # the block's HEADERS had END_STREAM
         self._block_frames = 0
         self._block_since = 0.0  # a header block is in progress since (0: none)
         self._preface_done = False
@@ -469,6 +391,16 @@ class H2Connection:
     def has_queued(self) -> bool:
         """Some stream has output waiting (for window, or for ``flush``)."""
         return bool(self._queued)
+
+    @property
+    def has_events(self) -> bool:
+        """``next_event`` has something (a write may have reset a stream)."""
+        return bool(self._events)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for this connection: partial request bodies and queued output."""
+        return self._buffered
 
     @property
     def closed(self) -> bool:
@@ -494,37 +426,77 @@ class H2Connection:
     def receive_data(self, data: bytes) -> None:
         """Add received bytes; ``b""`` means the peer closed its side.
 
-        h2 gets one frame at a time and its events are handled before the next
-        frame: what the core does about a frame (a refusal, a reset, a WINDOW_UPDATE)
-        is in effect for the next one, and the outcome does not depend on how the
-        bytes were split into reads.
+        Frames are handled one at a time, each before the next is looked at: what
+        the core does about a frame (a refusal, a reset, a WINDOW_UPDATE) is in
+        effect for the next one, and the outcome does not depend on how the bytes
+        were split into reads.
         """
-        if self._dead or self._eof or self._failed or self._error is not None:
+        if self._dead or self._eof or self._error is not None:
             return
         if not data:
             self._eof = True
             self._events.append(CONNECTION_CLOSED)
             return
-        ends = self._ends
-        cut = self._scan(data)
-        stop = len(data) if cut < 0 else cut
-        if len(ends) == 1 and ends[0] == stop == len(data):
-            self._feed(data)  # the common case: one frame, or the end of one
-        else:
-            view = memoryview(data)
-            begin = 0
-            for end in ends:
-                self._feed(view[begin:end])
-                begin = end
-                if self._dead or self._error is not None:
-                    return
-            if begin < stop:
-                self._feed(view[begin:stop])  # the start of a frame that continues
-        if self._violation is not None and not self._dead and self._error is None:
-            # A frame broke a limit: the frames before it were handled, then the
-            # connection ends.
-            code, reason = self._violation
-            self._die(code, reason)
+        inbuf = self._inbuf
+        if inbuf:
+            inbuf += data
+            if len(inbuf) < self._wanted:
+                return  # (a frame's payload is at most _MAX_FRAME bytes: bounded)
+            data = bytes(inbuf)
+            inbuf.clear()
+        self._read(data)
+
+    def _read(self, data: bytes) -> None:
+        n = len(data)
+        i = 0
+        if self._preface_left:
+            i = self._read_preface(data)
+            if i < 0:
+                return
+        checked = self._header_checked
+        self._header_checked = False
+        while not self._dead:
+            if n - i < FRAME_HEADER_SIZE:
+                if i < n:
+                    self._inbuf += data[i:]
+                    self._wanted = FRAME_HEADER_SIZE
+                return
+            length, flags, stream_id = _unpack_header(data, i)
+            kind = length & 0xFF
+            length >>= 8
+            stream_id &= 0x7FFFFFFF  # (the reserved bit is ignored, section 4.1)
+            if not checked and not self._judge_header(length, kind, flags, stream_id):
+                return
+            checked = False
+            end = i + FRAME_HEADER_SIZE + length
+            if end > n:
+                self._inbuf += data[i:]
+                self._wanted = FRAME_HEADER_SIZE + length
+                self._header_checked = True
+                return
+            payload = data[i + FRAME_HEADER_SIZE : end]
+            i = end
+            try:
+                self._on_frame(kind, flags, stream_id, payload)
+            except FrameError as exc:
+                if exc.stream_id:
+                    self._stream_error(exc.stream_id, exc.code)
+                else:
+                    self._die(exc.code, exc.reason)
+
+    def _read_preface(self, data: bytes) -> int:
+        """Match the client preface's magic (section 3.4); the offset after it, or -1."""
+        left = self._preface_left
+        start = len(PREFACE) - left
+        take = min(left, len(data))
+        if data[:take] != PREFACE[start : start + take]:
+            # Section 3.4: a connection error; the GOAWAY may be omitted, since the peer
+            # is not speaking HTTP/2.
+            self._dead = True
+            self._fail(ErrorCode.PROTOCOL_ERROR, "invalid HTTP/2 connection preface")
+            return -1
+        self._preface_left = left - take
+        return -1 if self._preface_left else take
 
     def next_event(self) -> Event:
         """The next event, ``NEED_DATA`` when none; raises ``ProtocolError``
@@ -541,287 +513,418 @@ class H2Connection:
             raise ProtocolError(error.status, error.reason)
         return CONNECTION_CLOSED if self._dead or self._eof else NEED_DATA
 
-    # -- the frame scanner ---------------------------------------------------
+    # -- frame headers: the limits that act before a payload is buffered -------
 
-    def _scan(self, data: bytes) -> int:
-        """Check each frame header as it arrives, and note in ``_ends`` where each
-        frame (the preface first) ends in ``data``. Returns -1, or the offset in
-        ``data`` where input for h2 ends: the frame that broke a limit
-        (``_violation`` says which), or the end of a GOAWAY."""
-        ends = self._ends
-        ends.clear()
-        i = 0
-        n = len(data)
-        skip = self._skip
-        head = self._head
-        while True:
-            if skip:
-                if n - i < skip:
-                    self._skip = skip - (n - i)
-                    return -1
-                i += skip
-                skip = 0
-                ends.append(i)
-                if i == n:
-                    self._skip = 0
-                    return -1
-            if self._input_done:
-                self._skip = 0
-                return i
-            if head:
-                start = 0  # the header began in an earlier read
-                need = _FRAME_HEADER - len(head)
-                if n - i < need:
-                    head += data[i:]
-                    self._skip = 0
-                    return -1
-                head += data[i : i + need]
-                header = bytes(head)
-                head.clear()
-                i += need
-            else:
-                start = i
-                if n - i < _FRAME_HEADER:
-                    head += data[i:]
-                    self._skip = 0
-                    return -1
-                header = data[i : i + _FRAME_HEADER]
-                i += _FRAME_HEADER
-            length = (header[0] << 16) | (header[1] << 8) | header[2]
-            if not self._frame(length, header[3], header[4]):
-                self._skip = 0
-                return start
-            skip = length
-            if not length:
-                ends.append(i)
-                if i == n:
-                    self._skip = 0
-                    return -1
-
-    def _frame(self, length: int, kind: int, flags: int) -> bool:
-        """One frame header; False when it breaks a limit."""
-        # RFC 9113 section 3.4: the client preface is the magic and a SETTINGS frame;
-        # a frame header after the magic ends the preface timeout.
+    def _judge_header(self, length: int, kind: int, flags: int, stream_id: int) -> bool:
+        """One frame header; False when it ends the connection."""
         self._preface_done = True
         if length > _MAX_FRAME:
             # RFC 9113 section 4.2: FRAME_SIZE_ERROR, decided before buffering it.
-            return self._violate(ErrorCodes.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
-        if kind == _GOAWAY and not self._block_since:
-            # h2 refuses every frame after the peer's GOAWAY (its state machine is
-            # closed), so the input ends with it, however the bytes were split.
-            self._input_done = True
+            return self._refuse_frame(ErrorCode.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+        if self._first_frame:
+            self._first_frame = False
+            if kind != _SETTINGS or flags & _ACK:
+                # Section 3.4: the preface's magic is followed by a SETTINGS frame.
+                return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "the client preface lacks its SETTINGS")
+        if kind in _STREAM_FRAMES:
+            if not stream_id:
+                # Sections 6.1-6.4, 6.10: these frames belong to a stream.
+                return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "a stream's frame on stream 0")
+        elif kind in _CONNECTION_FRAMES and stream_id:
+            # Sections 6.5, 6.7, 6.8: these frames belong to the connection.
+            return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "a connection's frame on a stream")
         if self._block_since:
-            # Inside a header block only CONTINUATION may follow (section 6.10;
-            # h2 refuses anything else).
-            if kind == _CONTINUATION:
-                self._block_bytes += length
-                self._block_frames += 1
-                if self._block_bytes > self._block_cap or self._block_frames > _MAX_BLOCK_FRAMES:
-                    return self._violate(ErrorCodes.ENHANCE_YOUR_CALM, "header block too large")
-                if flags & _FLAG_END_HEADERS:
-                    self._block_since = 0.0
+            # Section 6.10: inside a header block only CONTINUATION frames of its
+            # stream may follow.
+            if kind != _CONTINUATION or stream_id != self._block_id:
+                return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "header block interrupted")
+            self._block_frames += 1
+            if len(self._block) + length > 2 * self._limits.max_header_bytes or (
+                self._block_frames > _MAX_BLOCK_FRAMES
+            ):
+                return self._refuse_frame(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
             return True
         if kind == _HEADERS:
-            if length > self._block_cap:
-                return self._violate(ErrorCodes.ENHANCE_YOUR_CALM, "header block too large")
-            if not flags & _FLAG_END_HEADERS:
-                self._block_since = self._clock()
-                self._block_bytes = length
-                self._block_frames = 1
+            if length > 2 * self._limits.max_header_bytes:
+                return self._refuse_frame(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
             return True
         if kind == _DATA:
-            if length or flags & _FLAG_END_STREAM:
+            if length or flags & _END_STREAM:
                 return True
         elif kind == _RST_STREAM:
             if self._resets.spend(self._clock()):
                 return True
-            return self._violate(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+            return self._refuse_frame(ErrorCode.ENHANCE_YOUR_CALM, "too many stream resets")
         elif kind in (_PING, _SETTINGS):
-            if flags & _FLAG_ACK:
+            if flags & _ACK:
                 return True
+        elif kind == _CONTINUATION:
+            return self._refuse_frame(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
         elif kind != _PRIORITY:
             return True
         if self._control.spend(self._clock()):
             return True
-        return self._violate(ErrorCodes.ENHANCE_YOUR_CALM, "too many control frames")
+        return self._refuse_frame(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames")
 
-    def _violate(self, code: ErrorCodes, reason: str) -> bool:
-        self._violation = (code, reason)
+    def _refuse_frame(self, code: ErrorCode, reason: str) -> bool:
+        self._die(code, reason)
         return False
 
-    # -- h2 events -----------------------------------------------------------
+    # -- frames ----------------------------------------------------------------
 
-    def _feed(self, data: bytes | memoryview) -> None:
-        try:
-            events = self._conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            # h2 queued GOAWAY with the matching code (RFC 9113 section 5.4.1).
-            self._fail(_h2_error_code(exc), "HTTP/2 protocol error")
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        """One complete frame (section 6); raises ``FrameError``."""
+        if kind == _HEADERS:
+            self._on_headers(flags, stream_id, payload)
+        elif kind == _DATA:
+            self._on_data_frame(flags, stream_id, payload)
+        elif kind == _CONTINUATION:
+            self._on_continuation(flags, payload)
+        elif kind == _WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == _SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif kind == _PING:
+            if stream_id:
+                raise FrameError(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise FrameError(ErrorCode.FRAME_SIZE_ERROR, "PING of the wrong size")
+            if not flags & _ACK:
+                self._out.append(frames.ping_ack(payload))  # section 6.7
+        elif kind == _RST_STREAM:
+            self._on_rst_stream(stream_id, payload)
+        elif kind == _PRIORITY:
+            if not stream_id:
+                raise FrameError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            frames.check_priority(payload, stream_id)  # otherwise ignored (section 5.3.2)
+        elif kind == _GOAWAY:
+            self._on_goaway(stream_id, payload)
+        elif kind == _PUSH_PROMISE:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")  # section 8.4
+        # Other frame types are ignored (section 4.1).
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
+        fragment = frames.unpad(payload, flags, stream_id)
+        self_dependent = False
+        if flags & _PRIORITY_FLAG:
+            if len(fragment) < 5:
+                raise FrameError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            self_dependent = int.from_bytes(fragment[:4], "big") & 0x7FFFFFFF == stream_id
+            fragment = fragment[5:]
+        end_stream = bool(flags & _END_STREAM)
+        if not flags & _END_HEADERS:
+            self._block += fragment
+            self._block_id = stream_id
+            self._block_end = end_stream
+            self._block_frames = 1
+            self._block_since = self._clock()
             return
-        if events and type(events[-1]) is h2.events.ConnectionTerminated:
-            # The peer's GOAWAY (always the last frame, see _scan): h2 sends nothing
-            # after it (section 6.8), not even answers to the frames before it.
-            self._dead = True
-        for event in events:
-            kind = type(event)
-            if kind is h2.events.RequestReceived:
-                assert isinstance(event, h2.events.RequestReceived)
-                self._on_request(event.stream_id, event.headers, event.stream_ended is not None)
-            elif kind is h2.events.DataReceived:
-                assert isinstance(event, h2.events.DataReceived)
-                self._on_data(
-                    event.stream_id, event.data, event.flow_controlled_length, event.stream_ended is not None
-                )
-            elif kind is h2.events.StreamEnded:
-                assert isinstance(event, h2.events.StreamEnded)
-                self._on_end(event.stream_id)
-            elif kind is h2.events.StreamReset:
-                assert isinstance(event, h2.events.StreamReset)
-                self._on_reset(event.stream_id)
-            elif kind is h2.events.TrailersReceived:
-                assert isinstance(event, h2.events.TrailersReceived)
-                self._on_trailers(event.stream_id, event.headers)
-            elif kind is h2.events.ConnectionTerminated:
-                self._events.append(CONNECTION_CLOSED)
-            # WindowUpdated and RemoteSettingsChanged need nothing here: ``flush``
-            # asks h2 for the current windows. PING and SETTINGS are answered by h2;
-            # PRIORITY and unknown frames are ignored.
-            if self._error is not None:
-                return  # a limit ended the connection: nothing after it counts
+        self._on_header_block(stream_id, fragment, end_stream, self_dependent)
 
-    def _on_request(self, stream_id: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+    def _on_continuation(self, flags: int, payload: bytes) -> None:
+        # (_judge_header checked that a header block of this stream is in progress.)
+        self._block += payload
+        if flags & _END_HEADERS:
+            block = bytes(self._block)
+            self._block.clear()
+            self._block_since = 0.0
+            self._on_header_block(self._block_id, block, self._block_end, False)
+
+    def _on_header_block(self, stream_id: int, block: bytes, end_stream: bool, self_dependent: bool) -> None:
+        # Every block is decoded, even one we will refuse: the HPACK state is the
+        # connection's (section 4.3).
+        try:
+            fields = self._decoder.decode(block)
+        except HeaderListTooLarge as exc:
+            raise FrameError(ErrorCode.ENHANCE_YOUR_CALM, "header list too large") from exc
+        except DecodeError as exc:
+            raise FrameError(ErrorCode.COMPRESSION_ERROR, "header block cannot be decoded") from exc
+        if not stream_id % 2:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")  # 5.1.1
+        st = self._streams.get(stream_id)
+        if st is not None and (st.state is State.OPEN or st.state is State.HALF_CLOSED_LOCAL):
+            if not end_stream:
+                # Section 8.1: a trailer section ends the stream; anything else is malformed.
+                raise FrameError(
+                    ErrorCode.PROTOCOL_ERROR, "HEADERS without END_STREAM after the head", stream_id
+                )
+            self._on_trailers(stream_id, st, fields)
+            if not st.closed:  # (malformed trailers reset it)
+                self._on_end(stream_id, st)
+            return
+        if st is not None or stream_id <= self._highest:
+            self._on_closed_stream(stream_id, st)
+            return
+        self._highest = stream_id  # lower idle streams are closed now (section 5.1.1)
+        if self_dependent:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "stream depends on itself", stream_id)  # 5.3.1
+        self._on_request(stream_id, self._head(block, fields), end_stream)
+
+    def _on_closed_stream(self, stream_id: int, st: Stream | None) -> None:
+        """DATA or a header block on a stream that is not open (RFC 9113 section 5.1)."""
+        if st is not None and st.state is State.HALF_CLOSED_REMOTE:
+            # "half-closed (remote)": a stream error STREAM_CLOSED.
+            raise FrameError(ErrorCode.STREAM_CLOSED, "frame after END_STREAM", stream_id)
+        if stream_id in self._reset_ids:
+            return  # "closed" by our RST_STREAM: ignored (the client may not have seen it)
+        if stream_id in self._peer_reset_ids:
+            # "closed" by the client's RST_STREAM: a stream error STREAM_CLOSED.
+            raise FrameError(ErrorCode.STREAM_CLOSED, "frame after RST_STREAM", stream_id)
+        # "closed" after END_STREAM (ours and the client's): a connection error STREAM_CLOSED.
+        raise FrameError(ErrorCode.STREAM_CLOSED, "frame on a closed stream")
+
+    def _head(self, block: bytes, fields: list[tuple[bytes, bytes]]) -> Head:
+        """The parsed head of a header block; a block the decoder could reuse (the same
+        bytes, the same HPACK table) reuses its parsed head too."""
+        decoder = self._decoder
+        if decoder.generation != self._heads_generation:
+            self._heads.clear()
+            self._heads_generation = decoder.generation
+        head = self._heads.get(block)
+        if head is None:
+            head = parse_head(fields)
+            if decoder.reusable(block) and len(self._heads) < _HEADS_KEPT:
+                self._heads[block] = head
+        return head
+
+    def _on_data_frame(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
+        size = len(payload)  # the whole frame counts against the windows (section 6.9.1)
+        st = self._streams.get(stream_id)
+        if st is None and self._idle(stream_id):
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")  # section 5.1
+        self._recv.consume(size)
+        data = frames.unpad(payload, flags, stream_id)
+        if st is None or st.state is State.CLOSED or st.state is State.HALF_CLOSED_REMOTE:
+            self._ack_connection(size)
+            self._on_closed_stream(stream_id, st)
+            return
+        if size > st.recv_window:
+            self._ack_connection(size)
+            raise FrameError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the stream window", stream_id)
+        st.recv_window -= size
+        self._on_data(stream_id, st, data, size, bool(flags & _END_STREAM))
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        increment = frames.window_increment(payload)
+        if not stream_id:
+            if not increment:
+                raise FrameError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")  # section 6.9
+            self._send_window += increment
+            if self._send_window > MAX_WINDOW:
+                raise FrameError(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+            return
+        st = self._streams.get(stream_id)
+        if st is None:
+            if self._idle(stream_id):
+                raise FrameError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
+            return  # a closed stream: allowed (section 6.9)
+        if st.closed:
+            return
+        if not increment:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0", stream_id)
+        st.send_window += increment
+        if st.send_window > MAX_WINDOW:
+            raise FrameError(ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1", stream_id)
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")  # section 6.5
+        if flags & _ACK:
+            if payload:
+                raise FrameError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        peer = self._peer
+        delta = peer.apply(frames.settings_of(payload))
+        self._encoder.peer_table_size(peer.header_table_size)
+        if delta:
+            # Section 6.9.2: the change applies to every stream's window, and may
+            # make one exceed the maximum (a connection error).
+            for st in self._streams.values():
+                st.send_window += delta
+                if st.send_window > MAX_WINDOW:
+                    raise FrameError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
+        self._out.append(frames.SETTINGS_ACK)
+
+    def _on_rst_stream(self, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0")  # section 6.4
+        frames.error_code_of(payload)
+        st = self._streams.get(stream_id)
+        if st is None:
+            if self._idle(stream_id):
+                raise FrameError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")  # 6.4
+            return
+        if not st.closed:
+            st.move(Input.RECV_RST_STREAM)
+            self._remember_reset(stream_id, self._peer_reset_ids)
+            self._stream_gone(stream_id, st)
+
+    def _idle(self, stream_id: int) -> bool:
+        """Section 5.1.1: a stream the client has not opened yet; even ids are the
+        server's, and a server that never pushes opens none."""
+        return stream_id > self._highest or not stream_id % 2
+
+    def _on_goaway(self, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise FrameError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream")  # section 6.8
+        if len(payload) < 8:
+            raise FrameError(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY too short")
+        # The peer is done: nothing more is read or sent (as h2 does), and the
+        # application's streams end with the connection.
+        self._dead = True
+        self._events.append(CONNECTION_CLOSED)
+
+    # -- requests --------------------------------------------------------------
+
+    def _on_request(self, stream_id: int, head: Head, ended: bool) -> None:
         limits = self._limits
-        if self._draining or len(self._streams) >= limits.max_concurrent_streams:
+        if (
+            self._draining
+            or len(self._streams) >= limits.max_concurrent_streams
+            or self._buffered >= limits.max_connection_buffer
+        ):
             self._refuse(stream_id)
             return
-        method = path = scheme = authority = None
-        headers: dict[bytes, bytes] = {}
-        size = 0
-        count = 0
-        malformed = ""
-        regular = False
-        for field in fields:
-            name, value = field
-            size += len(name) + len(value) + 32  # RFC 9113 section 6.5.2
-            if name.startswith(b":"):  # pseudo-header fields (section 8.3)
-                if regular:
-                    malformed = "pseudo-header field after a regular field"
-                elif name == b":method":
-                    malformed = malformed or ("repeated :method" if method is not None else "")
-                    method = value
-                elif name == b":path":
-                    malformed = malformed or ("repeated :path" if path is not None else "")
-                    path = value
-                elif name == b":scheme":
-                    malformed = malformed or ("repeated :scheme" if scheme is not None else "")
-                    scheme = value
-                elif name == b":authority":
-                    malformed = malformed or ("repeated :authority" if authority is not None else "")
-                    authority = value
-                else:
-                    malformed = "unknown pseudo-header field"
-                continue
-            regular = True
-            count += 1
-            if field not in _VALID_FIELDS:
-                problem = _field_problem(name, value)
-                if problem:
-                    malformed = problem
-                    continue
-                if len(_VALID_FIELDS) >= _VALID_FIELDS_MAX:
-                    _VALID_FIELDS.clear()
-                _VALID_FIELDS[field] = None
-            previous = headers.get(name)
-            if previous is None:
-                headers[name] = value
-            elif name == b"host":
-                malformed = "repeated host"  # (as in HTTP/1.1, RFC 9112 section 3.2)
-            else:
-                # Repeated fields joined as in HTTP/1.1 (RFC 9110 section 5.3); h2
-                # already joined cookie fields with "; " (section 8.2.3).
-                headers[name] = previous + b", " + value
-        st = _Stream(None, self._clock())
-        st.remote_ended = ended  # (its StreamEnded event follows)
+        st = Stream(None, self._clock(), self._peer.initial_window, frames.DEFAULT_WINDOW)
+        if ended:
+            st.move(Input.RECV_END_STREAM)
         self._streams[stream_id] = st
-        if size > limits.max_header_bytes or count > limits.max_header_count:
+        if head.size > limits.max_header_bytes or head.field_count > limits.max_header_count:
             self._reject(stream_id, st, 431, "request header fields too large")
             return
+        method = head.method
         if method == b"CONNECT":
             self._reject(stream_id, st, 501, "CONNECT is not implemented")
             return
-        if not malformed:
-            malformed = _request_problem(method, path, scheme, authority, headers.get(b"host"))
-        if malformed:
-            # Section 8.1.1: a malformed request is a stream error of type
-            # PROTOCOL_ERROR; a response may go first.
-            self._reject(stream_id, st, 400, "malformed request: " + malformed, ErrorCodes.PROTOCOL_ERROR)
+        headers = head.headers
+        if head.malformed:
+            self._reject_malformed(stream_id, st, head.malformed)
             return
+        path = head.path
         assert method is not None and path is not None
         if len(path) > limits.max_target_bytes:
             self._reject(stream_id, st, 414, "request-target too long")
             return
         length = headers.get(b"content-length")
-        # h2 has checked that it is a number and checks it against the DATA.
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            self._reject(stream_id, st, 413, "request body too large")
+        if length is not None:
+            st.expected = int(length)
+            if st.expected > limits.max_body_bytes:
+                self._reject(stream_id, st, 413, "request body too large")
+                return
+            if ended and st.expected:
+                self._reject_malformed(stream_id, st, "content-length and the body differ")  # 8.1.1
+                return
+        headers = headers.copy()  # (the Head is shared by the repeats of its header block)
+        if head.authority is not None and b"host" not in headers:
+            headers[b"host"] = head.authority  # section 8.3.1
+        request = Request(method, path, path_of(path), headers, b"", True, b"2", stream_id, self.client)
+        if ended:
+            self._events.append(request)
             return
-        if authority is not None and b"host" not in headers:
-            headers[b"host"] = authority  # section 8.3.1
-        st.request = Request(method, path, path_of(path), headers, b"", True, b"2", stream_id, self.client)
+        st.request = request
         expect = headers.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue":
             # RFC 9110 section 10.1.1; an END_STREAM already here makes it moot.
-            self._send_headers(stream_id, st, [(b":status", b"100")], False)
+            self._out.append(frames.frame(_HEADERS, _END_HEADERS, stream_id, _CONTINUE_BLOCK))
 
-    def _on_trailers(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+    def _on_trailers(self, stream_id: int, st: Stream, fields: list[tuple[bytes, bytes]]) -> None:
         """Trailers are dropped, but must be well-formed (RFC 9113 section 8.1)."""
-        st = self._streams.get(stream_id)
-        if st is None or st.request is None:
+        if st.request is None:
             return
         for name, value in fields:
             if name.startswith(b":"):
                 problem = "pseudo-header field in trailers"
             else:
-                problem = _field_problem(name, value)
+                problem = field_problem(name, value)
             if problem:
-                self._reject(stream_id, st, 400, "malformed request: " + problem, ErrorCodes.PROTOCOL_ERROR)
+                self._reject_malformed(stream_id, st, problem)
                 return
 
     def _refuse(self, stream_id: int) -> None:
         """REFUSED_STREAM: the client may retry it (RFC 9113 section 8.7)."""
-        self._send_reset(stream_id, ErrorCodes.REFUSED_STREAM)
+        self._send_reset(stream_id, ErrorCode.REFUSED_STREAM)
         if not self._resets.spend(self._clock()):
-            self._die(ErrorCodes.ENHANCE_YOUR_CALM, "too many refused streams")
+            self._die(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")
 
-    def _reject(
-        self, stream_id: int, st: _Stream, status: int, reason: str, code: int = ErrorCodes.NO_ERROR
-    ) -> None:
-        """Answer a request ourselves, then (if its body is still coming) RST_STREAM
-        with ``code``: the body is not read."""
+    def _drop_request(self, st: Stream) -> None:
+        """The request will not reach the application: its partial body goes."""
+        if st.body is not None:
+            self._buffered -= st.received
         st.request = None
         st.body = None
         st.released = True  # the application never sees it
-        st.reset_after = -1 if st.remote_ended else code
-        body = (reason + "\n").encode()
-        self._respond(stream_id, st, status, _TEXT_PLAIN, body)
 
-    def _ack(self, size: int, stream_id: int) -> None:
+    def _reject(self, stream_id: int, st: Stream, status: int, reason: str) -> None:
+        """Answer a request ourselves, then (if its body is still coming)
+        RST_STREAM(NO_ERROR): the body is not read (section 8.1)."""
+        self._drop_request(st)
+        st.reset_after = -1 if st.remote_ended else ErrorCode.NO_ERROR
+        self._respond_fields(stream_id, st, status, _TEXT_PLAIN, (reason + "\n").encode(), True)
+
+    def _reject_malformed(self, stream_id: int, st: Stream, problem: str) -> None:
+        """Section 8.1.1: a malformed request is a stream error PROTOCOL_ERROR; a 400
+        goes first (without END_STREAM, so that the stream can still be reset)."""
+        self._drop_request(st)
+        st.answered = True
+        body = ("malformed request: " + problem + "\n").encode()
+        block = _response_block(400, _TEXT_PLAIN) + content_length_field(len(body))
+        self._send_block(stream_id, self._encoder.block(block), False)
+        size = len(body)
+        if size <= min(st.send_window, self._send_window, self._peer.max_frame):
+            self._out += (frames.data_header(size, False, stream_id), body)
+            st.send_window -= size
+            self._send_window -= size
+        self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR)
+
+    def _ack_connection(self, size: int) -> None:
         if size and not self._dead:
-            self._conn.acknowledge_received_data(size, stream_id)
+            increment = self._recv.taken(size)
+            if increment:
+                self._out.append(frames.window_update(0, increment))
 
-    def _on_data(self, stream_id: int, data: bytes, flow_controlled: int, ended: bool) -> None:
-        st = self._streams.get(stream_id)
-        if st is None or st.request is None:
-            self._ack(flow_controlled, stream_id)  # dropped; the connection window goes on
-            return
+    def _ack(self, stream_id: int, st: Stream, size: int) -> None:
+        """``size`` bytes of the stream were taken in: the client may send more."""
+        self._ack_connection(size)
+        if not size or self._dead or st.remote_ended or st.request is None:
+            return  # (no more DATA is wanted on this stream)
+        st.recv_unacked += size
+        if window_update_due(st.recv_unacked, st.recv_window, frames.DEFAULT_WINDOW):
+            st.recv_window += st.recv_unacked
+            self._out.append(frames.window_update(stream_id, st.recv_unacked))
+            st.recv_unacked = 0
+
+    def _on_data(self, stream_id: int, st: Stream, data: bytes, flow_controlled: int, ended: bool) -> None:
         if ended:
-            st.remote_ended = True  # (its StreamEnded event follows)
+            st.move(Input.RECV_END_STREAM)
+        if st.request is None:
+            self._ack(stream_id, st, flow_controlled)  # dropped; the connection window goes on
+            if ended:
+                self._on_end(stream_id, st)
+            return
         size = st.received + len(data)
         if size > self._limits.max_body_bytes:
-            self._ack(flow_controlled, stream_id)
+            self._ack(stream_id, st, flow_controlled)
             self._reject(stream_id, st, 413, "request body too large")
             return
+        if st.expected >= 0 and (size > st.expected or (ended and size != st.expected)):
+            self._ack(stream_id, st, flow_controlled)
+            self._reject_malformed(stream_id, st, "content-length and the body differ")  # 8.1.1
+            return
         if data:
+            if not ended and self._buffered + len(data) > self._limits.max_connection_buffer:
+                # The connection holds as much as it may: this request is refused
+                # (it never reached the application, so the client may retry it).
+                self._ack(stream_id, st, flow_controlled)
+                self._drop_request(st)
+                self._stream_error(stream_id, ErrorCode.REFUSED_STREAM)
+                self.goaway()
+                if not self._resets.spend(self._clock()):
+                    self._die(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")
+                return
             body = st.body
             if body is None:
                 st.body = data  # usually the whole body: kept without a copy
@@ -831,20 +934,25 @@ class H2Connection:
                 assert isinstance(body, bytearray)
                 body += data
             st.received = size
+            self._buffered += len(data)
         # Taken into the (bounded) body buffer: only now may the client send more.
-        self._ack(flow_controlled, stream_id)
+        self._ack(stream_id, st, flow_controlled)
+        if ended:
+            self._on_end(stream_id, st)
 
-    def _on_end(self, stream_id: int) -> None:
-        st = self._streams.get(stream_id)
-        if st is None:
-            return
-        st.remote_ended = True
+    def _on_end(self, stream_id: int, st: Stream) -> None:
+        """The client's END_STREAM: a waiting request is complete."""
+        if st.state is State.OPEN or st.state is State.HALF_CLOSED_LOCAL:
+            st.move(Input.RECV_END_STREAM)
         st.reset_after = -1
         request = st.request
         if request is None:
+            if st.closed:
+                self._close_stream(stream_id, st)
             return
         body = st.body
         if body is not None:
+            self._buffered -= st.received
             if type(body) is bytes:
                 request.body = body
             elif len(body) >= _ZERO_COPY_MIN:
@@ -855,27 +963,30 @@ class H2Connection:
         st.body = None
         self._events.append(request)
 
-    def _on_reset(self, stream_id: int) -> None:
-        """The peer reset the stream, or h2 did (a stream error)."""
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        """Section 5.4.2: RST_STREAM; the application's stream (if any) ends."""
+        self._send_reset(stream_id, code)
         st = self._streams.get(stream_id)
-        if st is not None:
+        if st is not None and not st.closed:
+            st.move(Input.SEND_RST_STREAM)
             self._stream_gone(stream_id, st)
 
-    def _stream_gone(self, stream_id: int, st: _Stream) -> None:
+    def _stream_gone(self, stream_id: int, st: Stream) -> None:
         held = st.request is None and not st.released  # the application has it
         if not held:
             st.released = True  # nobody will release it
-        st.request = None
-        st.body = None
+        if st.request is not None:
+            self._drop_request(st)
         self._close_stream(stream_id, st)
         if held:
             self._events.append(StreamReset(stream_id))
 
-    def _close_stream(self, stream_id: int, st: _Stream) -> None:
+    def _close_stream(self, stream_id: int, st: Stream) -> None:
         """Done at the HTTP/2 level; forgotten once the application is done too."""
-        st.closed = True
+        st.state = State.CLOSED
         st.finishing = True
         if st.queue is not None:
+            self._buffered -= st.queued
             st.queue = None
             st.queued = 0
             self._queued.pop(stream_id, None)
@@ -888,7 +999,7 @@ class H2Connection:
 
     # -- output ----------------------------------------------------------------
 
-    def _writable(self, stream_id: int) -> _Stream | None:
+    def _writable(self, stream_id: int) -> Stream | None:
         if self._dead:
             return None
         st = self._streams.get(stream_id)
@@ -903,31 +1014,38 @@ class H2Connection:
         st = self._writable(stream_id)
         if st is None or st.answered:
             return
-        self._respond(stream_id, st, status, headers, body)
+        self._respond_fields(stream_id, st, status, headers, body, True)
 
-    def _respond(
-        self, stream_id: int, st: _Stream, status: int, headers: Sequence[tuple[bytes, bytes]], body: Body
+    def _respond_fields(
+        self,
+        stream_id: int,
+        st: Stream,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: Body,
+        end: bool,
     ) -> None:
-        fields = _response_fields(status, headers)
+        block = _response_block(status, headers)
         if status == 204 or status == 304 or status < 200:
             if body:
                 raise ValueError("this status has no content: " + str(status))
         else:
-            fields.append((b"content-length", b"%d" % len(body)))
+            block += content_length_field(len(body))
         st.answered = True
         if not body:
-            self._send_headers(stream_id, st, fields, True)
+            self._send_headers(stream_id, st, block, end)
             return
-        if self._send_headers(stream_id, st, fields, False):
-            self._write(stream_id, st, body, True)
+        self._send_headers(stream_id, st, block, False)
+        self._write(stream_id, st, body, end)
 
     def start_stream(self, stream_id: int, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
         """Response HEADERS of a body that follows in pieces (SSE)."""
         st = self._writable(stream_id)
         if st is None or st.answered:
             return
+        block = _response_block(status, headers)
         st.answered = True
-        self._send_headers(stream_id, st, _response_fields(status, headers), False)
+        self._send_headers(stream_id, st, block, False)
 
     def send_data(self, stream_id: int, data: Body) -> None:
         """A piece of a streamed body; queued when the windows are shut."""
@@ -943,14 +1061,15 @@ class H2Connection:
             return
         self._write(stream_id, st, b"", True)
 
-    def reset(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> None:
+    def reset(self, stream_id: int, error_code: int = ErrorCode.CANCEL) -> None:
         """RST_STREAM: drop the stream and its queued output (no StreamReset event)."""
         st = self._streams.get(stream_id)
         if st is None or st.closed or self._dead:
             return
         self._send_reset(stream_id, error_code)
-        st.request = None
-        st.body = None
+        if st.request is not None:
+            self._drop_request(st)
+        st.move(Input.SEND_RST_STREAM)
         self._close_stream(stream_id, st)
 
     def release(self, stream_id: int) -> None:
@@ -962,26 +1081,40 @@ class H2Connection:
         if st.closed or self._dead:
             self._forget(stream_id)
 
-    def _send_reset(self, stream_id: int, error_code: int) -> None:
+    def _send_reset(self, stream_id: int, code: int) -> None:
         if self._dead:
             return
-        with contextlib.suppress(*_STREAM_GONE):  # the peer reset it first
-            self._conn.reset_stream(stream_id, error_code)
+        self._out.append(frames.rst_stream(stream_id, code))
+        self._remember_reset(stream_id, self._reset_ids)
 
-    def _send_headers(self, stream_id: int, st: _Stream, fields: _Fields, end: bool) -> bool:
+    def _remember_reset(self, stream_id: int, ids: set[int]) -> None:
+        """Note who reset a stream (bounded: the oldest are forgotten)."""
+        if stream_id in ids:
+            return
+        ids.add(stream_id)
+        self._reset_order.append(stream_id)
+        if len(self._reset_order) > _RESETS_KEPT:
+            old = self._reset_order.popleft()
+            self._reset_ids.discard(old)
+            self._peer_reset_ids.discard(old)
+
+    def _send_block(self, stream_id: int, block: bytes, end: bool) -> None:
+        max_frame = self._peer.max_frame
+        if len(block) <= max_frame:
+            flags = _END_HEADERS | _END_STREAM if end else _END_HEADERS
+            self._out.append(frames.frame(_HEADERS, flags, stream_id, block))
+        else:
+            self._out += frames.headers_frames(stream_id, block, end, max_frame)
+
+    def _send_headers(self, stream_id: int, st: Stream, fields_block: bytes, end: bool) -> None:
         if self._dead:
-            return False
-        try:
-            self._conn.send_headers(stream_id, fields, end_stream=end)
-        except _STREAM_GONE:
-            self._stream_gone(stream_id, st)
-            return False
+            return
+        self._send_block(stream_id, self._encoder.block(fields_block), end)
         if end:
             st.finishing = True
             self._ended(stream_id, st)
-        return True
 
-    def _write(self, stream_id: int, st: _Stream, data: Body, end: bool) -> None:
+    def _write(self, stream_id: int, st: Stream, data: Body, end: bool) -> None:
         """Send as much as the windows allow now; queue the rest (RFC 9113 section 6.9)."""
         if end:
             st.finishing = True
@@ -990,58 +1123,77 @@ class H2Connection:
         if st.queue is not None or self._output_blocked:
             self._enqueue(stream_id, st, data, end)
             return
-        conn = self._conn
         n = len(data)
-        try:
-            window = conn.local_flow_control_window(stream_id)
-            frame = conn.max_outbound_frame_size
-            if n <= frame and (n <= window or n == 0):  # the common case: one frame
-                conn.send_data(stream_id, data, end_stream=end)
-                if end:
-                    self._ended(stream_id, st)
-                return
-            view = memoryview(data)
-            pos = 0
-            while pos < n and window > 0:
-                take = min(n - pos, window, frame)
-                last = end and pos + take == n
-                conn.send_data(stream_id, view[pos : pos + take], end_stream=last)
-                pos += take
-                window -= take
-        except _STREAM_GONE:
-            self._stream_gone(stream_id, st)
+        window = min(st.send_window, self._send_window)
+        max_frame = self._peer.max_frame
+        out = self._out
+        if n <= max_frame and (n <= window or n == 0):  # the common case: one frame
+            out.append(frames.data_header(n, end, stream_id))
+            if n:
+                out.append(data)
+                st.send_window -= n
+                self._send_window -= n
+            if end:
+                self._ended(stream_id, st)
             return
+        view = memoryview(data)
+        pos = 0
+        budget = min(window, _WRITE_NOW)
+        while pos < n and budget > 0:
+            take = min(n - pos, budget, max_frame)
+            last = end and pos + take == n
+            out.append(frames.data_header(take, last, stream_id))
+            out.append(view[pos : pos + take])
+            pos += take
+            budget -= take
+        sent = pos
+        st.send_window -= sent
+        self._send_window -= sent
         if pos == n and end:
             self._ended(stream_id, st)  # (n > 0 here, so the last frame carried END_STREAM)
         elif pos < n:
             self._enqueue(stream_id, st, view[pos:], end)
-            st.blocked_since = self._clock()
+            if st.closed:
+                return  # reset: the connection could not hold it
+            if st.send_window <= 0 or self._send_window <= 0:
+                st.blocked_since = self._clock()
 
-    def _enqueue(self, stream_id: int, st: _Stream, data: Body, end: bool) -> None:
+    def _enqueue(self, stream_id: int, st: Stream, data: Body, end: bool) -> None:
+        size = len(data)
+        if size and self._buffered + size > self._limits.max_connection_buffer:
+            self._overflow(stream_id, st)
+            return
         if st.queue is None:
             st.queue = deque()
             self._queued[stream_id] = st
-        if data:
+        if size:
             st.queue.append(data if type(data) is memoryview else memoryview(data))
-            st.queued += len(data)
+            st.queued += size
+            self._buffered += size
         if end:
             st.end_after = True
 
-    def _ended(self, stream_id: int, st: _Stream) -> None:
+    def _overflow(self, stream_id: int, st: Stream) -> None:
+        """An answer that does not fit in what the connection may hold: its stream is
+        reset (its queue freed) and the connection is shut down gracefully (GOAWAY:
+        new streams are refused, the streams in flight finish or time out)."""
+        self._send_reset(stream_id, ErrorCode.ENHANCE_YOUR_CALM)
+        st.move(Input.SEND_RST_STREAM)
+        self._stream_gone(stream_id, st)
+        self.goaway()
+        if not self._resets.spend(self._clock()):
+            self._die(ErrorCode.ENHANCE_YOUR_CALM, "the client does not read what it asked for")
+
+    def _ended(self, stream_id: int, st: Stream) -> None:
         """END_STREAM went out."""
-        if st.reset_after >= 0:
+        st.move(Input.SEND_END_STREAM)
+        if st.reset_after >= 0 and not st.closed:
             # RFC 9113 section 8.1: the client may stop sending the request.
             self._send_reset(stream_id, st.reset_after)
             st.reset_after = -1
+            st.move(Input.SEND_RST_STREAM)
+        if st.closed:
             self._close_stream(stream_id, st)
-        elif st.remote_ended:
-            self._close_stream(stream_id, st)
-        else:
-            # Cannot happen for a request the application got (it gets complete
-            # requests only); keep the bookkeeping right anyway.
-            st.closed = True
-            if st.released:
-                self._forget(stream_id)
 
     def flush(self, budget: int = 256 * 1024) -> int:
         """Send queued output as far as the windows allow, at most ``budget``
@@ -1055,36 +1207,36 @@ class H2Connection:
                 break
         return sent
 
-    def _pump(self, stream_id: int, st: _Stream, budget: int) -> int:
-        conn = self._conn
+    def _pump(self, stream_id: int, st: Stream, budget: int) -> int:
         queue = st.queue
         assert queue is not None
+        out = self._out
+        max_frame = self._peer.max_frame
         sent = 0
-        try:
-            window = conn.local_flow_control_window(stream_id)
-            frame = conn.max_outbound_frame_size
-            while queue and window > 0 and sent < budget:
-                chunk = queue[0]
-                take = min(len(chunk), window, frame, budget - sent)
-                if take == len(chunk):
-                    queue.popleft()
-                else:
-                    queue[0] = chunk[take:]
-                    chunk = chunk[:take]
-                st.queued -= take
-                conn.send_data(stream_id, chunk, end_stream=st.end_after and not queue)
-                sent += take
-                window -= take
-            if not queue and st.end_after and not sent:
-                conn.send_data(stream_id, b"", end_stream=True)  # END_STREAM alone
-        except _STREAM_GONE:
-            self._stream_gone(stream_id, st)
-            return sent
+        window = min(st.send_window, self._send_window)
+        while queue and window > 0 and sent < budget:
+            chunk = queue[0]
+            take = min(len(chunk), window, max_frame, budget - sent)
+            if take == len(chunk):
+                queue.popleft()
+            else:
+                queue[0] = chunk[take:]
+                chunk = chunk[:take]
+            out.append(frames.data_header(take, st.end_after and not queue, stream_id))
+            out.append(chunk)
+            sent += take
+            window -= take
+        st.queued -= sent
+        self._buffered -= sent
+        st.send_window -= sent
+        self._send_window -= sent
         if not queue:
             st.queue = None
             st.blocked_since = 0.0
             del self._queued[stream_id]
             if st.end_after:
+                if not sent:
+                    out.append(frames.data_header(0, True, stream_id))  # END_STREAM alone
                 self._ended(stream_id, st)
             return sent
         # Still waiting: go last in the turn order.
@@ -1096,42 +1248,49 @@ class H2Connection:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the transport (and forget)."""
-        out = self._conn.data_to_send()
-        if self._extra:
-            out = bytes(self._extra) + out
-            self._extra.clear()
-        return out
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        return data
 
     # -- connection end ----------------------------------------------------------
 
     def goaway(self) -> None:
         """Graceful shutdown (RFC 9113 section 6.8): GOAWAY(NO_ERROR) naming the
-        last stream we took; open streams finish, new ones are refused.
-
-        Built here because h2's ``close_connection`` would also stop the streams
-        still being answered."""
+        last stream we took; open streams finish, new ones are refused."""
         if self._dead or self._draining:
             return
         self._draining = True
-        frame = GoAwayFrame(0, last_stream_id=self._conn.highest_inbound_stream_id, error_code=0)
-        self._extra += self._conn.data_to_send()
-        self._extra += frame.serialize()
+        self._out.append(frames.goaway(self._highest, ErrorCode.NO_ERROR))
 
-    def close(self, error_code: int = ErrorCodes.NO_ERROR, reason: bytes = b"") -> None:
+    def close(self, error_code: int = ErrorCode.NO_ERROR, reason: bytes = b"") -> None:
         """GOAWAY and stop: nothing more is sent or received."""
         if self._dead:
             return
+        self._out.append(frames.goaway(self._highest, error_code, reason))
         self._dead = True
-        self._conn.close_connection(error_code, additional_data=reason or None)
+        self._drop_output()
         self._events.append(CONNECTION_CLOSED)
 
-    def _die(self, code: ErrorCodes, reason: str) -> None:
-        """A connection error of ours (a limit): GOAWAY with ``code``, then ProtocolError."""
+    def _die(self, code: ErrorCode, reason: str) -> None:
+        """A connection error (section 5.4.1): GOAWAY with ``code``, then ProtocolError."""
         if not self._dead:
-            self._conn.close_connection(code)
+            self._out.append(frames.goaway(self._highest, code))
+        self._dead = True
+        self._drop_output()
         self._fail(code, reason)
 
-    def _fail(self, code: ErrorCodes, reason: str) -> None:
+    def _drop_output(self) -> None:
+        """Nothing more will be sent: queued output is freed."""
+        for st in self._queued.values():
+            st.queue = None
+            st.queued = 0
+        self._queued.clear()
+        self._buffered = 0
+
+    def _fail(self, code: ErrorCode, reason: str) -> None:
         self._dead = True
         self.error_code = code
         if self._error is None:
@@ -1146,14 +1305,14 @@ class H2Connection:
         timeouts = self._timeouts
         if not self._preface_done:
             if now - self._born > timeouts.header:
-                self.close(ErrorCodes.NO_ERROR, b"no client preface")
+                self.close(ErrorCode.NO_ERROR, b"no client preface")
             return
         if self._block_since and now - self._block_since > timeouts.header:
-            self.close(ErrorCodes.NO_ERROR, b"header block not completed in time")
+            self.close(ErrorCode.NO_ERROR, b"header block not completed in time")
             return
         if not self._streams:
             if now - self._idle_since > timeouts.idle:
-                self.close(ErrorCodes.NO_ERROR, b"idle")
+                self.close(ErrorCode.NO_ERROR, b"idle")
             return
         for stream_id, st in list(self._streams.items()):
             if st.request is not None:
@@ -1161,6 +1320,6 @@ class H2Connection:
                     self._reject(stream_id, st, 408, "request timeout: the body was not received in time")
             elif st.blocked_since and now - st.blocked_since > timeouts.write:
                 # The peer keeps the window shut: drop this stream, not the connection.
-                self.reset(stream_id, ErrorCodes.CANCEL)
+                self.reset(stream_id, ErrorCode.CANCEL)
                 if not st.released:
                     self._events.append(StreamReset(stream_id))
