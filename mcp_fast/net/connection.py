@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from mcp_fast.net.eager import request_failed, start_eagerly
-from mcp_fast.net.flow import FlowControl, ReadPause
+from mcp_fast.net.flow import FlowControl, ReadPause, reset
 from mcp_fast.wire import h1
 from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
@@ -457,10 +457,10 @@ class HttpConnection(asyncio.Protocol):
             self._transport.close()
 
     def abort(self) -> None:
-        """Drop the connection now. The application's Task is cancelled only at
-        server shutdown; for a stream it sees ``disconnected`` and ends itself."""
+        """Drop the connection now (a reset: see ``flow.reset``). The application's Task is
+        cancelled only at server shutdown; for a stream it sees ``disconnected`` and ends itself."""
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     def cancel_application(self) -> None:
         if self._task is not None:

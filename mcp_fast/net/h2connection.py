@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from mcp_fast.net.connection import App, Timeouts, peer_address
 from mcp_fast.net.eager import request_failed, start_eagerly
-from mcp_fast.net.flow import FlowControl, ReadPause
+from mcp_fast.net.flow import FlowControl, ReadPause, reset
 from mcp_fast.wire.events import NEED_DATA, ProtocolError, Request, StreamReset
 from mcp_fast.wire.h2 import H2Connection, H2Limits, H2Timeouts
 from mcp_fast.wire.responder import Headers
@@ -475,7 +475,7 @@ class Http2Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     def cancel_application(self) -> None:
         for stream in list(self._streams.values()):
