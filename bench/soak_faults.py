@@ -428,6 +428,11 @@ def _post(port: int, target: bytes, body: bytes, timeout: float) -> None:
             pass
 
 
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+
+
 def slow_reader_main(port: int, write_timeout: float, results: Any) -> None:
     """A client that asks for a lot and reads nothing: pipelined 256 KiB echoes on keep-alive
     connections, and old-transport sessions whose answers pile up on their unread /sse stream.
@@ -461,7 +466,6 @@ def slow_reader_main(port: int, write_timeout: float, results: Any) -> None:
     for index in range(SLOW_CONNECTIONS):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.setblocking(False)
         requests = b""
         for n in range(SLOW_PIPELINED):
             body = orjson.dumps(
@@ -479,8 +483,10 @@ def slow_reader_main(port: int, write_timeout: float, results: Any) -> None:
             )
             asked += SLOW_ECHO_BYTES
         sockets.append((f"pipelined-{index}", sock))
-        with contextlib.suppress(BlockingIOError):
-            sock.send(requests)  # as much as the server takes; the rest is never sent
+        # All of them, as fast as the server reads (a thread: it stops reading once its answers
+        # back up). Sent only in part, the server could answer all it got into the kernel's
+        # buffers and then just wait for the rest of a request: nothing to drop it for.
+        threading.Thread(target=_send_all, args=(sock, requests), daemon=True).start()
     for index in range(SLOW_LEGACY):
         stream = socket.create_connection(("127.0.0.1", port))
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
