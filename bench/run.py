@@ -156,6 +156,13 @@ class ServerSpec:
     # Workloads this server serves in a session of its own (initialize once, Mcp-Session-Id on
     # every request) though the workload itself does not ask for one: mcp_fast with default flags.
     session_workloads: tuple[str, ...] = ()
+    # Needs a redis-server: the harness starts one (on the load generator's core) and puts its URL
+    # where the command says REDIS_URL.
+    redis: bool = False
+
+
+REDIS_URL = "{redis-url}"  # in a ServerSpec's command: the harness's redis-server
+redis_url = "redis://127.0.0.1:1/0"  # set when the harness starts it (Bench.start_servers)
 
 
 def uses_session(workload: Workload, spec: ServerSpec) -> bool:
@@ -281,6 +288,16 @@ SERVERS: dict[str, ServerSpec] = {
             session_workloads=("tools_call_echo",),
         ),
         ServerSpec(
+            name="mcp_fast_redis",
+            family="mcp_fast",
+            description="the headline with --redis (a fleet's shared state in Redis; a tools/call needs none of it)",
+            command=_mcp_fast("--redis", REDIS_URL),
+            workloads=("tools_call_echo",),
+            env=MCP_FAST_ENV,
+            session_workloads=("tools_call_echo",),
+            redis=True,
+        ),
+        ServerSpec(
             name="mcp_fast_stateless",
             family="mcp_fast",
             description="the headline with --stateless (no session); HTTP/2 (h2load cannot number requests)",
@@ -352,6 +369,7 @@ RATIOS: tuple[tuple[str, str], ...] = (
 # (numerator, denominator) servers: how the tools users write compare with the inline=True path,
 # and what production features cost.
 SERVER_RATIOS: tuple[tuple[str, str], ...] = (
+    ("mcp_fast_redis", "mcp_fast"),  # the issue-13 goal: within 5 %
     ("mcp_fast", "mcp_fast_inline"),
     ("mcp_fast_async", "mcp_fast_inline"),
     # What production features cost, each against the same flags without it (metrics are on by default).
@@ -1014,7 +1032,7 @@ def launch_server(
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{label or spec.name}.log"
-    command = spec.command(pythons, port)
+    command = [redis_url if arg == REDIS_URL else arg for arg in spec.command(pythons, port)]
     argv = ["taskset", "-c", cpu_list(cpus), *command]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **spec.env)
     with log_path.open("wb") as log_file:
@@ -1776,6 +1794,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="1000,10000",
         help="open idle SSE streams counts for the memory test (default 1000,10000; 'none' skips it)",
     )
+    p.add_argument(
+        "--resumption",
+        type=int,
+        default=50,
+        help="rounds of the resumption figure (bench/resumption.py: a stream resumed with "
+        "Last-Event-ID on the instance that wrote it and on another of a --redis fleet; default 50, 0 skips it)",
+    )
     p.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to (default 0)")
     p.add_argument("--load-cpu", type=int, default=1, help="core the load generator is pinned to (default 1)")
     p.add_argument("--project-python", default=sys.executable, help="interpreter for python -m mcp_fast")
@@ -1829,12 +1854,21 @@ class Bench:
         self.runs: list[RunResult] = []
         self.failures: list[str] = []
         self.load = LoadSettings(args.connections, args.threads, args.timeout, (args.load_cpu,))
+        self.redis: contextlib.ExitStack | None = None  # the redis-server of --redis servers
 
     def need_tool(self, loadgen: str) -> None:
         if loadgen not in self.tools:
             self.tools[loadgen] = ensure_tool(loadgen, "wrk" if loadgen == "wrk" else "nghttp2-client")
 
     def start_servers(self, names: Sequence[str], workloads: Sequence[Workload]) -> None:
+        global redis_url
+        if any(SERVERS[n].redis for n in names) and self.redis is None:
+            sys.path.insert(0, str(BENCH))
+            import resumption  # bench/resumption.py: a throw-away redis-server
+
+            self.redis = contextlib.ExitStack()
+            redis_url = self.redis.enter_context(resumption.running_redis(str(self.args.load_cpu)))
+            log(f"[setup] redis-server for --redis servers at {redis_url} on cpu{self.args.load_cpu}")
         # Launched together (their imports overlap), then waited for and checked one by one.
         launched = [launch_server(SERVERS[n], self.pythons, (self.args.server_cpu,)) for n in names]
         for server in launched:
@@ -2092,6 +2126,43 @@ def run_workers(bench: Bench) -> dict[str, Any] | None:
     return {"layout": layout, "cpus": list(all_cpus), "connections": args.connections, "results": ordered}
 
 
+def run_resumption(bench: Bench) -> dict[str, Any] | None:
+    if not bench.args.resumption or "mcp_fast" not in bench.args.servers:
+        return None
+    sys.path.insert(0, str(BENCH))
+    import resumption  # bench/resumption.py
+
+    log(
+        f"\n[resumption] {bench.args.resumption} rounds, two --redis instances pinned to cpu{bench.args.server_cpu}"
+    )
+    try:
+        result: dict[str, Any] = resumption.measure(
+            bench.args.resumption, python=bench.pythons.project, cpus=str(bench.args.server_cpu)
+        )
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        bench.failures.append(f"resumption: {exc!r}")
+        return {"failure": repr(exc)}
+    return result
+
+
+def print_resumption(result: dict[str, Any]) -> None:
+    log(
+        "\n== resumption: GET with Last-Event-ID until the missed events are in "
+        "(bench/resumption.py; 9 missed progress notifications)"
+    )
+    if result.get("failure"):
+        log(f"  FAILED: {result['failure']}")
+        return
+    rows = [["resumed on", "median ms", "p90 ms", "min ms"]]
+    for key, label in (
+        ("same_instance", "the instance that wrote it (memory)"),
+        ("other_instance", "another instance (Redis)"),
+    ):
+        r = result[key]
+        rows.append([label, f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['min_ms']:.2f}"])
+    print_rows(rows, lambda j: j > 0)
+
+
 def run_idle_streams(bench: Bench) -> dict[str, Any] | None:
     counts = bench.args.idle_streams
     if not counts or "mcp_fast" not in bench.args.servers:
@@ -2167,7 +2238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bench = Bench(args, pythons, tools)
     summary: dict[str, dict[str, dict[str, Any]]] = {}
-    sweep = workers = idle = blocking = None
+    sweep = workers = idle = blocking = resumed = None
     interrupted = False
     try:
         bench.start_servers(args.servers, plan_workloads)
@@ -2177,6 +2248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_server(server)
         workers = run_workers(bench)
         blocking = run_blocking(bench)
+        resumed = run_resumption(bench)
         idle = run_idle_streams(bench)
     except KeyboardInterrupt:
         interrupted = True
@@ -2184,6 +2256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for server in bench.servers.values():
             stop_server(server)
+        if bench.redis is not None:
+            bench.redis.close()
 
     ratios = compute_ratios(summary)
     transport_ratios = compute_transport_ratios(summary)
@@ -2216,6 +2290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workers": workers,
         "blocking": blocking,
         "idle_streams": idle,
+        "resumption": resumed,
         "runs": [asdict(r) | {"ok": r.ok} for r in bench.runs],
     }
     print_main_tables(report)
@@ -2226,6 +2301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_workers(workers)
     if blocking:
         print_blocking(blocking)
+    if resumed:
+        print_resumption(resumed)
     if idle:
         print_idle(idle)
     print_legend()
@@ -2254,7 +2331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    resolved = path.resolve()  # --output may be relative to the current directory
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def _cpu_model() -> str:

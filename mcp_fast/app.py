@@ -21,6 +21,9 @@ from mcp_fast.call import Gate, Middleware
 from mcp_fast.checks import StartupError, check_startup, tls_settings
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
+from mcp_fast.fleet.base import ENDED, Fleet, LocalFleet
+from mcp_fast.fleet.event_store import MemoryEventStore
+from mcp_fast.fleet.redis_fleet import RedisFleet, RedisSettings, shown_url
 
 # Re-exported: the app is loaded here, and callers (tests, bench) import it from here.
 from mcp_fast.loading import AppLoadError as AppLoadError
@@ -60,6 +63,22 @@ def fleet_dir(config: Config) -> Path | None:
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise ValueError(f"--fleet-dir {config.fleet_dir}: this process cannot read and write it")
     return path
+
+
+def build_fleet(config: Config) -> Fleet:
+    """What the instances share: Redis (--redis), or nothing beyond this process (also over
+    stdio: one client per process, nobody to share with)."""
+    if not config.redis or config.transport == "stdio":
+        return LocalFleet(MemoryEventStore(max_events=config.event_store_max_events))
+    return RedisFleet(
+        RedisSettings(
+            url=config.redis,
+            prefix=config.redis_prefix,
+            timeout=config.redis_timeout,
+            max_events=config.event_store_max_events,
+            max_age=config.event_store_max_age,
+        )
+    )
 
 
 def build_sessions(config: Config, fleet: Path | None = None) -> SessionStore | None:
@@ -113,10 +132,14 @@ def build_cache(config: Config) -> ResultCache | None:
 def build_pipeline(
     server: MCPServer, config: Config, fleet: Path | None = None, production: Production | None = None
 ) -> Pipeline:
-    """The request path every transport of this process shares."""
+    """The request path every transport of this process shares (its fleet is started by
+    ``Pipeline.start`` once the loop runs)."""
     server.registry.offload_after = config.offload_after
     production = production or Production()
     idempotency: Middleware | None = production.idempotency
+    shared = build_fleet(config)
+    if production.rate_limits is not None and shared.shared:
+        production.rate_limits.share(shared)  # --redis: a caller is limited across the fleet
     return Pipeline(
         server,
         PipelineSettings(
@@ -126,6 +149,7 @@ def build_pipeline(
             cache=build_cache(config),
             fleet_dir=fleet,
             fleet_poll=config.fleet_poll,
+            fleet=shared,
             checks=production.checks,
             idempotency=idempotency,
             observer=production.observer,
@@ -157,6 +181,9 @@ def build_endpoint(
     if production.gate is not None and production.gate.keys is not None:
         keys = production.gate.keys
         probes.add_check("auth-jwks", lambda: keys.ready)
+    shared = pipeline.fleet
+    if shared.shared:
+        probes.add_check("redis", lambda: shared.available)
     builtin: list[tuple[str, Route | None]] = [
         ("--health-path", probes.health_route(config.health_path)),
         ("--ready-path", probes.ready_route(config.ready_path)),
@@ -183,14 +210,18 @@ def build_endpoint(
         if key == config.path.encode() or key in others:
             raise ValueError(f"the route {path} clashes with an MCP path (--path or the old HTTP+SSE paths)")
         others[key] = RouteEndpoint(route, host_policy)
+    sessions = build_sessions(config, fleet)
+    if isinstance(sessions, JwtSessions) and shared.shared:
+        shared.subscribe(ENDED, sessions.ended_elsewhere)
     endpoint = StreamableHTTP(
         pipeline,
         StreamableSettings(
             path=config.path.encode(),
             others=HttpRouter(config.path.encode(), others),
             host_policy=host_policy,
-            sessions=build_sessions(config, fleet),
+            sessions=sessions,
             keepalive_interval=config.sse_keepalive,
+            event_store=shared.event_store,
             gate=production.gate,
         ),
     )
@@ -346,21 +377,25 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_di
         # Before the lifespan: a SIGTERM while it starts is orderly too. SIGHUP: the certificate.
         stop = stop_on_signals(http.reload_certificate)
         stop.add_done_callback(lambda _: setattr(probes, "draining", True))  # /ready: 503 from now on
-        async with lifespan_of(server):
-            start_tracing(pipeline, production, config)
-            share = None
-            if metrics_dir is not None and production.metrics is not None:
-                share = production.metrics.share = MetricsShare(metrics_dir, production.metrics)
-                share.start()
-            if production.lag is not None:
-                production.lag.start()
-            try:
-                await serve_forever(http, ready, stop)
-            finally:
+        await pipeline.start()  # the fleet: an unreachable Redis is logged, /ready says so
+        try:
+            async with lifespan_of(server):
+                start_tracing(pipeline, production, config)
+                share = None
+                if metrics_dir is not None and production.metrics is not None:
+                    share = production.metrics.share = MetricsShare(metrics_dir, production.metrics)
+                    share.start()
                 if production.lag is not None:
-                    production.lag.stop()
-                if share is not None:
-                    share.stop()
+                    production.lag.start()
+                try:
+                    await serve_forever(http, ready, stop)
+                finally:
+                    if production.lag is not None:
+                        production.lag.stop()
+                    if share is not None:
+                        share.stop()
+        finally:
+            await pipeline.stop()
 
     try:
         asyncio.run(main())
@@ -387,9 +422,10 @@ def startup_summary(server: MCPServer, config: Config, address: str, *, shared_s
         transports += "; HTTP/1.1 and h2c" if config.http2 else "; HTTP/1.1"
     versions = f"MCP {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}"
     processes = f"{config.workers} workers" if config.workers > 1 else f"1 process (pid {os.getpid()})"
+    fleet = f"; fleet: Redis at {shown_url(config.redis)} ({config.redis_prefix!r})" if config.redis else ""
     return (
         f"mcp_fast {__version__} serving {server.name!r} on {address} ({transports}; {versions}; "
-        f"{processes}; sessions: {_session_summary(config, shared_secret)})"
+        f"{processes}; sessions: {_session_summary(config, shared_secret)}{fleet})"
     )
 
 
@@ -462,7 +498,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
     ):
         # One secret for all workers, so each serves the sessions of the others.
         config.session_secret = [secrets.token_urlsafe(32)]
-    private_fleet_dir = config.effective_session_mode == "jwt" and not config.fleet_dir
+    private_fleet_dir = config.effective_session_mode == "jwt" and not config.fleet_dir and not config.redis
     if private_fleet_dir:
         # And one fleet directory: a session DELETEd on one worker ends on all of them, and an
         # answer to a server-to-client request finds the worker that asked.

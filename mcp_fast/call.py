@@ -333,8 +333,10 @@ class RequestObserver(Protocol):
 
 
 # Checks a request before anything runs (rate limits, scopes): raise McpError (HttpError for a
-# status) to refuse it; synchronous, so a check costs no coroutine.
-RequestCheck = Callable[[Call], None]
+# status) to refuse it; synchronous, so a check costs no coroutine. A check that must ask the
+# fleet first (a shared rate limit out of leased tokens) returns an awaitable instead, which
+# raises the same way: the request waits for it (the pipeline's ``_checked``).
+RequestCheck = Callable[[Call], Awaitable[None] | None]
 
 
 class Gate(Protocol):

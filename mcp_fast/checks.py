@@ -14,6 +14,7 @@ import socket
 import stat
 
 from mcp_fast.config import Config
+from mcp_fast.fleet.redis_fleet import RedisExtraMissing, import_redis
 from mcp_fast.net.tls import ClientCerts, TlsConfigError, TlsSettings, build_context
 
 logger = logging.getLogger("mcp_fast")
@@ -42,6 +43,17 @@ def check_startup(config: Config) -> None:
     if config.effective_session_mode == "jwt" and config.session_algorithm != "HS256":
         check_session_keys(config.session_algorithm, config.session_private_key, config.session_public_keys)
     warn_about_short_secrets(config.session_secret)
+    if config.redis:
+        check_redis_extra()
+
+
+def check_redis_extra() -> None:
+    """--redis needs the redis package (an optional extra). Whether Redis answers is not checked
+    here: an instance starts without it and reports not-ready until it is reachable."""
+    try:
+        import_redis()
+    except RedisExtraMissing as exc:
+        raise StartupError(str(exc)) from None
 
 
 def warn_about_short_secrets(secrets: list[str]) -> None:

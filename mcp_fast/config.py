@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from mcp_fast import __version__
+from mcp_fast.fleet.redis_fleet import check_url
 from mcp_fast.protocol.versions import SUPPORTED_VERSIONS
 
 
@@ -178,6 +179,21 @@ OPTIONAL_URL_PATH = Kind(
     "a URL path that starts with /, or '' to turn it off", read_optional_url_path, metavar="PATH"
 )
 
+
+def read_redis_url(text: str) -> str:
+    """A redis:// or rediss:// URL naming a host (or '' : no Redis)."""
+    url = text.strip()
+    if url and check_url(url) is not None:
+        raise ValueError(text)
+    return url
+
+
+REDIS_URL = Kind(
+    "a redis:// or rediss:// (TLS) URL that names a host, e.g. redis://redis.internal:6379/0",
+    read_redis_url,
+    metavar="URL",
+)
+
 # Settings from before the kinds existed pass a plain reader; these are the ones it may be.
 _KIND_OF_READER: dict[Callable[[str], Any], Kind] = {
     str: TEXT,
@@ -264,6 +280,8 @@ class Option:
     group: str  # a GROUPS key
     # How --help and the README show the default, where the value alone does not say it.
     default_text: str | None = None
+    # The environment variable, where it is not MCP_FAST_ + the name (--redis: MCP_FAST_REDIS_URL).
+    env_name: str | None = None
     # May be given several times (the env var: comma-separated); the value is a list.
     repeat: bool = False
 
@@ -279,7 +297,7 @@ class Option:
 
     @property
     def env(self) -> str:
-        return "MCP_FAST_" + self.name.upper()
+        return self.env_name or "MCP_FAST_" + self.name.upper()
 
     @property
     def kind(self) -> Kind:
@@ -540,12 +558,55 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # fleet
     Option(
+        "redis",
+        REDIS_URL,
+        "",
+        "Redis that the instances of a fleet share (instances on several machines): ended sessions, "
+        "cancellations, answers to server-to-client requests, resumable streams, tasks, "
+        "list-changed and resource-updated notifications (needs the redis extra)",
+        group="fleet",
+        default_text="none (one process; --workers share a private --fleet-dir)",
+        env_name="MCP_FAST_REDIS_URL",
+    ),
+    Option(
+        "redis_prefix",
+        text("PREFIX"),
+        "mcp_fast:",
+        "prefix of every Redis key and channel of this server (servers that share one Redis use "
+        "different prefixes)",
+        group="fleet",
+    ),
+    Option(
+        "redis_timeout",
+        SECONDS,
+        0.5,
+        "the longest one Redis operation may take: past it (or at once while Redis is known to be "
+        "down) a request that needs Redis is answered 503",
+        group="fleet",
+    ),
+    Option(
+        "event_store_max_events",
+        integer(1, 1_000_000),
+        256,
+        "events kept per resumable SSE stream for clients that reconnect with Last-Event-ID "
+        "(in memory, and in Redis with --redis)",
+        group="fleet",
+    ),
+    Option(
+        "event_store_max_age",
+        SECONDS,
+        3600.0,
+        "how long Redis keeps a resumable stream after its last event (--redis)",
+        group="fleet",
+    ),
+    Option(
         "fleet_dir",
         text("DIR"),
         "",
-        "directory shared by the instances of a fleet (e.g. a shared volume): sessions ended "
-        "on one are refused by all, cancellations reach the instance running the request, answers "
-        "to server-to-client requests reach the instance that asked",
+        "directory the processes of one machine share (e.g. several mcp-fast services on one host; "
+        "--workers make a private one): sessions ended on one are refused by all, cancellations "
+        "reach the process running the request, answers to server-to-client requests reach the "
+        "process that asked. Across machines use --redis",
         group="fleet",
         default_text="none (--workers share a private one)",
     ),
@@ -553,7 +614,7 @@ OPTIONS: tuple[Option, ...] = (
         "fleet_poll",
         SECONDS,
         0.1,
-        "time between looks at --fleet-dir for what other instances wrote",
+        "time between looks at --fleet-dir for what other processes wrote",
         group="fleet",
     ),
     # security
@@ -592,7 +653,8 @@ OPTIONS: tuple[Option, ...] = (
         "ready_path",
         OPTIONAL_URL_PATH,
         "/ready",
-        "path of the readiness probe (503 while draining on SIGTERM); '' turns it off",
+        "path of the readiness probe (503 while draining on SIGTERM, or while --redis is unreachable); "
+        "'' turns it off",
         group="observability",
     ),
     # security: authorization, rate limits, idempotency, CORS, proxies
@@ -651,7 +713,8 @@ OPTIONS: tuple[Option, ...] = (
         "rate_limit",
         RATE,
         "",
-        "requests per caller (principal, else session, else address), e.g. 100/60s; 429 above",
+        "requests per caller (principal, else session, else address), e.g. 100/60s; 429 above "
+        "(with --redis, across the fleet)",
         group="security",
         default_text="none",
     ),
@@ -767,6 +830,12 @@ class Config:
     keyfile_password: str
     ssl_ca_certs: str
     ssl_cert_reqs: str
+    # -- fleet
+    redis: str
+    redis_prefix: str
+    redis_timeout: float
+    event_store_max_events: int
+    event_store_max_age: float
     fleet_dir: str
     fleet_poll: float
     allowed_origins: list[str]
@@ -850,6 +919,11 @@ def check_config(config: Config) -> None:
             raise ConfigError(
                 f"the old HTTP+SSE transport's paths must differ from --path and each other ({shown})"
             )
+    if config.redis and config.fleet_dir:
+        raise ConfigError(
+            "--redis and --fleet-dir are two ways to share a fleet's state: choose one (--redis "
+            "works across machines)"
+        )
     if not config.certfile:
         # (The password itself is never shown.)
         given = [

@@ -79,8 +79,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "resume-replays-from-the-start",
         "a resumed SSE stream (Last-Event-ID) sends only the events after that id",
         "mcp_fast/fleet/event_store.py",
-        "            if seq > after\n",
-        "            if seq > 0\n",
+        " if seq > after]\n",
+        " if seq > 0]\n",
         ("tests/test_streams_and_tasks.py::test_a_resumed_stream_sends_only_the_events_after_last_event_id",),
     ),
     Mutation(
@@ -90,6 +90,45 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        if after + 1 < log.dropped_before:\n",
         "        if after + 1 < 0:\n",
         ("tests/test_streams_and_tasks.py::test_a_resume_from_an_evicted_event_is_refused",),
+    ),
+    Mutation(
+        "redis-resume-of-another-sessions-stream",
+        "with --redis, a Last-Event-ID of another session's stream is refused, not replayed from Redis",
+        "mcp_fast/fleet/redis_fleet.py",
+        '        if meta is None or meta.get("s") != session_id:\n',
+        "        if meta is None:\n",
+        ("tests/test_fleet_redis.py::test_a_stream_of_another_session_is_not_replayed",),
+    ),
+    Mutation(
+        "redis-resume-from-trimmed-events-served-with-a-gap",
+        "with --redis, a resume from events Redis trimmed is refused, not served with a silent gap",
+        "mcp_fast/fleet/redis_fleet.py",
+        "        if first and _seq(first[0][0]) > after + 1:\n",
+        "        if False:\n",
+        ("tests/test_fleet_redis.py::test_a_resume_from_events_redis_trimmed_or_expired_is_refused",),
+    ),
+    Mutation(
+        "redis-rate-limit-per-process",
+        "with --redis, a caller's rate limit is shared by every instance, not counted by each",
+        "mcp_fast/app.py",
+        "        production.rate_limits.share(shared)",
+        "        pass",
+        (
+            "tests/test_fleet_redis.py::"
+            "test_a_rate_limit_is_shared_by_the_fleet_and_falls_back_to_each_instance_while_redis_is_away",
+        ),
+    ),
+    Mutation(
+        "shared-rate-limit-lease-spent-for-nothing",
+        "a request admitted from a leased token spends it: the fleet admits no more than the bucket gives",
+        "mcp_fast/ops/ratelimit.py",
+        "            if lease.tokens >= 1:\n"
+        "                lease.tokens -= 1\n"
+        "                if lease.tokens <= self._low",
+        "            if lease.tokens >= 1:\n"
+        "                lease.tokens -= 0\n"
+        "                if lease.tokens <= self._low",
+        ("tests/test_production_units.py::test_a_caller_is_limited_across_instances_within_the_lease_slack",),
     ),
     Mutation(
         "2026-missing-protocol-version-header-accepted",

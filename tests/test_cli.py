@@ -80,6 +80,12 @@ BAD_FLAGS = [
     (["--path", "mcp"], "--path mcp: must be a URL path that starts with /"),
     (["--legacy-sse-path", "/sse?x"], "--legacy-sse-path /sse?x: must be a URL path"),
     (["--backlog", "0"], "--backlog 0: must be an integer from 1 to"),
+    (["--redis", "http://cache:6379"], "--redis http://cache:6379: must be a redis:// or rediss:// (TLS) URL"),
+    (["--redis", "redis://"], "--redis redis://: must be a redis:// or rediss:// (TLS) URL that names a host"),
+    (["--redis", "redis://h:port"], "--redis redis://h:port: must be a redis:// or rediss://"),
+    (["--redis-timeout", "0"], "--redis-timeout 0: must be a positive duration"),
+    (["--event-store-max-events", "0"], "--event-store-max-events 0: must be an integer from 1 to"),
+    (["--event-store-max-age", "never"], "--event-store-max-age never: must be a positive duration"),
     (
         ["--h2-max-connection-buffer", "1K"],
         "--h2-max-connection-buffer 1K: must be a size in bytes of at least 64K",
@@ -116,6 +122,11 @@ def test_a_bad_flag_stops_the_start_with_a_message_naming_it(args: list[str], me
             "maybe",
             "MCP_FAST_LEGACY_SSE=maybe (sets --legacy-sse): must be one of 1/0, true/false",
         ),
+        (
+            "MCP_FAST_REDIS_URL",
+            "memcached://x",
+            "MCP_FAST_REDIS_URL=memcached://x (sets --redis): must be a redis:// or rediss://",
+        ),
     ],
 )
 def test_a_bad_environment_variable_is_named_with_its_flag(variable: str, value: str, message: str) -> None:
@@ -140,6 +151,7 @@ def test_the_command_line_wins_over_a_bad_environment_variable() -> None:
         (["--legacy-messages-path", "/mcp"], "the old HTTP+SSE transport's paths must differ from --path"),
         (["--uds", "/tmp/x.sock", "--workers", "2"], "--uds serves from one process"),
         (["--port", "0", "--workers", "2"], "--port 0 with --workers"),
+        (["--redis", "redis://h", "--fleet-dir", "/tmp/f"], "--redis and --fleet-dir are two ways"),
         (["--keyfile", "k.pem"], "--keyfile k.pem: TLS settings, which need --certfile"),
         (
             ["--ssl-ca-certs", "ca.pem", "--ssl-cert-reqs", "2"],
@@ -153,6 +165,18 @@ def test_the_command_line_wins_over_a_bad_environment_variable() -> None:
 )
 def test_settings_that_do_not_go_together_are_refused(args: list[str], message: str) -> None:
     assert_refused(run_cli(*args), message)
+
+
+def test_redis_without_the_redis_extra_names_the_extra(tmp_path: Path) -> None:
+    """A `redis` package that cannot be imported (as where the extra is not installed)."""
+    shadow = tmp_path / "shadow" / "redis"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no redis here')\n")
+    result = run_cli(
+        "--redis", "redis://127.0.0.1:1", "--port", "0",
+        env={"PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)])},
+    )  # fmt: skip
+    assert_refused(result, "--redis needs the redis extra: pip install 'mcp-fast[redis]'")
 
 
 def test_a_keyfile_password_without_a_certificate_is_refused_without_showing_it() -> None:
@@ -201,7 +225,9 @@ def test_every_setting_has_a_flag_an_env_var_a_group_and_a_default_that_reads_ba
     assert len(set(group_keys)) == len(group_keys)
     for option in OPTIONS:
         assert option.group in group_keys, option.name
-        assert option.env == "MCP_FAST_" + option.flag[2:].replace("-", "_").upper()
+        # One variable is named for what it holds: --redis is MCP_FAST_REDIS_URL.
+        expected = {"redis": "MCP_FAST_REDIS_URL"}.get(option.name, "MCP_FAST_" + option.flag[2:].replace("-", "_").upper())
+        assert option.env == expected
         if option.default_text is None:
             assert option.kind.read(option.shown_default) == option.default, option.name
     defaults = parse_config([], {})

@@ -39,6 +39,7 @@ import pytest
 import yaml
 from conftest import ROOT, RunningServer, console_script, free_port, start_server, stop_server, wait_for_port
 from httpclient import MCP_HEADERS, OpenStream, RawClient, Response, client_request_bytes
+from redis_server import RedisServer, running_redis
 from test_nginx import _swap, children_of, ensure_tool
 
 from mcp_fast.app import load_app
@@ -60,7 +61,7 @@ BY_FLAG: dict[str, Option] = {option.flag: option for option in OPTIONS}
 # GET /ready); this branch checks every other route against OPTIONS.
 BUILTIN_ROUTES = {"/health", "/ready"}
 # Settings still to come, which a deploy file may name only in a comment.
-PENDING = {"MCP_FAST_REDIS_URL": "added with --redis by another issue", "--redis": "added by another issue"}
+PENDING: dict[str, str] = {}  # names a deploy file may mention only in comments, and why
 # Flags of other programs that deploy files name (in commands and comments), and whose they are.
 FOREIGN_FLAGS = {
     "--from": "Dockerfile COPY",
@@ -550,7 +551,6 @@ def test_compose_file_agrees_with_the_server_and_its_nginx() -> None:
     }
     assert mounts[(COMPOSE / "nginx.conf").resolve()] == "/etc/nginx/nginx.conf"
     assert f"include {mounts[SNIPPET.resolve()]};" in nginx_conf
-    runtime = final_stage(dockerfile_instructions(DOCKERFILE.read_text()))
     for name, service in instances.items():
         where = f"deploy/compose/compose.yaml {name}"
         assert (
@@ -572,13 +572,9 @@ def test_compose_file_agrees_with_the_server_and_its_nginx() -> None:
         messages = env["MCP_FAST_LEGACY_MESSAGES_PATH"]
         location = f"location = {messages} {{\n    proxy_pass http://mcp_fast_{letter};"
         assert location in snippet or location.replace("\n    ", "\n            ") in nginx_conf, messages
-        # The fleet volume is where the image prepared it, and it is every instance's --fleet-dir.
-        [volume] = service["volumes"]
-        assert volume == f"fleet:{env['MCP_FAST_FLEET_DIR']}"
-        assert (
-            f"mkdir -p /app {env['MCP_FAST_FLEET_DIR']}" in single(runtime, "RUN").replace("\\", "")
-            or env["MCP_FAST_FLEET_DIR"] in DOCKERFILE.read_text()
-        )
+        # The instances share the compose file's Redis (and no directory).
+        assert env["MCP_FAST_REDIS_URL"] == "redis://redis:6379/0" and "redis" in service["depends_on"]
+        assert "MCP_FAST_FLEET_DIR" not in env and "volumes" not in service
         grace = float(service["stop_grace_period"].removesuffix("s"))
         assert grace > BY_ENV["MCP_FAST_SHUTDOWN_TIMEOUT"].default
         assert service["read_only"] is True and service["tmpfs"] == ["/tmp"]
@@ -643,11 +639,18 @@ def running_nginx(prefix: Path, conf_text: str, port: int) -> Iterator[subproces
 def test_compose_nginx_in_front_of_three_instances_configured_as_compose_says(tmp_path: Path) -> None:
     services = yaml.safe_load((COMPOSE / "compose.yaml").read_text())["services"]
     instances: dict[str, RunningServer] = {}
+    with running_redis(tmp_path / "redis") as redis:
+        compose_instances_behind_nginx(tmp_path, services, instances, redis)
+
+
+def compose_instances_behind_nginx(
+    tmp_path: Path, services: dict[str, Any], instances: dict[str, RunningServer], redis: RedisServer
+) -> None:
     try:
         for name in ("mcp-a", "mcp-b", "mcp-c"):
             service = services[name]
             env = {key: str(value) for key, value in service["environment"].items()}
-            env.update({"MCP_FAST_SESSION_SECRET": SECRET, "MCP_FAST_FLEET_DIR": str(tmp_path / "fleet")})
+            env.update({"MCP_FAST_SESSION_SECRET": SECRET, "MCP_FAST_REDIS_URL": redis.url})
             [app] = service["command"]
             instances[name] = start_server(tmp_path, env=env, app=app)  # --host/--port: loopback, free
         listen = free_port()

@@ -282,12 +282,18 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def running_fleet(tmp: Path, *backend_args: str, **nginx_options: str) -> Iterator[Fleet]:
+def running_fleet(
+    tmp: Path,
+    *backend_args: str,
+    backend: Callable[..., RunningServer] = start_backend,
+    **nginx_options: str,
+) -> Iterator[Fleet]:
+    """nginx in front of instances a and b, each started by ``backend(tmp, name, *backend_args)``."""
     backends: dict[str, RunningServer] = {}
     nginx: Nginx | None = None
     try:
         for name in ("a", "b"):
-            backends[name] = start_backend(tmp, name, *backend_args)
+            backends[name] = backend(tmp, name, *backend_args)
         nginx = start_nginx(tmp / "nginx", [backends["a"].port, backends["b"].port], **nginx_options)
         yield Fleet(nginx, backends)
     finally:
@@ -606,8 +612,9 @@ def test_official_client_session_round_robin_over_both_instances(fleet: Fleet) -
 
 def test_server_to_client_requests_find_the_instance_that_asked(fleet: Fleet) -> None:
     """Sampling and elicitation under round-robin: the tool runs on one instance and waits; the
-    client's answer, a new POST, goes to the other one, which passes it on through the shared
-    --fleet-dir. Each call completes, with the answer its own session gave."""
+    client's answer, a new POST, goes to the other one, which passes it on through what the
+    instances share (--fleet-dir here; Redis in test_fleet_nginx.py). Each call completes, with
+    the answer its own session gave."""
     recorder = Recorder()
 
     async def sampling(

@@ -19,10 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcp_fast import McpError, MCPServer
 from mcp_fast.call import Call, Principal
+from mcp_fast.fleet.base import FleetUnavailable, Grant, LocalFleet
 from mcp_fast.ops.auth import JWKS_REFRESH_INTERVAL, AuthSettings, BearerGate, JwksKeys
 from mcp_fast.ops.idempotency import Idempotency
 from mcp_fast.ops.logs import JsonLines
-from mcp_fast.ops.ratelimit import TokenBuckets
+from mcp_fast.ops.ratelimit import RateLimits, SharedTokenBuckets, TokenBuckets, _Outage, lease_size
+from mcp_fast.pipeline import Pipeline, PipelineSettings
 from mcp_fast.protocol.jsonrpc import HttpError
 from mcp_fast.protocol.versions import POLICIES
 from mcp_fast.registry import Rate, parse_rate
@@ -214,3 +216,195 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
     assert anyone.client({b"x-forwarded-for": b"2001:db8::1"}, ("192.0.2.1", 1)) == ("2001:db8::1", 0)
     with pytest.raises(ValueError, match="--forwarded-allow-ips"):
         ForwardedAddresses(["proxy.example.com"])
+
+
+# -- rate limits shared by a fleet (--redis), with an in-process stand-in for Redis ----------------
+
+
+class SharedStore:
+    """What RedisFleet.take_up_to does, in process: one bucket per key for every 'instance',
+    counted, and unavailable on demand (a Redis outage)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.buckets = LocalFleet()._buckets
+        self.clock = clock
+        self.calls = 0
+        self.available = True
+        self.shared = True
+
+    async def take_up_to(self, key: str, rate: float, burst: float, most: int) -> Grant:
+        await asyncio.sleep(0)  # a round trip: the request waits
+        if not self.available:
+            raise FleetUnavailable()
+        self.calls += 1
+        return self.buckets.take_up_to(key, rate, burst, most, now=self.clock())
+
+
+async def take(buckets: SharedTokenBuckets, caller: str, clock: Clock) -> tuple[float, bool]:
+    """(the wait, whether the request had to wait for the store)."""
+    wait = buckets.take(caller, clock())
+    if type(wait) is float:
+        return wait, False
+    return await wait, True  # type: ignore[misc]
+
+
+def two_instances(rate: Rate) -> tuple[SharedStore, list[SharedTokenBuckets], Clock]:
+    clock = Clock()
+    store = SharedStore(clock)
+    instances = [
+        SharedTokenBuckets(rate, store, "limit::", _Outage(), clock)  # type: ignore[arg-type]
+        for _ in range(2)
+    ]
+    return store, instances, clock
+
+
+def test_a_caller_is_limited_across_instances_within_the_lease_slack() -> None:
+    """100/60s, a lease of 5: a caller whose requests alternate between two instances gets its
+    first refusal after 95 to 100 requests, and exactly 100 pass in all (no clock moves: no
+    refill); the store is asked about once per half lease, and most requests do not wait."""
+    rate = Rate(100, 60.0)
+    assert lease_size(rate) == 5
+    store, instances, clock = two_instances(rate)
+
+    async def main() -> list[tuple[float, bool]]:
+        results = []
+        for number in range(300):
+            results.append(await take(instances[number % 2], "session s1", clock))
+            await asyncio.sleep(0)  # let a background top-up land
+            await asyncio.sleep(0)
+        return results
+
+    results = asyncio.run(main())
+    passed = [wait == 0.0 for wait, _ in results]
+    assert passed.count(True) == 100, passed.count(True)
+    first_refusal = passed.index(False)
+    assert 95 <= first_refusal <= 100, first_refusal
+    assert all(0 < wait <= 0.61 for wait, _ in results if wait)  # a token every 0.6 s
+    waited = sum(1 for _, waited in results if waited)
+    assert waited <= 4, waited  # each instance's first request, and its first refusal
+    assert store.calls <= 2 * (100 // 5 * 2 + 3), store.calls
+    # Another caller has its own shared bucket.
+    assert asyncio.run(take(instances[0], "session s2", clock))[0] == 0.0
+
+
+def test_a_refused_caller_is_refused_without_asking_until_a_token_is_due() -> None:
+    store, [one, _], clock = two_instances(Rate(2, 60.0))  # a lease of 1, a token every 30 s
+
+    async def main() -> None:
+        assert (await take(one, "c", clock))[0] == 0.0
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert (await take(one, "c", clock))[0] == 0.0
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        calls = store.calls
+        wait, _ = await take(one, "c", clock)
+        assert 29 < wait <= 30
+        for _ in range(20):
+            assert 0 < (await take(one, "c", clock))[0] <= 30
+        assert store.calls <= calls + 1  # known empty: refused here
+        clock.now += 31
+        assert (await take(one, "c", clock))[0] == 0.0
+
+    asyncio.run(main())
+
+
+def test_while_the_store_is_unavailable_each_instance_limits_with_its_own_buckets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, [one, _], clock = two_instances(Rate(4, 3600.0))  # a lease of 1
+
+    async def main() -> None:
+        for _ in range(4):
+            assert (await take(one, "c", clock))[0] == 0.0
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        assert (await take(one, "c", clock))[0] > 0  # the shared bucket is empty
+        store.available = False  # Redis goes away: this process's bucket (4) applies
+        for _ in range(4):
+            assert (await take(one, "c", clock))[0] == 0.0
+        assert (await take(one, "c", clock))[0] > 0
+        store.available = True
+        clock.now += 3600  # the shared bucket refilled: taken from it again
+        assert (await take(one, "c", clock))[0] == 0.0
+
+    with caplog.at_level(logging.INFO, logger="mcp_fast.ratelimit"):
+        asyncio.run(main())
+    messages = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert [level for level, _ in messages] == ["WARNING", "INFO"], messages
+    assert "own buckets" in messages[0][1] and "shared" in messages[1][1]
+
+
+def test_a_check_that_must_wait_holds_its_request_and_the_checks_after_it() -> None:
+    """The pipeline waits for a check that returns an awaitable, then runs the checks after it;
+    a refusal from it is the request's answer."""
+    server = MCPServer("checks")
+
+    @server.tool(inline=True)
+    def echo(message: str) -> str:
+        return message
+
+    seen: list[str] = []
+
+    async def slow(call: Call) -> None:
+        await asyncio.sleep(0.01)
+        seen.append("slow")
+        if call.params and call.params.get("arguments", {}).get("message") == "no":
+            raise HttpError(429, -32000, "Too many requests")
+
+    def later(call: Call) -> None:
+        seen.append("later")
+
+    pipeline = Pipeline(server, PipelineSettings(checks=(slow, later)))
+    policy = POLICIES["2025-11-25"]
+
+    async def main(message: str) -> Any:
+        call = Call("stdio", 1, "tools/call", {"name": "echo", "arguments": {"message": message}}, policy)
+        answer = pipeline.request(call)
+        assert not isinstance(answer, bytes)
+        return json.loads(await answer)
+
+    assert asyncio.run(main("yes"))["result"]["content"][0]["text"] == "yes"
+    assert seen == ["slow", "later"]
+    refused = asyncio.run(main("no"))
+    assert refused["error"]["code"] == -32000 and seen == ["slow", "later", "slow"]
+
+
+def test_shared_limits_check_the_server_wide_limit_then_the_tool_s() -> None:
+    """RateLimits.share: both limits take from the shared store; a request refused by the
+    server-wide limit takes nothing of the tool's, and the tool's refusal names the tool."""
+    server = MCPServer("limits")
+
+    @server.tool(inline=True, rate_limit="2/60s")
+    def limited() -> str:
+        return "ok"
+
+    clock = Clock()
+    store = SharedStore(clock)
+    limits = RateLimits(server.registry, Rate(3, 60.0), clock=clock)
+    limits.share(store)  # type: ignore[arg-type]
+    policy = POLICIES["2025-11-25"]
+
+    async def check(tool: str) -> str:
+        call = Call("stdio", 1, "tools/call", {"name": tool, "arguments": {}}, policy, None, None, ("10.0.0.9", 1))
+        try:
+            pending = limits(call)
+            if pending is not None:
+                await pending
+        except HttpError as refusal:
+            return f"{refusal.status} {refusal.message}"
+        finally:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        return "ok"
+
+    async def main() -> list[str]:
+        return [await check(tool) for tool in ("limited", "limited", "limited", "other", "limited")]
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:2] == ["ok", "ok"], outcomes
+    assert outcomes[2].startswith("429") and "'limited'" in outcomes[2], outcomes  # the tool's 2
+    assert outcomes[3].startswith("429") and "this server's" in outcomes[3], outcomes  # its 3 are taken
+    assert "this server's" in outcomes[4], outcomes
+    assert set(store.buckets._buckets) == {"limit::address 10.0.0.9", "limit:limited:address 10.0.0.9"}
+    assert limits.refusals == {"limited": 1, "": 2}

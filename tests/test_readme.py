@@ -31,6 +31,7 @@ import orjson
 import pytest
 from conftest import ROOT, console_script, free_ports
 from httpclient import MCP_HEADERS, RawClient, Response, client_request_bytes
+from redis_server import running_redis
 from test_nginx import ensure_tool
 
 from mcp_fast.config import GROUPS, OPTIONS, Option
@@ -363,21 +364,31 @@ def test_command_line(tmp_path: Path) -> None:
 
 def test_instances_behind_nginx(project: Path, tmp_path: Path) -> None:
     """The two instances of "Instances behind nginx", started as written (in the background),
-    share the secret: a session begun on one is served by the other."""
+    share the secret and Redis (a real redis-server where the block says 6379): a session begun
+    on one is served by the other, and a DELETE on one ends it on the other."""
     ensure_tool("openssl", "openssl")
     first = 'export MCP_FAST_SESSION_SECRET="$(openssl rand -hex 32)"   # once: every instance gets the same'
     port_a, port_b = free_ports(2)
-    command = with_ports(block(first), {8001: port_a, 8002: port_b})
-    with serving(command, project, shell_env(tmp_path), [port_a, port_b]):
-        host = "mcp.example.com"  # what nginx passes on as Host
-        initialized = post(port_a, "initialize", INIT, host=host)
-        assert initialized.status == 200, initialized.body
-        session = initialized.headers["mcp-session-id"]
-        called = post(
-            port_b, "tools/call", {"name": "echo", "arguments": {"message": "on b"}}, session, host=host
-        )
-        assert called.json()["result"]["content"][0]["text"] == "on b"
-        assert post(port_a, "initialize", INIT, host="evil.example.com").status == 421
+    with running_redis(tmp_path / "redis") as redis:
+        command = with_ports(block(first), {8001: port_a, 8002: port_b, 6379: redis.port})
+        with serving(command, project, shell_env(tmp_path), [port_a, port_b]):
+            host = "mcp.example.com"  # what nginx passes on as Host
+            initialized = post(port_a, "initialize", INIT, host=host)
+            assert initialized.status == 200, initialized.body
+            session = initialized.headers["mcp-session-id"]
+            called = post(
+                port_b, "tools/call", {"name": "echo", "arguments": {"message": "on b"}}, session, host=host
+            )
+            assert called.json()["result"]["content"][0]["text"] == "on b"
+            assert post(port_a, "initialize", INIT, host="evil.example.com").status == 421
+            headers = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+            with RawClient(port_a) as client:
+                client.send(client_request_bytes("DELETE", "/mcp", b"", headers, host=host))
+                assert client.read_response().status == 200
+            deadline = time.monotonic() + 15
+            while post(port_b, "ping", {}, session, host=host).status != 404:
+                assert time.monotonic() < deadline, "the DELETE on a never reached b"
+                time.sleep(0.02)
 
 
 def test_rate_limits_and_idempotency(project: Path, tmp_path: Path) -> None:

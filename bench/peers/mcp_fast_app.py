@@ -12,9 +12,11 @@ tools, would make mcp_fast's tools/list answer larger than theirs).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
+from mcp_fast.context import Context
 from mcp_fast.server import MCPServer
 
 
@@ -76,3 +78,17 @@ def block(seconds: float) -> str:
     """Sleep in the handler itself (a blocking call: a database driver, a file on a slow disk)."""
     time.sleep(seconds)
     return f"slept {seconds:g}"
+
+# The resumption figure (bench/resumption.py): a tool whose POST stream carries a burst of
+# notifications, then stays open a while before its result (a client that lost the stream
+# resumes it meanwhile, on the same instance or on another one of a --redis fleet).
+stream_server = _app("def")
+
+
+@stream_server.tool()
+async def burst(ctx: Context, count: int = 10, hold: float = 1.0) -> str:
+    """``count`` progress notifications at once, then the result after ``hold`` seconds."""
+    for step in range(count):
+        await ctx.report_progress(step, count)
+    await asyncio.sleep(hold)
+    return f"sent {count}"

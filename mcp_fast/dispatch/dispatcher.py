@@ -133,11 +133,14 @@ class Dispatcher:
         try:
             return await pending
         except (InputRequired, DetachRequested, Exception) as exc:  # noqa: BLE001 - as in dispatch
-            return self._failure(call, ctx, exc)
+            result = self._failure(call, ctx, exc)
+        if type(result) is CoroutineType:  # a task that a fleet must know of first
+            return await result
+        return result
 
     def _failure(
         self, call: Call, ctx: Context, exc: InputRequired | DetachRequested | Exception
-    ) -> JsonObject:
+    ) -> Any:
         """What a method's exception answers: an input-required result, the CreateTaskResult of
         ``ctx.detach()``, or (raised) the JSON-RPC error; a bug is logged, never shown to the client."""
         if isinstance(exc, McpError):

@@ -5,7 +5,8 @@
 - The 2026-07-28 tasks extension (``io.modelcontextprotocol/tasks``): the server decides to
   run a call as a task; ``tasks/get`` shows questions and the outcome inline, ``tasks/update``
   answers questions, ``tasks/cancel`` is idempotent.
-The tasks themselves live in a ``TaskStore`` (``tasks.py``).
+The tasks themselves live in a ``TaskStore`` (``tasks.py``); in a fleet that shares them, the
+methods find a task wherever it runs, so they may wait for the fleet's store.
 """
 
 from __future__ import annotations
@@ -48,13 +49,22 @@ class TaskMethods:
 
     def start_task(
         self, name: str, arguments: JsonObject | None, task: JsonObject, ctx: Context
-    ) -> JsonObject:
-        """2025-11-25: answer at once with a CreateTaskResult; the tool runs on with a detached Context."""
+    ) -> JsonObject | Coroutine[Any, Any, JsonObject]:
+        """2025-11-25: answer at once with a CreateTaskResult; the tool runs on with a detached
+        Context. In a fleet that shares tasks, once the fleet knows the task."""
         detached = ctx.detached_copy()
         created = self.tasks.start(ctx.owner, task.get("ttl"), self._tool_work(name, arguments, detached))
+        if self.tasks.shared:
+            return self._shared(created, {"task": created.to_json()})
         return {"task": created.to_json()}
 
-    def start_extension_task(self, name: str, arguments: JsonObject | None, ctx: Context) -> JsonObject:
+    async def _shared(self, task: Task, result: JsonObject) -> JsonObject:
+        await self.tasks.share(task)
+        return result
+
+    def start_extension_task(
+        self, name: str, arguments: JsonObject | None, ctx: Context
+    ) -> JsonObject | Coroutine[Any, Any, JsonObject]:
         """The extension: the server runs the call as a task and answers a CreateTaskResult at once."""
         detached = ctx.detached_copy()
         detached.inputs = ctx.inputs  # answers given before detaching stay answered
@@ -67,41 +77,44 @@ class TaskMethods:
         detached.asker = ask
         task = store.start("", None, self._tool_work(name, arguments, detached), tool_errors_fail=False)
         holder.append(task)
-        return {"resultType": "task", **task.to_extension_json()}
+        result: JsonObject = {"resultType": "task", **task.to_extension_json()}
+        return self._shared(task, result) if store.shared else result
 
     # -- 2025-11-25 tasks/* ------------------------------------------------------------
 
-    def tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
-        return self.tasks.get(ctx.owner, params.get("taskId")).to_json()
+    async def tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return (await self.tasks.find(ctx.owner, params.get("taskId"))).to_json()
 
     async def tasks_result(self, params: JsonObject, ctx: Context) -> JsonObject:
         return await self.tasks.outcome(ctx.owner, params.get("taskId"))
 
-    def tasks_list(self, params: JsonObject, ctx: Context) -> JsonObject:
-        tasks = [task.to_json() for task in self.tasks.list(ctx.owner)]
+    async def tasks_list(self, params: JsonObject, ctx: Context) -> JsonObject:
+        tasks = [task.to_json() for task in await self.tasks.list_all(ctx.owner)]
         return page(tasks, "tasks", params.get("cursor"), self.page_size)
 
-    def tasks_cancel(self, params: JsonObject, ctx: Context) -> JsonObject:
-        return self.tasks.cancel(ctx.owner, params.get("taskId")).to_json()
+    async def tasks_cancel(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return (await self.tasks.cancel_anywhere(ctx.owner, params.get("taskId"))).to_json()
 
     # -- the tasks extension (2026-07-28) ---------------------------------------------
 
-    def _extension_task(self, params: JsonObject, ctx: Context) -> Task:
+    async def _extension_task(self, params: JsonObject, ctx: Context) -> Task:
         if not has_tasks_extension(ctx):
             raise needs_tasks_extension("tasks/* needs the tasks extension")
-        return self.tasks.get("", params.get("taskId"))
+        return await self.tasks.find("", params.get("taskId"))
 
-    def extension_tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
-        return self._extension_task(params, ctx).extension_details_json()
+    async def extension_tasks_get(self, params: JsonObject, ctx: Context) -> JsonObject:
+        return (await self._extension_task(params, ctx)).extension_details_json()
 
-    def tasks_update(self, params: JsonObject, ctx: Context) -> JsonObject:
-        task = self._extension_task(params, ctx)
+    async def tasks_update(self, params: JsonObject, ctx: Context) -> JsonObject:
+        task = await self._extension_task(params, ctx)
         responses = params.get("inputResponses")
         if not isinstance(responses, dict):
             raise McpError(INVALID_PARAMS, 'Invalid params: "inputResponses" must be an object')
-        self.tasks.update(task, responses)
+        await self.tasks.update_anywhere(task, responses)
         return {}
 
-    def extension_tasks_cancel(self, params: JsonObject, ctx: Context) -> JsonObject:
-        self.tasks.cancel_quietly(self._extension_task(params, ctx))
+    async def extension_tasks_cancel(self, params: JsonObject, ctx: Context) -> JsonObject:
+        if not has_tasks_extension(ctx):
+            raise needs_tasks_extension("tasks/* needs the tasks extension")
+        await self.tasks.cancel_anywhere("", params.get("taskId"), quietly=True)
         return {}

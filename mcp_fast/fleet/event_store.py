@@ -4,21 +4,29 @@ Every event on a session's SSE stream gets an id ``<stream>_<n>``. A client whos
 connection dropped GETs the endpoint with ``Last-Event-ID`` and is sent what it
 missed on that stream only, then the rest of the stream as it happens. The
 store is bounded (streams and events per stream), and sits behind a small
-interface so a shared store (for fleets) can implement it later. When what the
-client missed is no longer all here, ``replay`` says None and the endpoint
-refuses the resumption (400) instead of serving it with a gap.
+interface: ``MemoryEventStore`` keeps one process's streams, ``RedisEventStore``
+(``redis_fleet.py``) also keeps them in Redis Streams, so a stream that broke on
+one instance resumes on another. When what the client missed is no longer all
+there (in this process nor in the shared store), ``replay`` says None and the
+endpoint refuses the resumption (400) instead of serving it with a gap.
+
+A stream is a POST's answer (``post``: it ends with the response) or a session's
+GET stream (``get``: it ends when the client leaves).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from mcp_fast.bounded import BoundedMap, kept
 
 _SEPARATOR: Final = "_"
+
+StreamKind = Literal["post", "get"]
 
 
 @dataclass(slots=True)
@@ -26,20 +34,50 @@ class Replay:
     stream: str
     events: list[tuple[bytes, bytes]]  # (event id, message)
     complete: bool  # the stream ended (its response was sent): nothing more will come
+    kind: StreamKind = "post"
+    # Written by this process (False: by another instance; what follows comes through ``follow``).
+    local: bool = True
+    last_seq: int = 0  # the sequence number of the last event in ``events`` (or the one resumed from)
 
 
 class EventStore(Protocol):
-    def open_stream(self, session_id: str) -> str:
+    def open_stream(self, session_id: str, kind: StreamKind = "post") -> str:
         """A new stream of ``session_id``; returns its key."""
+        ...
 
     def append(self, stream: str, message: bytes) -> bytes:
         """Store a message; returns its event id."""
+        ...
 
     def complete(self, stream: str) -> None:
         """The stream ended: replays of it end after its last event."""
+        ...
 
-    def replay(self, session_id: str, last_event_id: str) -> Replay | None:
+    async def replay(self, session_id: str, last_event_id: str) -> Replay | None:
         """What followed ``last_event_id`` on its stream; None when unknown (or not the session's)."""
+        ...
+
+    def follow(self, replay: Replay) -> AsyncIterator[tuple[bytes, bytes]]:
+        """The rest of a stream another instance writes (``replay.local`` False), as it comes,
+        until it ends."""
+        ...
+
+    def continue_stream(self, session_id: str, replay: Replay) -> str:
+        """The key a resumed GET stream goes on with: its own, or a new one when another
+        instance wrote it."""
+        ...
+
+
+def parse_event_id(event_id: str) -> tuple[str, int] | None:
+    """(stream, sequence number) of an event id ``<stream>_<n>``; None when it is not one."""
+    stream, separator, seq_text = event_id.rpartition(_SEPARATOR)
+    if not separator or not stream or not seq_text.isdigit() or len(seq_text) > 18:
+        return None
+    return stream, int(seq_text)
+
+
+def event_id(stream: str, seq: int) -> bytes:
+    return f"{stream}{_SEPARATOR}{seq}".encode()
 
 
 def priming_id(stream: str) -> bytes:
@@ -50,6 +88,7 @@ def priming_id(stream: str) -> bytes:
 @dataclass(slots=True)
 class _Log:
     session_id: str
+    kind: StreamKind = "post"
     # Made with the first event: an idle stream keeps no empty deque (600 bytes each).
     events: deque[tuple[int, bytes]] | None = None
     next_seq: int = 1
@@ -64,10 +103,15 @@ class MemoryEventStore:
         self.max_events = max_events
         self._logs: BoundedMap[str, _Log] = BoundedMap(max_streams)
 
-    def open_stream(self, session_id: str) -> str:
+    def open_stream(self, session_id: str, kind: StreamKind = "post") -> str:
         stream = secrets.token_hex(8)
-        self._logs.put(stream, _Log(session_id))
+        self._logs.put(stream, _Log(session_id, kind))
         return stream
+
+    def next_seq(self, stream: str) -> int | None:
+        """The sequence number the stream's next event gets (None: unknown or evicted)."""
+        log: _Log | None = self._logs.get(stream)
+        return log.next_seq if log is not None else None
 
     def append(self, stream: str, message: bytes) -> bytes:
         log: _Log | None = self._logs.get(stream)
@@ -88,17 +132,26 @@ class MemoryEventStore:
         if log is not None:
             log.complete = True
 
-    def replay(self, session_id: str, last_event_id: str) -> Replay | None:
-        stream, separator, seq_text = last_event_id.rpartition(_SEPARATOR)
-        log: _Log | None = self._logs.get(stream)
-        if not separator or log is None or log.session_id != session_id or not seq_text.isdigit():
+    async def replay(self, session_id: str, last_event_id: str) -> Replay | None:
+        return self.replay_now(session_id, last_event_id)
+
+    def replay_now(self, session_id: str, last_event_id: str) -> Replay | None:
+        """``replay`` without waiting: this process's streams only."""
+        parsed = parse_event_id(last_event_id)
+        if parsed is None:
             return None
-        after = int(seq_text)
+        stream, after = parsed
+        log: _Log | None = self._logs.get(stream)
+        if log is None or log.session_id != session_id:
+            return None
         if after + 1 < log.dropped_before:
             return None  # what the client missed is gone: it must start over
-        events = [
-            (f"{stream}{_SEPARATOR}{seq}".encode(), message)
-            for seq, message in log.events or ()
-            if seq > after
-        ]
-        return Replay(stream, events, log.complete)
+        events = [(event_id(stream, seq), message) for seq, message in log.events or () if seq > after]
+        return Replay(stream, events, log.complete, log.kind, True, max(after, log.next_seq - 1))
+
+    async def follow(self, replay: Replay) -> AsyncIterator[tuple[bytes, bytes]]:
+        return  # every stream here is this process's own: its live channel sends the rest
+        yield  # pragma: no cover - makes this an async generator
+
+    def continue_stream(self, session_id: str, replay: Replay) -> str:
+        return replay.stream

@@ -64,17 +64,18 @@ class InFlight:
         """Every request ``owner`` has in flight."""
         return list(self._calls.get(owner, {}).values())
 
-    def cancel(self, owner: str, request_id: object, *, fleet_wide: bool = False) -> None:
-        """``notifications/cancelled``: stop the request here, or (``fleet_wide``) tell the fleet.
-        Request ids are never reused within a session (basic/index.mdx), so a late entry in the
-        fleet's log harms nothing."""
+    def cancel(self, owner: str, request_id: object, *, fleet_wide: bool = False) -> bool:
+        """``notifications/cancelled``: stop the request here (True), or (``fleet_wide``) tell the
+        fleet directory. Request ids are never reused within a session (basic/index.mdx), so a
+        late entry in the fleet's log harms nothing."""
         call = self.get(owner, request_id)
         if call is not None:
             call.cancel()
-            return
+            return True
         if fleet_wide and self.fleet_log is not None and (type(request_id) is str or type(request_id) is int):
             now = time.time()
             self.fleet_log.add(owner, now + CANCELLATION_KEPT_S, now, orjson.dumps(request_id))
+        return False
 
     def __len__(self) -> int:
         return sum(len(calls) for calls in self._calls.values())

@@ -4,7 +4,8 @@ Every transport (Streamable HTTP over HTTP/1.1 and HTTP/2, the old HTTP+SSE tran
 the in-process test client) parses its framing, builds a ``Call`` with the facts of the
 request's arrival and hands it here. The pipeline owns what follows, in this order:
 
-0. the built-in checks (``RequestCheck``: rate limits, a tool's scopes; synchronous) and, for a
+0. the built-in checks (``RequestCheck``: rate limits, a tool's scopes; synchronous, but for a
+   shared rate limit that must ask the fleet for more tokens) and, for a
    ``tools/call`` with an ``Idempotency-Key``, the built-in idempotency middleware;
 1. the middleware chain (the user's ``@server.middleware`` functions; none: no chain at all);
 2. the result cache (``caching.py``): a hit is answered without the handler;
@@ -19,6 +20,12 @@ or returns a coroutine that produces the answer; None from it means the request 
 and gets no answer. Notifications and the client's responses to server-to-client requests come
 here too (``notification``, ``response``).
 
+The pipeline is also where this process meets its fleet (``mcp_fast.fleet``): a cancellation
+or an answer for a request that runs on another instance goes there, list-changed and
+resource-updated notifications raised here are told to the other instances (and theirs are
+announced here as if raised here), and tasks are shared. With the default in-process fleet
+none of that happens.
+
 A ``RequestObserver`` (metrics, audit log, tracing) sees each request begin and end: two plain
 calls, so the default configuration (metrics on) adds no coroutine and no chain.
 """
@@ -28,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import CoroutineType
@@ -41,6 +49,15 @@ from mcp_fast.context import Context
 from mcp_fast.dispatch.cache import CacheSlot, ResultCache
 from mcp_fast.dispatch.dispatcher import Dispatcher
 from mcp_fast.dispatch.tasks import Task
+from mcp_fast.fleet.base import (
+    ANSWER,
+    CANCEL,
+    LIST_CHANGED,
+    RESOURCE_UPDATED,
+    Fleet,
+    FleetUnavailable,
+    LocalFleet,
+)
 from mcp_fast.fleet.relay import AnswerRelay, asking_instance
 from mcp_fast.fleet.shared_log import SharedLog
 from mcp_fast.pipeline.caching import CachePolicy
@@ -83,6 +100,8 @@ class PipelineSettings:
     # fleet_poll s while something waits for them.
     fleet_dir: Path | None = None
     fleet_poll: float = 0.1
+    # What the instances share (--redis: RedisFleet); None: this process alone (a LocalFleet).
+    fleet: Fleet | None = None
     # Built-in checks run first, in order, on every request (ops: rate limits, scopes).
     checks: tuple[RequestCheck, ...] = ()
     # The built-in middleware for tools/call requests that carry an Idempotency-Key header
@@ -103,7 +122,14 @@ class Pipeline:
             server, page_size=settings.page_size, state_codec=StateCodec(settings.state_secrets)
         )
         self.caching = CachePolicy(server, settings.cache) if settings.cache is not None else None
-        self.server_requests = ServerRequests()
+        self.fleet: Fleet = settings.fleet if settings.fleet is not None else LocalFleet()
+        self.server_requests = ServerRequests(self.fleet.instance)
+        self.dispatcher.tasks.share_with(self.fleet)
+        self._relaying = False  # announcing another instance's notification: not told back
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fleet_jobs: set[asyncio.Task[Any]] = set()
+        if self.fleet.shared:
+            self._join_fleet(self.fleet)
         self.relay: AnswerRelay | None = None
         fleet_log: SharedLog | None = None
         if settings.fleet_dir is not None:
@@ -117,13 +143,94 @@ class Pipeline:
         # without middleware (then ``request`` takes the direct path).
         stack = server.middleware_stack
         self._chain: CallNext | None = build_chain(stack, self._innermost) if stack else None
+        # Built-in checks are fixed when serving starts too: without any, ``request`` is the
+        # admitted path itself (no loop, no frame for them).
         self.checks = settings.checks
+        self._unobserved: Callable[[Call], Answer] = self._checked if self.checks else self._admitted
         self._observer: RequestObserver | None = None
         self._observer_begin: Callable[[Call], None] | None = None
         self.observer = settings.observer
         self._idempotent_chain: CallNext | None = None
         if settings.idempotency is not None:
             self._idempotent_chain = build_chain([settings.idempotency, *stack], self._innermost)
+
+    # -- the fleet ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the fleet (before serving; an unreachable store is reported, not fatal)."""
+        self._loop = asyncio.get_running_loop()
+        await self.fleet.start()
+
+    async def stop(self) -> None:
+        await self.fleet.close()
+
+    def _join_fleet(self, fleet: Fleet) -> None:
+        fleet.subscribe(CANCEL, self._cancel_from_fleet)
+        fleet.subscribe(ANSWER, self._answer_from_fleet)
+        fleet.subscribe(LIST_CHANGED, self._list_changed_from_fleet)
+        fleet.subscribe(RESOURCE_UPDATED, self._resource_updated_from_fleet)
+        self.server.on_list_changed(self._tell_list_changed)
+        self.server.on_resource_updated(self._tell_resource_updated)
+        fleet.on_reconnect.append(self.dispatcher.tasks.wake_all)
+
+    def _cancel_from_fleet(self, payload: dict[str, Any]) -> None:
+        owner = payload.get("owner")
+        if isinstance(owner, str):
+            call = self.inflight.get(owner, payload.get("id"))
+            if call is not None:
+                call.cancel()
+
+    def _answer_from_fleet(self, payload: dict[str, Any]) -> None:
+        request_id, owner, message = payload.get("id"), payload.get("owner"), payload.get("message")
+        resolved = isinstance(owner, str) and isinstance(message, dict)
+        if resolved and not self.server_requests.resolve(request_id, message, owner):  # type: ignore[arg-type]
+            logger.debug("an answer to %r from another instance found nobody waiting", request_id)
+
+    def _list_changed_from_fleet(self, payload: dict[str, Any]) -> None:
+        kind = payload.get("kind")
+        if kind in ("tools", "resources", "prompts"):
+            self._relaying = True
+            try:
+                self.server.notify_list_changed(kind)
+            finally:
+                self._relaying = False
+
+    def _resource_updated_from_fleet(self, payload: dict[str, Any]) -> None:
+        uri = payload.get("uri")
+        if isinstance(uri, str):
+            self._relaying = True
+            try:
+                self.server.notify_resource_updated(uri)
+            finally:
+                self._relaying = False
+
+    def _tell_list_changed(self, kind: str) -> None:
+        if not self._relaying:
+            self._tell_fleet(LIST_CHANGED, {"kind": kind})
+
+    def _tell_resource_updated(self, uri: str) -> None:
+        if not self._relaying:
+            self._tell_fleet(RESOURCE_UPDATED, {"uri": uri})
+
+    def _tell_fleet(self, topic: str, payload: dict[str, Any]) -> None:
+        """Tell the other instances without waiting (this instance has announced it already).
+        Handlers may raise notifications from the thread pool: the loop does the telling."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._tell_fleet, topic, payload)
+            return  # not serving yet: nobody to tell
+        job = running.create_task(self.fleet.publish(topic, payload))
+        self._fleet_jobs.add(job)
+        job.add_done_callback(self._fleet_job_done)
+
+    def _fleet_job_done(self, job: asyncio.Task[Any] | Future[Any]) -> None:
+        self._fleet_jobs.discard(job)
+        if not job.cancelled() and isinstance(job.exception(), FleetUnavailable):
+            logger.debug("a notification was not told to the other instances: the fleet store is unavailable")
 
     # -- requests ----------------------------------------------------------------------
 
@@ -138,13 +245,13 @@ class Pipeline:
         self._observer = observer
         self._observer_begin = observer.begin if observer is not None and observer.needs_begin else None
         # ``request`` is the plain path itself while nothing observes: no wrapper frame.
-        self.request = self._request if observer is None else self._observed_request  # type: ignore[method-assign]
+        self.request = self._unobserved if observer is None else self._observed_request  # type: ignore[method-assign,assignment]
 
     def request(self, call: Call) -> Answer:
         """Answer one request: its encoded response now, or a coroutine that produces it
         (and None when the request was cancelled: no answer is sent for it). (Replaced per
-        instance by ``_request`` or ``_observed_request``, see ``observer``.)"""
-        return self._request(call)
+        instance by ``_checked``, ``_admitted`` or ``_observed_request``, see ``observer``.)"""
+        return self._unobserved(call)
 
     def _observed_request(self, call: Call) -> Answer:
         """``request`` while an observer watches: it sees the request begin and end."""
@@ -153,7 +260,7 @@ class Pipeline:
         call.started = _perf_counter()
         if self._observer_begin is not None:
             self._observer_begin(call)
-        answer = self._request(call)
+        answer = self._unobserved(call)
         if type(answer) is bytes:
             observer.end(call, True)
             return answer
@@ -171,13 +278,39 @@ class Pipeline:
         observer.end(call, response is not None)
         return response
 
-    def _request(self, call: Call) -> Answer:
-        if self.checks:
-            try:
-                for check in self.checks:
-                    check(call)
-            except McpError as exc:
-                return self._error(call, exc)
+    def _checked(self, call: Call) -> Answer:
+        """The built-in checks, in order, then the request. A check answers at once (the common
+        case: None, or it raises McpError to refuse) or returns an awaitable when it must ask the
+        fleet first (a rate limit whose lease of shared tokens ran out): then the request waits
+        for it, and the checks after it run once it is settled."""
+        checks = self.checks
+        try:
+            for index, check in enumerate(checks):
+                pending = check(call)
+                if pending is not None:
+                    return self._checked_later(call, pending, checks[index + 1 :])
+        except McpError as exc:
+            return self._error(call, exc)
+        return self._admitted(call)
+
+    async def _checked_later(
+        self, call: Call, pending: Awaitable[None], rest: tuple[RequestCheck, ...]
+    ) -> bytes | None:
+        try:
+            await pending
+            for check in rest:
+                more = check(call)
+                if more is not None:
+                    await more
+        except McpError as exc:
+            return self._error(call, exc)
+        answer = self._admitted(call)
+        if isinstance(answer, bytes):
+            return answer
+        return await answer
+
+    def _admitted(self, call: Call) -> Answer:
+        """The request once the checks let it through (without checks: ``request`` itself)."""
         if (
             self._idempotent_chain is not None
             and (headers := call.raw_headers) is not None
@@ -291,10 +424,13 @@ class Pipeline:
 
     @staticmethod
     def _error(call: Call, error: McpError) -> bytes:
-        """The encoded error; its code stays on the Call (2026-07-28 maps it to an HTTP status)."""
+        """The encoded error; its code stays on the Call (2026-07-28 maps it to an HTTP status,
+        and an unavailable fleet store answers 503 on every version)."""
         call.error_code = error.code
         if isinstance(error, HttpError):
-            call.refusal = error  # Streamable HTTP answers with its status and headers
+            # Streamable HTTP answers with its status and headers (401/403/429, and 503 when a
+            # store the fleet shares is unavailable: FleetUnavailable is one).
+            call.refusal = error
         return jsonrpc.encode_error(call.id, error)
 
     def _track(self, call: Call) -> None:
@@ -328,32 +464,53 @@ class Pipeline:
 
     def notification(
         self, method: str, params: dict[str, Any] | None, owner: str | None, *, fleet_wide: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
         """A notification (no answer). ``notifications/cancelled`` stops the request it names in
-        ``owner``'s session (``fleet_wide``: or tells the fleet, when it runs elsewhere)."""
+        ``owner``'s session (``fleet_wide``: or tells the fleet, when it runs elsewhere). Returns
+        a coroutine when the fleet must be told: it raises FleetUnavailable when it cannot be."""
         if method == "notifications/cancelled":
             if owner is not None:
                 request_id = (params or _EMPTY).get("requestId")
-                self.inflight.cancel(owner, request_id, fleet_wide=fleet_wide)
-            return
+                cancelled = self.inflight.cancel(owner, request_id, fleet_wide=fleet_wide)
+                if (
+                    not cancelled
+                    and fleet_wide
+                    and self.fleet.shared
+                    and (type(request_id) is str or type(request_id) is int)
+                ):
+                    return self.fleet.publish(CANCEL, {"owner": owner, "id": request_id})
+            return None
         self.dispatcher.handle_notification(method)
+        return None
 
-    def response(self, message: Message, owner: str) -> None:
+    def response(
+        self, message: Message, owner: str, *, fleet_wide: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
         """A client's response to one of our server-to-client requests wakes its waiter; only the
-        session that was asked (``owner``) can answer."""
+        session that was asked (``owner``) can answer. ``fleet_wide`` (Streamable HTTP: the
+        answer may reach any instance): returns a coroutine when the answer goes to the instance
+        that asked (it raises FleetUnavailable when it cannot)."""
         if self.server_requests.resolve(message.id, message.raw, owner):
-            return
+            return None
         # Behind a load balancer the answer often reaches another instance than the one that
-        # asked (the id names it): pass it on through the fleet directory.
+        # asked (the id names it): pass it on, through the fleet or the fleet directory.
         asker = asking_instance(message.id)  # found only in a string id; None for others
+        if fleet_wide and asker is not None and self.fleet.shared and asker != self.fleet.instance:
+            return self._forward_answer(asker, str(message.id), owner, message.raw)
         relay = self.relay  # forward() refuses this instance's own id
         if (
             asker is not None
             and relay is not None
             and relay.forward(asker, str(message.id), owner, message.raw)
         ):
-            return
+            return None
         logger.debug("a response to an unknown server request %r was ignored", message.id)
+        return None
+
+    async def _forward_answer(self, asker: str, request_id: str, owner: str, message: dict[str, Any]) -> None:
+        payload = {"id": request_id, "owner": owner, "message": message}
+        if not await self.fleet.send(asker, ANSWER, payload):
+            logger.debug("an answer to %r was for instance %s, which is not running", request_id, asker)
 
     def end_session(self, owner: str, reason: str) -> None:
         """The session's client is gone: what it runs is cancelled, what it was asked fails."""
@@ -370,6 +527,7 @@ class Pipeline:
     def close(self) -> None:
         """This pipeline stops serving: the server forgets its listeners, its fleet mailbox goes."""
         self.server.remove_listeners(self.dispatcher.hub)
+        self.server.remove_listeners(self)
         if self.caching is not None:
             self.server.remove_listeners(self.caching)
         if self.relay is not None:

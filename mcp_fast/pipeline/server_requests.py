@@ -43,9 +43,9 @@ class ServerRequests:
     the process could answer another session's sampling or elicitation request.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, instance: str | None = None) -> None:
         self._pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
-        self.instance = secrets.token_hex(4)  # names this process in the ids
+        self.instance = instance or secrets.token_hex(4)  # names this process in the ids (its fleet's)
         self._counter = itertools.count(1)
         # Where answers that reached another instance of a fleet come back (fleet/relay.py).
         self.relay: RelayedAnswers | None = None

@@ -6,8 +6,9 @@ client capabilities, client info, issue and expiry time). Any process holding
 the secret serves the session; nothing about it is stored server-side, so a
 fleet needs no sticky sessions. What little state a session has beyond that
 (ended sessions, the chosen log level) is kept per process, bounded; ended
-sessions are also shared through a directory when one is configured
-(``shared_log.py``).
+sessions are also shared, through the fleet (``--redis``: its messages feed
+``ended_elsewhere``) or a directory (``--fleet-dir``, ``shared_log.py``). Either
+way the check on each request is a lookup in this process's denylist.
 
 Spec: basic/transports.mdx "Session Management": a request without the id
 (other than initialize) -> 400; an unknown or ended session -> 404, after
@@ -186,6 +187,12 @@ class JwtSessions:
         except InvalidToken:
             raise SessionNotFound("the session id is not valid") from None
         return _session_from_claims(token, claims)
+
+    def ended_elsewhere(self, payload: dict[str, Any]) -> None:
+        """Another instance ended a session (the fleet's ``ENDED`` message: ``sid``, ``exp``)."""
+        session_id, expires_at = payload.get("sid"), payload.get("exp")
+        if isinstance(session_id, str) and isinstance(expires_at, int | float) and expires_at > time.time():
+            self._ended.put(session_id, float(expires_at))
 
     def end(self, session: Session) -> None:
         self._ended.put(session.id, session.expires_at)

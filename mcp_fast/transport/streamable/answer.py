@@ -95,7 +95,7 @@ class PostChannel:
         resumable = self.resumable
         if resumable is None:
             return b""
-        resumable.stream = resumable.store.open_stream(resumable.session_id)
+        resumable.stream = resumable.store.open_stream(resumable.session_id, "post")
         resumable.live[resumable.stream] = self
         if not resumable.priming:
             return b""

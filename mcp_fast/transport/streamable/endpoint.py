@@ -24,6 +24,7 @@ import orjson
 
 from mcp_fast.bounded import BoundedMap
 from mcp_fast.call import Gate, Principal, SessionState
+from mcp_fast.fleet.base import FleetUnavailable
 from mcp_fast.fleet.event_store import EventStore, MemoryEventStore
 from mcp_fast.pipeline import Pipeline
 from mcp_fast.protocol import batch, jsonrpc
@@ -81,7 +82,7 @@ class StreamableSettings:
 
 _UNREPLAYABLE: Final = (
     "Bad request: the events after this Last-Event-ID cannot be replayed (the event store no longer "
-    "holds them, or the id names no stream of this session on this server); "
+    "holds them, or the id names no stream of this session on this server or in the store it shares); "
     "open a new stream without Last-Event-ID"
 )
 
@@ -92,6 +93,17 @@ def _plain(responder: Responder, status: int, reason: str) -> None:
 
 def _rpc_error(responder: Responder, status: int, error: McpError, request_id: Any = None) -> None:
     responder.respond(status, JSON_HEADERS, jsonrpc.encode_error(request_id, error))
+
+
+async def _accepted_once(told: Coroutine[Any, Any, None], responder: Responder) -> None:
+    """202 once the fleet was told (a cancellation or an answer for another instance); 503 with a
+    JSON-RPC error when its store is unavailable."""
+    try:
+        await told
+    except FleetUnavailable as exc:
+        _rpc_error(responder, FleetUnavailable.http_status, exc)
+        return
+    responder.respond(202, NO_HEADERS, b"")
 
 
 def refuse(responder: Responder, refusal: HttpError) -> None:
@@ -156,8 +168,7 @@ class StreamableHTTP:
             return self.post(request, responder, verdict)
         if verdict.method == b"GET":
             return self.get(request, responder)
-        self.delete(request, responder)
-        return None
+        return self.delete(request, responder)
 
     def _gated(
         self, request: Request, responder: Responder, verdict: Accepted, gate: Gate
@@ -182,8 +193,7 @@ class StreamableHTTP:
             return self.post(request, responder, verdict, principal)
         if verdict.method == b"GET":
             return self.get(request, responder, principal)
-        self.delete(request, responder, principal)
-        return None
+        return self.delete(request, responder, principal)
 
     async def _admitted_later(
         self, admitted: Awaitable[Principal], request: Request, responder: Responder, verdict: Accepted
@@ -360,9 +370,11 @@ class StreamableHTTP:
                 return None
         owner = session.id if session is not None else None
         if message.kind is Kind.NOTIFICATION:
-            self.pipeline.notification(message.method, message.params, owner, fleet_wide=True)
+            told = self.pipeline.notification(message.method, message.params, owner, fleet_wide=True)
         else:
-            self.pipeline.response(message, owner or "")
+            told = self.pipeline.response(message, owner or "", fleet_wide=True)
+        if told is not None:
+            return _accepted_once(told, responder)
         responder.respond(202, NO_HEADERS, b"")
         return None
 
@@ -416,13 +428,19 @@ class StreamableHTTP:
         owner = session.id if session is not None else None
         channel: PostChannel | None = None
         responses: list[bytes] = []
-        for entry in batch.requests(
-            items,
-            lambda message: self.pipeline.notification(
-                message.method, message.params, owner, fleet_wide=True
-            ),
-            lambda message: self.pipeline.response(message, owner or ""),
-        ):
+        told: list[Coroutine[Any, Any, None]] = []  # what the fleet must be told (other instances)
+
+        def notification(message: Message) -> None:
+            pending = self.pipeline.notification(message.method, message.params, owner, fleet_wide=True)
+            if pending is not None:
+                told.append(pending)
+
+        def answer_from_client(message: Message) -> None:
+            pending = self.pipeline.response(message, owner or "", fleet_wide=True)
+            if pending is not None:
+                told.append(pending)
+
+        for entry in batch.requests(items, notification, answer_from_client):
             if isinstance(entry, bytes):
                 responses.append(entry)
                 continue
@@ -433,9 +451,14 @@ class StreamableHTTP:
                 channel = opened
             call.outbound = channel
             answer = self.pipeline.request(call)
-            response = answer if type(answer) is bytes else await answer  # type: ignore[misc]
-            if response is not None:
-                responses.append(response)
+            answered = answer if type(answer) is bytes else await answer  # type: ignore[misc]
+            if answered is not None:
+                responses.append(answered)
+        for pending in told:
+            try:
+                await pending
+            except FleetUnavailable:
+                logger.debug("a batch's cancellation or answer did not reach the other instances")
         if not responses:
             responder.respond(202, NO_HEADERS, b"")
         elif channel is not None and (
@@ -468,17 +491,23 @@ class StreamableHTTP:
         last_event_id = request.headers.get(b"last-event-id")
         replay = None
         if last_event_id:  # an empty one names no event (WHATWG SSE sends none then)
-            replay = streams.replay(session.id, last_event_id)
+            try:
+                # This process's streams, then (--redis) the fleet's store: a stream another
+                # instance wrote resumes here.
+                replay = await streams.replay(session.id, last_event_id)
+            except FleetUnavailable as exc:  # not ours, and the store cannot be read now
+                _rpc_error(responder, FleetUnavailable.http_status, exc)
+                return
             if replay is None:
                 # Resumability (basic/transports): the server MAY replay what followed the
-                # event. When it cannot (the store let those events go, or never had the
-                # stream: another instance's, another session's, or no id of ours), serving a
-                # fresh stream would hide the gap, and a POST's answer would never come:
-                # say so, and the client starts over.
+                # event. When neither this process nor the fleet's store can (they let those
+                # events go, or never had the stream: another session's, or no id of ours),
+                # serving a fresh stream would hide the gap, and a POST's answer would never
+                # come: say so, and the client starts over.
                 rejection = rpc_rejection(400, INVALID_REQUEST, _UNREPLAYABLE)
                 responder.respond(rejection.status, rejection.headers, rejection.body)
                 return
-            if streams.resumes_post(replay):
+            if replay.kind == "post":
                 await streams.resume_post(replay, responder)  # a POST's stream
                 return
         if streams.stream_of(session.id) is not None:
@@ -495,16 +524,33 @@ class StreamableHTTP:
         finally:
             streams.close_get(stream)
 
-    def delete(self, request: Request, responder: Responder, principal: Principal | None = None) -> None:
-        """End the session (transports, "Session Management"): later requests get 404."""
+    def delete(
+        self, request: Request, responder: Responder, principal: Principal | None = None
+    ) -> Coroutine[Any, Any, None] | None:
+        """End the session (transports, "Session Management"): later requests get 404, on every
+        instance of a fleet that shares ended sessions."""
         session = self._session(request, responder, None, principal)
         if session is None:
-            return
+            return None
         assert self.sessions is not None
         self.sessions.end(session)
         self._states.pop(session.id, None)
         self.pipeline.end_session(session.id, _SESSION_ENDED)
         self.streams.end(session.id)
+        fleet = self.pipeline.fleet
+        if fleet.shared:
+            return self._end_everywhere(session, responder)
+        responder.respond(200, NO_HEADERS, b"")
+        return None
+
+    async def _end_everywhere(self, session: Session, responder: Responder) -> None:
+        """Tell the fleet; 503 when its store is unavailable (the session is ended here, and the
+        others learn of it once the store is back)."""
+        try:
+            await self.pipeline.fleet.end_session(session.id, session.expires_at)
+        except FleetUnavailable as exc:
+            _rpc_error(responder, FleetUnavailable.http_status, exc)
+            return
         responder.respond(200, NO_HEADERS, b"")
 
     # -- notifications not tied to a request ------------------------------------------

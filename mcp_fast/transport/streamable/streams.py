@@ -10,9 +10,11 @@ status, and the messages of tasks. One timer sends keep-alive comments on every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from mcp_fast.call import Outbound
+from mcp_fast.fleet.base import FleetUnavailable
 from mcp_fast.fleet.event_store import EventStore, Replay, priming_id
 from mcp_fast.protocol import jsonrpc
 from mcp_fast.protocol.jsonrpc import McpError
@@ -64,12 +66,10 @@ class SessionStreams:
 
     # -- GET ------------------------------------------------------------------------------
 
-    def replay(self, session_id: str, last_event_id: bytes) -> Replay | None:
-        return self.store.replay(session_id, last_event_id.decode("latin-1"))
-
-    def resumes_post(self, replay: Replay) -> bool:
-        """Does ``replay`` continue a POST's stream (rather than the GET stream)?"""
-        return replay.complete or replay.stream in self.live
+    async def replay(self, session_id: str, last_event_id: bytes) -> Replay | None:
+        """What the client missed (FleetUnavailable: the stream is in the fleet's store, which
+        cannot be read now)."""
+        return await self.store.replay(session_id, last_event_id.decode("latin-1"))
 
     def open_get(
         self, responder: Responder, session_id: str, priming: bool, replay: Replay | None
@@ -81,11 +81,13 @@ class SessionStreams:
         self._get_streams[session_id] = stream
         responder.start_stream(200, SSE_HEADERS)
         if replay is not None:
-            stream.stream = replay.stream  # the standalone stream continues where it was
+            # The standalone stream continues where it was (under a new key when another
+            # instance of the fleet wrote it).
+            stream.stream = self.store.continue_stream(session_id, replay)
             for event_id, message in replay.events:
                 responder.send_stream(sse.encode_event(message, event_id=event_id))
         else:
-            stream.stream = self.store.open_stream(session_id)
+            stream.stream = self.store.open_stream(session_id, "get")
             if priming:
                 responder.send_stream(
                     sse.encode_event(b"", event_id=priming_id(stream.stream), retry_ms=self.retry_ms)
@@ -99,12 +101,15 @@ class SessionStreams:
         stream.responder.end_stream()
 
     async def resume_post(self, replay: Replay, responder: Responder) -> None:
-        """Send what the client missed on a POST's stream, then the rest of it as it comes."""
+        """Send what the client missed on a POST's stream, then the rest of it as it comes: from
+        its channel here, or (another instance's stream) from the fleet's store."""
         responder.start_stream(200, SSE_HEADERS)
         for event_id, message in replay.events:
             responder.send_stream(sse.encode_event(message, event_id=event_id))
         channel = None if replay.complete else self.live.get(replay.stream)
-        if channel is not None:
+        if channel is None and not replay.complete and not replay.local:
+            await self._follow(replay, responder)
+        elif channel is not None:
             done = channel.attach(responder)
             waiting = responder.wait_disconnected()
             disconnected = asyncio.ensure_future(waiting)
@@ -116,6 +121,31 @@ class SessionStreams:
                 if channel.responder is responder:
                     channel.responder = None
         responder.end_stream()
+
+    async def _follow(self, replay: Replay, responder: Responder) -> None:
+        """Another instance's stream, event by event as its instance writes them, until it ends,
+        the client leaves, or the store is unavailable (the client may resume again then)."""
+        events = self.store.follow(replay)
+        waiting = responder.wait_disconnected()
+        disconnected = asyncio.ensure_future(waiting)
+        try:
+            while True:
+                following = asyncio.ensure_future(anext(events))
+                await asyncio.wait((following, disconnected), return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, FleetUnavailable):
+                        await following
+                    return
+                try:
+                    event_id, message = following.result()
+                except (StopAsyncIteration, FleetUnavailable):
+                    return
+                responder.send_stream(sse.encode_event(message, event_id=event_id))
+        finally:
+            if disconnected is not waiting:
+                disconnected.cancel()  # our Task around a coroutine; never the connection's future
+            await events.aclose()  # type: ignore[attr-defined]
 
     def end(self, session_id: str) -> None:
         """The session ended (DELETE): its GET stream is dropped."""
