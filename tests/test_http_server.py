@@ -474,6 +474,34 @@ def test_shutdown_still_serves_a_request_on_an_idle_keep_alive_connection(tmp_pa
         stop_server(running)
 
 
+def test_a_get_stream_asked_for_during_shutdown_is_not_started(tmp_path: Path) -> None:
+    """A stream begun in that moment would hold the process until the shutdown timeout (a proxy
+    sends GET /sse on a pooled connection just as SIGTERM comes): the connection closes with
+    nothing sent, which a proxy or client retries elsewhere (a GET is idempotent), and the
+    process exits at once."""
+    running = start_server(tmp_path, "--shutdown-timeout", "10")
+    try:
+        with RawClient(running.port) as client:
+            client.send(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.read_response().status == 200  # now idle, keep-alive
+            running.process.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            deadline = began + 5
+            while time.monotonic() < deadline:  # shutdown has begun once the listener is gone
+                try:
+                    socket.create_connection(("127.0.0.1", running.port), timeout=0.2).close()
+                except OSError:
+                    break
+                time.sleep(0.01)
+            client.send(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+            client.sock.settimeout(5)
+            assert client.sock.recv(4096) == b"", "a stream was started during shutdown"
+        assert running.process.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5, "the process waited for the shutdown timeout"
+    finally:
+        stop_server(running)
+
+
 def test_timeouts(tmp_path: Path) -> None:
     running = start_server(
         tmp_path, "--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1", "--stateless"

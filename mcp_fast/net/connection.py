@@ -489,6 +489,16 @@ class HttpConnection(asyncio.Protocol):
         if request is None or self._answered:
             return
         self._answered = True
+        if self._closing and request.method == b"GET" and self._transport is not None:
+            # A GET stream asked for on a kept-alive connection after shutdown began (in the
+            # grace of shutdown()) would outlive the drain and hold the process until the
+            # shutdown timeout. Nothing of it is sent and the connection closes: a GET is
+            # idempotent, so a proxy (nginx: proxy_next_upstream error) or the client sends
+            # it again, to an instance that stays (RFC 9112 section 9.3.1). The stream's
+            # producer sees the connection gone and ends.
+            self._keep_alive = False
+            self._transport.close()
+            return
         self._streaming = True
         http10 = request.http_version == b"1.0"
         # HTTP/1.0 has no chunked coding: the body ends when the connection closes.
