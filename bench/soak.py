@@ -547,7 +547,8 @@ def summarize(
         "server_cpu": statistics.mean(cpu) if cpu else 0.0,
         "noise": {"median": statistics.median(noise) if noise else 0.0, "max": max(noise) if noise else 0.0},
         "notes": dict(collected.notes),
-        "failures": collected.failures[:50],
+        "failures": sorted(collected.failures, key=lambda f: f["category"] == "503")[:50],
+        "failure_counts": dict(Counter(f"{f['kind']} {f['category']}" for f in collected.failures)),
         "max_in_flight": collected.max_in_flight,
         "series": series,
         "samples": samples,
@@ -749,7 +750,7 @@ def run(
             step_until = min(step_until, fault.next_action(time.time()))
         clients.poll(step_until)
         now = time.time()
-        if fault is not None:
+        if fault is not None and now >= fault.next_action(now):
             fault.act(now - clients.start)
         if now >= next_sample:
             sample = sampler.sample()
@@ -777,9 +778,15 @@ def run(
     args.chart.write_text(render_svg(summary))
     print(f"soak: report {args.output}, chart {args.chart}")
     rss = summary["rss"]
+    explained = summary["explained"]
+    why = (
+        f" ({explained['errors']} errors and {explained['lost']} lost explained by the fault)"
+        if any(explained.values())
+        else ""
+    )
     print(
         f"soak: {summary['requests']} requests, {summary['errors']} errors, {summary['lost']} lost, "
-        f"rss {rss['start']:.1f} -> {rss['end']:.1f} MiB",
+        f"rss {rss['start']:.1f} -> {rss['end']:.1f} MiB{why}",
         flush=True,
     )
     return 0 if all(ok for ok, _ in checks) else 1
