@@ -120,6 +120,7 @@ class HttpConnection(asyncio.Protocol):
         "_loop",
         "_lost",
         "_on_disconnect",
+        "_on_shutdown",
         "_processing",
         "_sniffed",
         "_sniffing",
@@ -158,6 +159,7 @@ class HttpConnection(asyncio.Protocol):
         self._lost = False
         self._disconnected: asyncio.Future[None] | None = None  # made when a stream waits on it
         self._on_disconnect: Callable[[], None] | None = None
+        self._on_shutdown: Callable[[], None] | None = None
         self._closing = False  # server shutdown: finish the current request, then close
         self._handover = handover  # None: HTTP/2 is off
         self._lingered = -1  # bytes dropped since an error answer; -1: not lingering
@@ -359,6 +361,7 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         self._current = request
         self._on_disconnect = None
+        self._on_shutdown = None
         self._answered = False
         self._streaming = False
         self._keep_alive = request.keep_alive and not self._closing
@@ -452,6 +455,10 @@ class HttpConnection(asyncio.Protocol):
                 self.deadline = min(self.deadline, self._loop.time() + _SHUTDOWN_GRACE)
             # A request under way (HEAD/BODY) is finished, within its own timeouts.
         elif self._streaming and self._current.method == b"GET":
+            callback, self._on_shutdown = self._on_shutdown, None
+            if callback is not None:
+                callback()  # the application ends the stream once it owes nothing
+                return
             # A GET stream never ends by itself: end it (clients reconnect elsewhere).
             self.end_stream()
             self._transport.close()
@@ -537,6 +544,9 @@ class HttpConnection(asyncio.Protocol):
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._on_disconnect = callback
+
+    def on_shutdown(self, callback: Callable[[], None] | None) -> None:
+        self._on_shutdown = callback
 
     def wait_disconnected(self) -> asyncio.Future[None]:
         future = self._disconnected
