@@ -47,6 +47,10 @@ from mcp_fast.wire.h1 import H1Limits
 
 logger = logging.getLogger("mcp_fast")
 
+# A worker that dies within this long of its start is restarted after a pause (one that fails
+# as it starts would otherwise be forked again and again); one that ran longer, at once.
+_CRASH_LOOP_SECONDS = 1.0
+
 
 def fleet_dir(config: Config) -> Path | None:
     """--fleet-dir (None: not set), made if missing; a ValueError naming the flag when it
@@ -513,6 +517,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
         )
     stopping = False
     children: set[int] = set()
+    started: dict[int, float] = {}  # worker pid -> when it was forked
     # One scrape shows the whole server: the workers publish their metrics here (MetricsShare).
     metrics_dir = Path(tempfile.mkdtemp(prefix="mcp_fast-metrics-")) if config.metrics else None
 
@@ -530,6 +535,7 @@ def run_workers(server: MCPServer, config: Config) -> int:
             finally:
                 os._exit(code)
         children.add(pid)
+        started[pid] = time.monotonic()
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -568,7 +574,8 @@ def run_workers(server: MCPServer, config: Config) -> int:
                 stop(signal.SIGTERM, None)
                 continue
             logger.error("worker %d exited with %d; starting a new one", pid, exit_code)
-            time.sleep(0.5)
+            if time.monotonic() - started.pop(pid, 0.0) < _CRASH_LOOP_SECONDS:
+                time.sleep(0.5)  # it died as it started: no fork loop
             if not stopping:  # SIGTERM may have come during the pause
                 spawn()
     finally:
