@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import struct
 import threading
 import time
@@ -105,6 +106,10 @@ class Fault:
 
     def mark(self, t: float, label: str, color: str = "#d62728") -> None:
         self.markers.append({"t": round(t, 2), "label": label, "color": color})
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def count_lines(text: str, pattern: str) -> int:
@@ -374,12 +379,8 @@ class KillWorker(Fault):
             {
                 "killed worker": self.killed,
                 "its connections": len(self.killed_ports),
-                "new worker after": f"{self.respawn_seconds:.3f} s"
-                if self.respawn_seconds is not None
-                else "never",
-                "listening after": f"{self.listen_seconds:.3f} s"
-                if self.listen_seconds is not None
-                else "never",
+                "new worker started (s)": _round(self.respawn_seconds),
+                "new worker listening (s)": _round(self.listen_seconds),
                 "failed operations on the killed worker's connections": on_killed,
                 "failed operations in its accept queue": len(excused) - on_killed,
                 "requests lost with it": sum(f.get("lost", 0) for f in excused),
@@ -388,7 +389,7 @@ class KillWorker(Fault):
         self.checks.append(
             (
                 self.listen_seconds is not None and self.listen_seconds <= 1.0,
-                f"a new worker listened {self.figures['listening after']} after the kill (limit 1 s)",
+                f"a new worker listened {self.figures['new worker listening (s)']} s after the kill (limit 1 s)",
             )
         )
         log = deployment.instances[0].log()
@@ -582,14 +583,24 @@ class SlowReader(Fault):
         connections = outcome.get("connections", 0)
         slowest = max(closed.values(), default=None)
         asked = outcome.get("asked_bytes", 0) / (1 << 20)
+        # Other clients meanwhile: the per-second p99 of short operations while the slow
+        # connections were held, next to the median second before.
+        series = summary["series"]
+        held = self.began_t + (slowest if slowest is not None else self.write_timeout)
+        p99_before = [p["p99"] for p in series if p["p99"] is not None and 1 <= p["t"] < self.began_t]
+        p99_during = [p["p99"] for p in series if p["p99"] is not None and self.began_t <= p["t"] <= held + 1]
         self.figures.update(
             {
                 "slow connections": connections,
-                "answers asked for": f"{asked:.0f} MiB",
-                "dropped by the server": f"{len(closed)} of {connections}",
-                "slowest drop": f"{slowest:.1f} s" if slowest is not None else "none",
-                "RSS before": f"{before[-1]:.1f} MiB",
-                "RSS peak after": f"{max(during):.1f} MiB (+{growth:.1f})",
+                "answers asked for (MiB)": round(asked),
+                "dropped by the server": len(closed),
+                "slowest drop (s)": _round(slowest),
+                "RSS before (MiB)": before[-1],
+                "RSS peak after (MiB)": max(during),
+                "others' p99 before (ms)": round(statistics.median(p99_before) * 1000, 1)
+                if p99_before
+                else None,
+                "others' worst p99 while held (ms)": round(max(p99_during) * 1000, 1) if p99_during else None,
             }
         )
         self.checks.append(
@@ -602,7 +613,7 @@ class SlowReader(Fault):
         self.checks.append(
             (
                 slowest is not None and slowest <= limit,
-                f"the slowest was dropped after {self.figures['slowest drop']} (--write-timeout {self.write_timeout:g} s; limit {limit:g} s)",
+                f"the slowest was dropped after {self.figures['slowest drop (s)']} s (--write-timeout {self.write_timeout:g} s; limit {limit:g} s)",
             )
         )
         self.checks.append(
