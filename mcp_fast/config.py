@@ -722,8 +722,7 @@ OPTIONS: tuple[Option, ...] = (
         "idempotency_ttl",
         SECONDS_OR_OFF,
         600.0,
-        "how long a tools/call result is kept for retries with the same Idempotency-Key; 0 turns "
-        "keys off",
+        "how long a tools/call result is kept for retries with the same Idempotency-Key; 0 turns keys off",
         group="security",
     ),
     Option(

@@ -23,7 +23,7 @@ from mcp_fast.ops.cors import CorsPolicy
 from mcp_fast.ops.forwarded import ForwardedAddresses
 from mcp_fast.ops.idempotency import Idempotency
 from mcp_fast.ops.logs import AccessLog, AuditLog, DebugRequestLog, JsonLines, debug_requests
-from mcp_fast.ops.metrics import Metrics
+from mcp_fast.ops.metrics import LoopLag, Metrics
 from mcp_fast.ops.observers import combined
 from mcp_fast.ops.ratelimit import RateLimits
 from mcp_fast.ops.tracing import Tracing, tracing_available
@@ -54,6 +54,7 @@ class Production:
     rate_limits: RateLimits | None = None
     idempotency: Idempotency | None = None
     metrics: Metrics | None = None
+    lag: LoopLag | None = None  # the event loop's lag, for the metrics: started once serving
     observers: list[RequestObserver] = field(default_factory=list)
     cors: CorsPolicy | None = None
     forwarded: ForwardedAddresses | None = None
@@ -148,6 +149,8 @@ def build_production(server: MCPServer, config: Config, *, http: bool = True) ->
     if config.metrics and http:
         production.metrics = Metrics(registry)
         production.observers.append(production.metrics.requests)
+        production.lag = LoopLag()
+        production.metrics.loop_lag(production.lag)
     if config.audit_log:
         audit = JsonLines(config.audit_log, "--audit-log")
         audit.open()

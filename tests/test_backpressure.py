@@ -13,9 +13,7 @@ from httpclient import RawClient, rpc_bytes
 
 
 def test_never_reading_client_is_dropped_and_memory_stays_bounded(tmp_path: Path) -> None:
-    server = start_server(
-        tmp_path, "--stateless", "--write-timeout", "1", "--max-stream-buffer", "256K"
-    )
+    server = start_server(tmp_path, "--stateless", "--write-timeout", "1", "--max-stream-buffer", "256K")
     try:
         with RawClient(server.port) as warm:  # load the demo app's code paths once
             warm.send(rpc_bytes("tools/call", {"name": "emit_notifications", "arguments": {"count": 10}}))
@@ -25,7 +23,9 @@ def test_never_reading_client_is_dropped_and_memory_stays_bounded(tmp_path: Path
         hog = socket.create_connection(("127.0.0.1", server.port))
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.sendall(
-            rpc_bytes("tools/call", {"name": "emit_notifications", "arguments": {"count": 200_000, "size": 1000}})
+            rpc_bytes(
+                "tools/call", {"name": "emit_notifications", "arguments": {"count": 200_000, "size": 1000}}
+            )
         )
         peak = baseline
         deadline = time.monotonic() + 4  # write timeout is 1 s: the server gives up well before
@@ -150,3 +150,47 @@ def test_a_client_that_never_reads_is_disconnected_at_the_write_timeout(
     with RawClient(server.port) as good:
         good.send(rpc_bytes("ping"))
         assert good.read_response().json()["result"] == {}
+
+
+TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_CLOSE = 1, 4, 7
+
+
+def tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def server_side_states(port: int) -> list[int]:
+    """TCP states of the sockets whose local port is ``port`` (the listener and what it accepted)."""
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if int(local.rsplit(":", 1)[1], 16) == port:
+            states.append(int(state, 16))
+    return states
+
+
+def test_a_dropped_client_gets_a_reset_and_the_kernel_keeps_nothing_for_it(
+    write_timeout_server: RunningServer,
+) -> None:
+    """A client that never reads, dropped at the write timeout, is dropped with a TCP reset: a
+    plain close would queue the FIN behind megabytes of unsent answer, which the kernel keeps
+    in FIN_WAIT1 for minutes, and the client would never see the end (nginx's
+    reset_timedout_connection does the same)."""
+    server = write_timeout_server
+    hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        hog.connect(("127.0.0.1", server.port))
+        hog.sendall(
+            rpc_bytes(
+                "tools/call", {"name": "emit_notifications", "arguments": {"count": 200_000, "size": 1000}}
+            )
+        )
+        deadline = time.monotonic() + WRITE_TIMEOUT + 5
+        while tcp_state(hog) == TCP_ESTABLISHED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tcp_state(hog) == TCP_CLOSE, "the client was not told the connection is over"
+        assert TCP_FIN_WAIT1 not in server_side_states(server.port)
+    finally:
+        hog.close()
+    assert "dropping a" in server.log()

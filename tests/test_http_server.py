@@ -324,7 +324,11 @@ def test_pipelined_requests_beyond_the_buffer_limit_all_get_answers(server: Runn
         first = client.read_response()
         ids = [client.read_response().json()["id"] for _ in pings]
         sender.join(timeout=20)
-    assert first.sse_messages()[-1]["id"] == 0 if first.headers["content-type"] == "text/event-stream" else first.json()["id"] == 0
+    assert (
+        first.sse_messages()[-1]["id"] == 0
+        if first.headers["content-type"] == "text/event-stream"
+        else first.json()["id"] == 0
+    )
     assert ids == list(range(1, 4001))
 
 
@@ -472,6 +476,76 @@ def test_shutdown_still_serves_a_request_on_an_idle_keep_alive_connection(tmp_pa
         assert running.process.wait(timeout=10) == 0
     finally:
         stop_server(running)
+
+
+def test_a_get_stream_asked_for_during_shutdown_is_not_started(tmp_path: Path) -> None:
+    """A stream begun in that moment would hold the process until the shutdown timeout (a proxy
+    sends GET /sse on a pooled connection just as SIGTERM comes): the connection closes with
+    nothing sent, which a proxy or client retries elsewhere (a GET is idempotent), and the
+    process exits at once."""
+    running = start_server(tmp_path, "--shutdown-timeout", "10")
+    try:
+        with RawClient(running.port) as client:
+            client.send(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.read_response().status == 200  # now idle, keep-alive
+            running.process.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            deadline = began + 5
+            while time.monotonic() < deadline:  # shutdown has begun once the listener is gone
+                try:
+                    socket.create_connection(("127.0.0.1", running.port), timeout=0.2).close()
+                except OSError:
+                    break
+                time.sleep(0.01)
+            client.send(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+            client.sock.settimeout(5)
+            assert client.sock.recv(4096) == b"", "a stream was started during shutdown"
+        assert running.process.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5, "the process waited for the shutdown timeout"
+    finally:
+        stop_server(running)
+
+
+def test_connections_in_the_accept_queue_at_shutdown_are_served() -> None:
+    """Connected (the kernel's handshake), request sent, not yet accepted when shutdown
+    begins: closing the listening socket would reset it after the request went out, which a
+    proxy cannot retry (nginx answers a POST 502). It is accepted and answered instead."""
+    import asyncio
+
+    import uvloop
+
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    def app(request: Request, responder: Responder) -> None:
+        responder.respond(200, [(b"content-type", b"text/plain")], b"served")
+
+    async def read_all(client: socket.socket) -> bytes:
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.get_running_loop().sock_recv(client, 4096):
+                answer += chunk
+        return answer
+
+    async def scenario() -> bytes:
+        server = HttpServer(app, NetSettings(port=0))
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        # The loop does not run from here to stop(): the connection stays in the accept queue.
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
+        client.setblocking(False)
+        reader = asyncio.get_running_loop().create_task(read_all(client))
+        await server.stop()  # closes the listener before anything else runs
+        try:
+            return await asyncio.wait_for(reader, 5)
+        finally:
+            client.close()
+
+    for run in (uvloop.run, asyncio.run):  # uvloop, as the server runs, and asyncio's own loop
+        answer = run(scenario())
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), (run, answer)
 
 
 def test_timeouts(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ event, POSTs to that URI, server messages as `message` events, Origin validation
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,6 +241,31 @@ def test_closing_the_stream_ends_the_session_and_cancels_its_requests(server: Ru
     finally:
         fresh.close()
     assert after == {"started": before["started"] + 1, "cancelled": before["cancelled"] + 1}
+
+
+def test_sigterm_sends_what_a_session_owes_before_its_stream_ends(tmp_path: Path) -> None:
+    """The stream is where a session's answers go: at shutdown it ends once the requests
+    running then are answered (not at once, as a Streamable HTTP GET stream does), and the
+    process exits without waiting for the shutdown timeout."""
+    running = start_server(tmp_path, "tests.apps.transport_app:server", "--shutdown-timeout", "10")
+    try:
+        events = SseStream(running.port)
+        _, uri = events.event()
+        assert post(running.port, uri, rpc(0, "initialize", INIT_LATEST))[0] == 202
+        events.message()
+        slow = rpc(1, "tools/call", {"name": "slow", "arguments": {"seconds": 1.0}})
+        assert post(running.port, uri, slow)[0] == 202
+        began = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        answer = events.message()
+        assert answer["id"] == 1 and answer["result"]["isError"] is False, answer
+        with pytest.raises(EOFError):  # and then the stream ends
+            events.event()
+        events.close()
+        assert running.process.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        stop_server(running)
 
 
 def test_options_move_the_paths_or_turn_the_transport_off(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from mcp_fast.bounded import kept
+
 # (protocol version, method, target, canonical arguments, who asks -- "" when public)
 CacheKey = tuple[str, str, str, bytes, str]
 
@@ -119,7 +121,7 @@ class ResultCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self._forget(key, old)
-        self._entries[key] = _Entry(value, self._clock() + ttl, tag)
+        self._entries[key] = _Entry(kept(value), self._clock() + ttl, tag)
         self._by_tag.setdefault(tag, set()).add(key)
         self._size += len(value)
         while len(self._entries) > self.max_entries or self._size > self.max_bytes:

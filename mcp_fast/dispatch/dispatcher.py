@@ -138,9 +138,7 @@ class Dispatcher:
             return await result
         return result
 
-    def _failure(
-        self, call: Call, ctx: Context, exc: InputRequired | DetachRequested | Exception
-    ) -> Any:
+    def _failure(self, call: Call, ctx: Context, exc: InputRequired | DetachRequested | Exception) -> Any:
         """What a method's exception answers: an input-required result, the CreateTaskResult of
         ``ctx.detach()``, or (raised) the JSON-RPC error; a bug is logged, never shown to the client."""
         if isinstance(exc, McpError):

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from mcp_fast.bounded import BoundedMap
+from mcp_fast.bounded import BoundedMap, kept
 
 _SEPARATOR: Final = "_"
 
@@ -124,7 +124,7 @@ class MemoryEventStore:
             events = log.events = deque(maxlen=self.max_events)
         if len(events) == events.maxlen:
             log.dropped_before = events[0][0] + 1
-        events.append((seq, message))
+        events.append((seq, kept(message)))  # orjson's bytes hold 4 KiB each
         return f"{stream}{_SEPARATOR}{seq}".encode()
 
     def complete(self, stream: str) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from mcp_fast.net.eager import request_failed, start_eagerly
-from mcp_fast.net.flow import FlowControl, ReadPause
+from mcp_fast.net.flow import FlowControl, ReadPause, reset
 from mcp_fast.wire import h1
 from mcp_fast.wire.events import (
     CONNECTION_CLOSED,
@@ -120,6 +120,7 @@ class HttpConnection(asyncio.Protocol):
         "_loop",
         "_lost",
         "_on_disconnect",
+        "_on_shutdown",
         "_processing",
         "_sniffed",
         "_sniffing",
@@ -158,6 +159,7 @@ class HttpConnection(asyncio.Protocol):
         self._lost = False
         self._disconnected: asyncio.Future[None] | None = None  # made when a stream waits on it
         self._on_disconnect: Callable[[], None] | None = None
+        self._on_shutdown: Callable[[], None] | None = None
         self._closing = False  # server shutdown: finish the current request, then close
         self._handover = handover  # None: HTTP/2 is off
         self._lingered = -1  # bytes dropped since an error answer; -1: not lingering
@@ -359,6 +361,7 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         self._current = request
         self._on_disconnect = None
+        self._on_shutdown = None
         self._answered = False
         self._streaming = False
         self._keep_alive = request.keep_alive and not self._closing
@@ -452,15 +455,19 @@ class HttpConnection(asyncio.Protocol):
                 self.deadline = min(self.deadline, self._loop.time() + _SHUTDOWN_GRACE)
             # A request under way (HEAD/BODY) is finished, within its own timeouts.
         elif self._streaming and self._current.method == b"GET":
+            callback, self._on_shutdown = self._on_shutdown, None
+            if callback is not None:
+                callback()  # the application ends the stream once it owes nothing
+                return
             # A GET stream never ends by itself: end it (clients reconnect elsewhere).
             self.end_stream()
             self._transport.close()
 
     def abort(self) -> None:
-        """Drop the connection now. The application's Task is cancelled only at
-        server shutdown; for a stream it sees ``disconnected`` and ends itself."""
+        """Drop the connection now (a reset: see ``flow.reset``). The application's Task is
+        cancelled only at server shutdown; for a stream it sees ``disconnected`` and ends itself."""
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     def cancel_application(self) -> None:
         if self._task is not None:
@@ -489,6 +496,16 @@ class HttpConnection(asyncio.Protocol):
         if request is None or self._answered:
             return
         self._answered = True
+        if self._closing and request.method == b"GET" and self._transport is not None:
+            # A GET stream asked for on a kept-alive connection after shutdown began (in the
+            # grace of shutdown()) would outlive the drain and hold the process until the
+            # shutdown timeout. Nothing of it is sent and the connection closes: a GET is
+            # idempotent, so a proxy (nginx: proxy_next_upstream error) or the client sends
+            # it again, to an instance that stays (RFC 9112 section 9.3.1). The stream's
+            # producer sees the connection gone and ends.
+            self._keep_alive = False
+            self._transport.close()
+            return
         self._streaming = True
         http10 = request.http_version == b"1.0"
         # HTTP/1.0 has no chunked coding: the body ends when the connection closes.
@@ -527,6 +544,9 @@ class HttpConnection(asyncio.Protocol):
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._on_disconnect = callback
+
+    def on_shutdown(self, callback: Callable[[], None] | None) -> None:
+        self._on_shutdown = callback
 
     def wait_disconnected(self) -> asyncio.Future[None]:
         future = self._disconnected

@@ -13,10 +13,33 @@ in the buffer, and keep the connection open, for as long as the peer likes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from enum import Flag, auto
+from typing import Final
 
 logger = logging.getLogger("mcp_fast.net")
+
+# SO_LINGER on, 0 seconds: close() sends a TCP reset and frees the socket's buffers at once.
+_RESET_ON_CLOSE: Final = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Drop a connection with a TCP reset, as nginx's ``reset_timedout_connection`` does.
+
+    A plain close of a socket whose peer reads nothing queues a FIN behind the bytes still
+    unsent: the kernel keeps them (up to its send buffer, about 4 MiB on loopback) in
+    FIN_WAIT1 for as long as the peer keeps its window shut, minutes after the server let go,
+    and the peer never learns the connection is over (bench/soak.py --fault slow-reader saw
+    both). A reset frees them at once and tells the peer.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    transport.abort()
 
 
 class ReadPause(Flag):
@@ -115,9 +138,9 @@ class FlowControl:
         self.abort()
 
     def abort(self) -> None:
-        """Drop the connection; waiting writers go on and their output is dropped."""
+        """Drop the connection (a reset); waiting writers go on and their output is dropped."""
         if not self._closed:
-            self._transport.abort()
+            reset(self._transport)
         self.on_connection_lost()
 
     def on_connection_lost(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from mcp_fast.net.connection import App, Timeouts, peer_address
 from mcp_fast.net.eager import request_failed, start_eagerly
-from mcp_fast.net.flow import FlowControl, ReadPause
+from mcp_fast.net.flow import FlowControl, ReadPause, reset
 from mcp_fast.wire.events import NEED_DATA, ProtocolError, Request, StreamReset
 from mcp_fast.wire.h2 import H2Connection, H2Limits, H2Timeouts
 from mcp_fast.wire.responder import Headers
@@ -59,13 +59,16 @@ class Http2Stream:
     """The Responder of one stream. Slotted and small: an idle SSE stream costs
     this object, the core's record and h2's stream state."""
 
-    __slots__ = ("_conn", "_disconnected", "_flags", "_on_disconnect", "_task", "_waiter", "stream_id")
+    __slots__ = (
+        "_conn", "_disconnected", "_flags", "_on_disconnect", "_on_shutdown", "_task", "_waiter", "stream_id",
+    )  # fmt: skip
 
     def __init__(self, conn: Http2Connection, stream_id: int, is_get: bool) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._flags = _GET if is_get else 0
         self._on_disconnect: Callable[[], None] | None = None
+        self._on_shutdown: Callable[[], None] | None = None
         self._disconnected: asyncio.Future[None] | None = None  # made when someone waits on it
         self._task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # a drain() waiting for window
@@ -146,6 +149,17 @@ class Http2Stream:
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._on_disconnect = callback
 
+    def on_shutdown(self, callback: Callable[[], None] | None) -> None:
+        self._on_shutdown = callback
+
+    def shutting_down(self) -> bool:
+        """Server shutdown: the application's callback, if it set one (True), ends the stream later."""
+        callback, self._on_shutdown = self._on_shutdown, None
+        if callback is None:
+            return False
+        callback()
+        return True
+
     def wait_disconnected(self) -> asyncio.Future[None]:
         future = self._disconnected
         if future is None or future.cancelled():  # a waiter that was cancelled took it along
@@ -211,6 +225,7 @@ class Http2Stream:
             self.end_stream()
         self._flags |= _DONE
         self._on_disconnect = None
+        self._on_shutdown = None
         return True
 
 
@@ -467,7 +482,7 @@ class Http2Connection(asyncio.Protocol):
             return
         self.core.goaway()
         for stream in list(self._streams.values()):
-            if stream.is_open_get_stream:
+            if stream.is_open_get_stream and not stream.shutting_down():
                 # A GET stream never ends by itself: end it (clients reconnect elsewhere).
                 stream.end_stream()
                 stream.gone()
@@ -475,7 +490,7 @@ class Http2Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     def cancel_application(self) -> None:
         for stream in list(self._streams.values()):

@@ -139,7 +139,9 @@ class HttpServer:
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (bounded), then close everything."""
         if self._server is not None:
+            held = self._hold_listeners()
             self._server.close()
+            await self._accept_queued(held)
         for connection in list(self.connections):
             connection.shutdown()
         loop = asyncio.get_running_loop()
@@ -154,6 +156,41 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
         self._remove_socket_file()
+
+    def _hold_listeners(self) -> list[socket.socket]:
+        """Duplicates of the listening sockets, kept open while ``stop`` closes the server's.
+
+        Closing a listening socket resets the connections in its accept queue: connected,
+        their request maybe sent (a proxy that opened a connection a moment ago), never
+        accepted. A reset after the request went out is an error the client cannot retry
+        safely (nginx answers a POST 502). Through a duplicate, what is queued is accepted and
+        served (with Connection: close) like any connection open when shutdown began.
+        """
+        held = []
+        for listening in self.sockets:
+            with contextlib.suppress(OSError):
+                duplicate = socket.socket(fileno=os.dup(listening.fileno()))
+                duplicate.setblocking(False)
+                held.append(duplicate)
+        return held
+
+    async def _accept_queued(self, held: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
+        context = None if self.certificates is None else self.certificates.listening
+        accepted = 0
+        for listening in held:
+            with listening:
+                while True:
+                    try:
+                        sock, _ = listening.accept()
+                    except OSError:  # BlockingIOError: the queue is empty
+                        break
+                    with contextlib.suppress(OSError, ConnectionError):
+                        await loop.connect_accepted_socket(self._make_protocol, sock, ssl=context)
+                        accepted += 1
+        if accepted:
+            await asyncio.sleep(0)  # uvloop: their connection_made runs on the next turn
+            logger.info("accepted %d queued connections while shutting down", accepted)
 
     def _remove_socket_file(self) -> None:
         """The --uds socket file goes with the server (unless another server replaced it)."""

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import orjson
 
-from mcp_fast.bounded import BoundedMap
+from mcp_fast.bounded import BoundedMap, kept
 from mcp_fast.call import Call, CallNext
 from mcp_fast.ops.ratelimit import caller_of
 from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, McpError, dumps
@@ -108,7 +108,7 @@ class Idempotency:
                 self._entries.pop(slot, None)
             return result
         try:
-            entry.result = dumps(result)
+            entry.result = kept(dumps(result))
         except TypeError:
             self._entries.pop(slot, None)  # not JSON as it is: the pipeline's encoder decides
         return result

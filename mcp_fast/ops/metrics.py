@@ -15,6 +15,11 @@ What is counted, and how it costs the request path nothing noticeable:
 - everything else (open connections and streams, sessions created, result cache hits, misses
   and evictions, rate-limit refusals, authorization failures, idempotent replays, dropped log
   lines) is read at scrape time from counters the components keep anyway: plain integers.
+- the event loop's lag (``LoopLag``): a timer that fires every 100 ms notes how late it fired.
+  ``mcp_server_event_loop_lag_seconds`` is the largest delay of the last 5 to 10 seconds (a
+  gauge; with ``--workers``, the largest of any worker), ``mcp_server_event_loop_delay_seconds``
+  the histogram of every check since start (summed over workers: its quantiles are the loop's).
+  Ten callbacks a second: nothing a request notices.
 
 Why our own table and not ``prometheus_client``: its ``Histogram.labels(...).observe()`` and
 ``Counter.labels(...).inc()`` take a lock and resolve labels on every call (2.3 µs and 1.8 µs
@@ -64,6 +69,16 @@ _FIRST_BUCKET: Final = BUCKETS[0]
 _perf_counter: Final = time.perf_counter
 # The ``le`` label of each bucket, +Inf last (the row's extra count).
 _BOUNDS: Final = (*(f'le="{bound}"' for bound in BUCKETS), 'le="+Inf"')
+
+# LoopLag: how often the loop is checked, the gauge's window, and the histogram's buckets
+# (from below a millisecond, which a healthy loop shows, up to the multi-second stall).
+LAG_INTERVAL: Final = 0.1
+LAG_WINDOW: Final = 5.0
+LAG_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+LAG: Final = "mcp_server_event_loop_lag_seconds"
+DELAY: Final = "mcp_server_event_loop_delay_seconds"
 
 Labels = tuple[str, ...]
 
@@ -144,12 +159,92 @@ def outcome(error_type: str) -> str:
     return "error"
 
 
+class LoopLag:
+    """The event loop's lag: a timer that asks to fire every ``interval`` seconds notes how much
+    later than asked it fired (a loop busy with one long callback, or starved of CPU, fires it
+    late). ``counts`` is the histogram over ``LAG_BUCKETS`` (+Inf, then the sum of seconds);
+    ``maximum()`` the largest delay of the current and the previous ``window``.
+
+    A stall of several intervals is one late firing; it is counted as the checks it held up
+    would have seen it (the delay, the delay less one interval, ...), so a long stall weighs in
+    the quantiles as much as the time it took (no coordinated omission)."""
+
+    __slots__ = ("_clock", "_due", "_handle", "_slot_end", "counts", "interval", "maxima", "window")
+
+    def __init__(
+        self,
+        interval: float = LAG_INTERVAL,
+        window: float = LAG_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.window = window
+        self._clock = clock
+        self.counts = [0.0] * (len(LAG_BUCKETS) + 2)
+        self.maxima = [0.0, 0.0]  # the previous window's largest delay, the current one's
+        self._slot_end = 0.0
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start checking (on the running loop)."""
+        now = self._clock()
+        self._slot_end = now + self.window
+        self._schedule(now)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+
+    def _schedule(self, now: float) -> None:
+        self._due = now + self.interval
+        self._handle = asyncio.get_running_loop().call_later(self.interval, self._check)
+
+    def _check(self) -> None:
+        now = self._clock()
+        self.record(now - self._due, now)
+        self._schedule(now)
+
+    def record(self, delay: float, now: float) -> None:
+        """One check that fired ``delay`` seconds late, at ``now``."""
+        delay = max(delay, 0.0)  # the loop's timer resolution (1 ms) may fire it a bit early
+        if now >= self._slot_end:
+            # A new window; one with no check at all (a stall longer than a window) leaves the
+            # previous one's largest in place, which this check's own delay exceeds.
+            self.maxima = [self.maxima[1] if now < self._slot_end + self.window else 0.0, 0.0]
+            self._slot_end = now + self.window
+        if delay > self.maxima[1]:
+            self.maxima[1] = delay
+        counts = self.counts
+        while True:
+            counts[bisect_left(LAG_BUCKETS, delay)] += 1
+            counts[-1] += delay
+            delay -= self.interval
+            if delay <= 0.0:
+                return
+
+    def maximum(self) -> float:
+        return max(self.maxima)
+
+
 @dataclass
 class _Family:
     kind: str  # counter or gauge
     help: str
     labels: tuple[str, ...]
     read: Callable[[], Mapping[Labels, float]]
+    # How --workers add up: "sum" (counts, open connections), or "max" (the loop's lag).
+    aggregate: str = "sum"
+
+
+@dataclass
+class _Histogram:
+    """A histogram without labels besides the request table (``LoopLag``'s)."""
+
+    help: str
+    buckets: tuple[float, ...]
+    read: Callable[[], list[float]]  # counts per bucket, +Inf, then the sum
 
 
 @dataclass
@@ -159,10 +254,16 @@ class Snapshot:
     counters: dict[str, list[tuple[Labels, float]]] = field(default_factory=dict)
     gauges: dict[str, list[tuple[Labels, float]]] = field(default_factory=dict)
     histogram: list[tuple[Labels, list[float]]] = field(default_factory=list)
+    histograms: dict[str, list[float]] = field(default_factory=dict)  # the unlabelled ones
 
     def to_json(self) -> bytes:
         return json.dumps(
-            {"counters": self.counters, "gauges": self.gauges, "histogram": self.histogram}
+            {
+                "counters": self.counters,
+                "gauges": self.gauges,
+                "histogram": self.histogram,
+                "histograms": self.histograms,
+            }
         ).encode()
 
     @classmethod
@@ -178,6 +279,7 @@ class Snapshot:
             series(raw["counters"]),
             series(raw["gauges"]),
             [(tuple(labels), [float(v) for v in row]) for labels, row in raw["histogram"]],
+            {name: [float(v) for v in row] for name, row in raw.get("histograms", {}).items()},
         )
 
 
@@ -187,6 +289,7 @@ class Metrics:
     def __init__(self, registry: Registry) -> None:
         self.requests = RequestMetrics(registry)
         self._families: dict[str, _Family] = {}
+        self._histograms: dict[str, _Histogram] = {}
         self.share: MetricsShare | None = None
 
     def counter(
@@ -205,8 +308,34 @@ class Metrics:
         help: str,
         read: Callable[[], Mapping[Labels, float] | float],
         labels: Iterable[str] = (),
+        aggregate: str = "sum",
     ) -> None:
-        self._add(name, "gauge", help, tuple(labels), read)
+        """A gauge read at scrape time; ``aggregate="max"``: --workers show the largest value of
+        any worker instead of the sum."""
+        self._add(name, "gauge", help, tuple(labels), read, aggregate)
+
+    def histogram(
+        self, name: str, help: str, buckets: tuple[float, ...], read: Callable[[], list[float]]
+    ) -> None:
+        """A histogram without labels, read at scrape time: counts per bucket, +Inf, the sum."""
+        self._histograms[name] = _Histogram(help, buckets, read)
+
+    def loop_lag(self, lag: LoopLag) -> None:
+        """The event loop's lag (``LoopLag``): its gauge and its histogram."""
+        self.gauge(
+            LAG,
+            "The largest delay of the event loop over the last 5 to 10 seconds: how much later than "
+            "asked a timer checking every 100 ms fired (--workers: the largest of any worker).",
+            lag.maximum,
+            aggregate="max",
+        )
+        self.histogram(
+            DELAY,
+            "How late each 100 ms check of the event loop fired, since start (a stall counts once "
+            "per check it held up).",
+            LAG_BUCKETS,
+            lambda: list(lag.counts),
+        )
 
     def _add(
         self,
@@ -215,12 +344,13 @@ class Metrics:
         help: str,
         labels: tuple[str, ...],
         read: Callable[[], Mapping[Labels, float] | float],
+        aggregate: str = "sum",
     ) -> None:
         def rows() -> Mapping[Labels, float]:
             value = read()
             return value if isinstance(value, Mapping) else {(): float(value)}
 
-        self._families[name] = _Family(kind, help, labels, rows)
+        self._families[name] = _Family(kind, help, labels, rows, aggregate)
 
     def snapshot(self) -> Snapshot:
         snapshot = Snapshot()
@@ -232,6 +362,7 @@ class Metrics:
                 continue
             (snapshot.counters if family.kind == "counter" else snapshot.gauges)[name] = rows
         snapshot.histogram = [(labels, list(row)) for labels, row in self.requests.rows.items()]
+        snapshot.histograms = {name: list(histogram.read()) for name, histogram in self._histograms.items()}
         return snapshot
 
     def render(self) -> bytes:
@@ -239,22 +370,38 @@ class Metrics:
         snapshots = [self.snapshot()]
         if self.share is not None:
             snapshots.extend(self.share.others())
-        return render(self._families, merge(snapshots))
+        highest = frozenset(name for name, family in self._families.items() if family.aggregate == "max")
+        return render(self._families, merge(snapshots, highest), self._histograms)
 
     def handle(self, request: HttpRequest) -> Response:
         return Response(200, self.render(), CONTENT_TYPE)
 
 
-def merge(snapshots: list[Snapshot]) -> Snapshot:
-    """Counters, gauges and histogram rows summed over processes."""
+def merge(snapshots: list[Snapshot], highest: frozenset[str] = frozenset()) -> Snapshot:
+    """Counters, gauges and histogram rows summed over processes; the gauges named in
+    ``highest`` take the largest value instead."""
     total = Snapshot()
     for part, into in (("counters", total.counters), ("gauges", total.gauges)):
         for snapshot in snapshots:
             for name, rows in getattr(snapshot, part).items():
                 summed = dict(into.get(name, []))
                 for labels, value in rows:
-                    summed[labels] = summed.get(labels, 0.0) + value
+                    before = summed.get(labels)
+                    if before is None:
+                        summed[labels] = value
+                    elif name in highest:
+                        summed[labels] = max(before, value)
+                    else:
+                        summed[labels] = before + value
                 into[name] = list(summed.items())
+    for snapshot in snapshots:
+        for name, row in snapshot.histograms.items():
+            kept = total.histograms.get(name)
+            if kept is None or len(kept) != len(row):
+                total.histograms[name] = list(row)
+            else:
+                for index, value in enumerate(row):
+                    kept[index] += value
     histogram: dict[Labels, list[float]] = {}
     for snapshot in snapshots:
         for labels, row in snapshot.histogram:
@@ -283,7 +430,11 @@ def _number(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
 
 
-def render(families: Mapping[str, _Family], snapshot: Snapshot) -> bytes:
+def render(
+    families: Mapping[str, _Family],
+    snapshot: Snapshot,
+    histograms: Mapping[str, _Histogram] | None = None,
+) -> bytes:
     lines: list[str] = []
     # The request histogram, and the request counter derived from it.
     rows = sorted(snapshot.histogram)
@@ -318,6 +469,19 @@ def render(families: Mapping[str, _Family], snapshot: Snapshot) -> bytes:
             lines.append(f"# TYPE {name} {kind}")
             for labels, value in sorted(series):
                 lines.append(f"{name}{_labels(family.labels, labels)} {_number(value)}")
+    for name, row in sorted(snapshot.histograms.items()):
+        histogram = (histograms or {}).get(name)
+        if histogram is None or len(row) != len(histogram.buckets) + 2:
+            continue
+        lines.append(f"# HELP {name} {histogram.help}")
+        lines.append(f"# TYPE {name} histogram")
+        cumulative = 0.0
+        bounds = (*(f'le="{bound}"' for bound in histogram.buckets), 'le="+Inf"')
+        for bound, count in zip(bounds, row, strict=False):
+            cumulative += count
+            lines.append(f"{name}_bucket{{{bound}}} {_number(cumulative)}")
+        lines.append(f"{name}_sum {row[-1]!r}")
+        lines.append(f"{name}_count {_number(cumulative)}")
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -27,6 +27,7 @@ from mcp_fast.call import Call
 
 logger = logging.getLogger("mcp_fast.tracing")
 
+
 def tracing_available() -> bool:
     """opentelemetry-api is in use (imported by the app or its instrumentation) and a real
     tracer provider is configured."""

@@ -164,6 +164,11 @@ class ChannelSession:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    async def idle(self) -> None:
+        """Return once no request of this session runs (each one's answer sent)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     # -- messages from the client ----------------------------------------------------
 
     def receive(

@@ -153,6 +153,9 @@ class _Delegating:
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self._inner.on_disconnect(callback)
 
+    def on_shutdown(self, callback: Callable[[], None] | None) -> None:
+        self._inner.on_shutdown(callback)
+
     async def wait_disconnected(self) -> None:
         await self._inner.wait_disconnected()
 

@@ -91,6 +91,11 @@ def _refuse(responder: Responder, refusal: HttpError) -> None:
     responder.respond(refusal.status, (*JSON_HEADERS, *refusal.headers), jsonrpc.encode_error(None, refusal))
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _is_json(content_type: bytes | None) -> bool:
     if content_type is None:
         return False
@@ -199,10 +204,20 @@ class HttpSseTransport:
         # 2024-11-05 "HTTP with SSE": the server MUST first send an `endpoint` event.
         endpoint = self.settings.messages_path + b"?session_id=" + session.id.encode()
         responder.send_stream(sse.encode_event(endpoint, event=b"endpoint"))
+        # At server shutdown the stream ends only once what the session owes is sent: the
+        # answers of its requests still running travel on it (a GET stream of Streamable HTTP
+        # carries none, and ends at once).
+        leaving: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        responder.on_shutdown(lambda: _settle(leaving))
+        gone = asyncio.ensure_future(responder.wait_disconnected())
         try:
             self._ensure_keepalive_ticker()
-            await responder.wait_disconnected()
+            await asyncio.wait((gone, leaving), return_when=asyncio.FIRST_COMPLETED)
+            if not gone.done():
+                await channel.idle()
         finally:
+            if isinstance(gone, asyncio.Task):  # (a wrapping Responder's coroutine; the
+                gone.cancel()  # connection's own future is shared, and left alone)
             # The stream was the session: what still runs can never be answered.
             del self.sessions[session.id]
             channel.end()

@@ -167,7 +167,8 @@ class JwtSessions:
         session: Session | None = self._verified.get(token)
         if session is None:
             session = self._verify(token)
-            self._verified.put(token, session)
+            if session.id not in self._ended:  # a token refused again and again is not remembered
+                self._verified.put(token, session)
         if session.expires_at <= now:
             self._verified.pop(token, None)
             raise SessionNotFound("the session has expired")
@@ -176,6 +177,7 @@ class JwtSessions:
             for session_id, expires_at, _ in shared.refresh(now):
                 self._ended.put(session_id, expires_at)
         if session.id in self._ended:
+            self._verified.pop(token, None)  # ended on another instance since it was remembered
             raise SessionNotFound("the session has ended")
         return session
 

@@ -36,6 +36,11 @@ class Responder(Protocol):
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` if the peer goes away before the exchange ends (None: forget it)."""
 
+    def on_shutdown(self, callback: Callable[[], None] | None) -> None:
+        """For a GET stream that carries answers still owed (the old HTTP+SSE transport's):
+        at server shutdown call ``callback`` instead of ending the stream; the application
+        ends it once it owes nothing (the shutdown timeout bounds the wait)."""
+
     def wait_disconnected(self) -> Awaitable[None]:
         """An awaitable that completes once the peer is gone (a long-lived stream waits on it;
         a future rather than a coroutine keeps an idle stream small)."""

@@ -97,7 +97,6 @@ class SessionlessPost:
         responder.on_disconnect(call.cancel)
         return deliver_later(call, answer)  # type: ignore[arg-type]
 
-
     @staticmethod
     def _not_a_request(body: Any, responder: Responder) -> None:
         """A notification (202, nothing to act on over HTTP), a response (clients send none in
