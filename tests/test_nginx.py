@@ -855,9 +855,11 @@ def test_old_sse_transport_reaches_the_instance_that_holds_the_stream(fleet: Fle
         r"^POST /messages/(\w)\?session_id=\w+ (\d+) up=(\S+) ", fleet.nginx.access_log()[log_start:], re.M
     )
     assert {path for path, _, _ in posts} == {"a", "b"}, posts
-    assert all(fleet.instance_of(upstream) == path and status == "202" for path, status, upstream in posts), (
-        posts
-    )
+    assert all(fleet.instance_of(upstream) == path for path, _, upstream in posts), posts
+    # 202 each; nginx logs 499 for a POST whose client closed the connection before the answer
+    # (seen once in a full run on a loaded machine, as the client closed its session).
+    assert all(status in ("202", "499") for _, status, _ in posts), posts
+    assert sum(status == "202" for _, status, _ in posts) >= len(posts) - 1, posts
 
 
 # -- upstream keep-alive -----------------------------------------------------------------------------
