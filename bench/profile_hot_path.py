@@ -158,6 +158,14 @@ def classify(stack: list[str]) -> str:
     return "other (interpreter, GC, libc)"
 
 
+def _idle_pool_thread(stack: list[str]) -> bool:
+    """A handler thread waiting for work (the thread pool of plain ``def`` handlers): py-spy's
+    native mode samples it as busy, but it takes no CPU."""
+    return any(frame.startswith("_worker ") for frame in stack) and "SimpleQueue_get" in stack[-1] + "".join(
+        stack[-5:]
+    )
+
+
 def analyse(raw_path: Path, cpu_us: float, kernel_share: float) -> tuple[list[dict[str, Any]], int, float]:
     """Steps with their share of samples and µs per request.
 
@@ -172,9 +180,12 @@ def analyse(raw_path: Path, cpu_us: float, kernel_share: float) -> tuple[list[di
         stack_text, _, count = line.rpartition(" ")
         if not stack_text:
             continue
+        stack = stack_text.split(";")
+        if _idle_pool_thread(stack):
+            continue
         n = int(count)
         total += n
-        steps[classify(stack_text.split(";"))] += n
+        steps[classify(stack)] += n
     kernel_samples = sum(n for step, n in steps.items() if step.startswith("kernel"))
     user_samples = total - kernel_samples
     rows = []
