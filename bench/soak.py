@@ -32,6 +32,7 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -674,8 +675,13 @@ def print_summary(summary: dict[str, Any], checks: list[tuple[bool, str]]) -> No
         print(f"  [{'ok' if ok else 'FAIL'}] {message}")
 
 
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # the servers, nginx and Redis it started are stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     weights = weights_of(args.mix)
     fault = FAULTS[args.fault]() if args.fault else None
     if fault is not None:

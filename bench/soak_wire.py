@@ -383,6 +383,8 @@ class H2:
                 stream.future.set_result(
                     Reply(stream.status, stream.headers, bytes(stream.body), self.local_port)
                 )
+            if self.closed and not self.streams and self._writer is not None:
+                self._writer.close()  # after a GOAWAY: the last answer came
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None and not stream.future.done():
@@ -395,6 +397,13 @@ class H2:
                 stream = self.streams.pop(stream_id)
                 if not stream.future.done():
                     stream.future.set_exception(Unsent(f"GOAWAY after stream {last}"))
+            if self.streams and event.error_code == 0:
+                # The rest "might still complete successfully" (section 6.8), and a graceful
+                # GOAWAY (nginx's after keepalive_requests, 1,000 by default) says they will.
+                # The h2 library closes its connection state at any GOAWAY and refuses every
+                # frame after it (python-hyper/h2 issue 1181): reopened for receiving only,
+                # as this client opens no stream once ``closed``.
+                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
 
     def close(self) -> None:
         self.closed = True
