@@ -297,9 +297,10 @@ class HttpConnection(asyncio.Protocol):
         )
 
     def _idle(self) -> None:
-        """Between requests: the keep-alive timeout runs."""
+        """Between requests: the keep-alive timeout runs (during shutdown, its short grace)."""
         self.phase = Phase.IDLE
-        self.deadline = self._loop.time() + self._timeouts.keep_alive
+        wait = _SHUTDOWN_GRACE if self._closing else self._timeouts.keep_alive
+        self.deadline = self._loop.time() + wait
 
     def _process(self, data: bytes | None = None) -> None:
         """Pull and start requests until one is in flight or more bytes are needed.
@@ -443,7 +444,12 @@ class HttpConnection(asyncio.Protocol):
         """Server shutdown: busy connections close after their answer (``Connection: close``),
         GET streams end, idle ones close after a short grace."""
         self._closing = True
-        self._keep_alive = False
+        if not self._answered or self._current is None:
+            # A head sent already promised keep-alive: a proxy takes the connection back into
+            # its pool once the answer ends, and may send on it at once, so closing after the
+            # answer would reset that request (nginx: 502 for a POST). It is served as an idle
+            # one is, below; a head still to come says Connection: close.
+            self._keep_alive = False
         if self._transport is None:
             return
         if self._current is None:
