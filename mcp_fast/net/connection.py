@@ -465,9 +465,14 @@ class HttpConnection(asyncio.Protocol):
             if callback is not None:
                 callback()  # the application ends the stream once it owes nothing
                 return
-            # A GET stream never ends by itself: end it (clients reconnect elsewhere).
+            # A GET stream never ends by itself: end it (clients reconnect elsewhere). Its head
+            # promised keep-alive, and a proxy pools the connection as soon as the last chunk
+            # arrives: closing it right after would reset the request the proxy sends on it
+            # next (nginx: 502 for a POST). So the stream's producer learns the stream is over
+            # as if its client had left, and the connection then waits out the grace as an
+            # idle one does (a request in it is answered with Connection: close).
             self.end_stream()
-            self._transport.close()
+            self._peer_gone()
 
     def abort(self) -> None:
         """Drop the connection now (a reset: see ``flow.reset``). The application's Task is
