@@ -1223,7 +1223,13 @@ class Client:
 
 def client_main(plan: Plan, queue: Any) -> None:
     """The entry point of a client process."""
+    import signal
+
     import uvloop
+
+    # Ended at once when the orchestrator terminates it (SIGTERM): its own handler (inherited
+    # by the fork) would exit through Python and wait for reports nobody reads any more.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     async def main() -> None:
         await Client(plan, queue.put).run()
