@@ -405,12 +405,12 @@ class KillWorker(Fault):
 # -- a client that stops reading ---------------------------------------------------------------
 
 SLOW_ECHO_BYTES = 256 << 10
-SLOW_PIPELINED = 32
-SLOW_CONNECTIONS = 8
+SLOW_PIPELINED = 24
+SLOW_CONNECTIONS = 4
 SLOW_LEGACY = 2
-# 12 MiB of answers per old-transport stream: more than a loopback socket's kernel buffers take
+# 6 MiB of answers per old-transport stream: more than a loopback socket's kernel buffers take
 # (about 4 MiB), so the server itself has to hold, then drop, what is left.
-SLOW_LEGACY_CALLS = 48
+SLOW_LEGACY_CALLS = 24
 TCP_CLOSE_WAIT, TCP_CLOSE = 8, 7
 
 
@@ -718,7 +718,7 @@ class RedisRestart(Fault):
     def build(self, directory: Path, extra: list[str]) -> Deployment:
         self.redis = Redis(directory)
         self.redis.start()
-        return NginxFleet(directory, extra, redis_url=self.redis.url)
+        return NginxFleet(directory, extra, redis_url=self.redis.url, redis=self.redis)
 
     def prepare(self, deployment: Deployment, weights: dict[str, float]) -> None:
         super().prepare(deployment, weights)

@@ -314,11 +314,12 @@ class LegacySession:
         reply = await client.exchange(
             step, "POST", self.endpoint, {"Content-Type": "application/json"}, orjson.dumps(message)
         )
-        if reply.status == 502 and client.target.proxied and await self.ended():
-            # The instance holding this session's stream is gone (it ended the stream at its
-            # SIGTERM, then stopped accepting), so nginx could not pass the POST on: the
-            # session is over, and its client starts a new one (op_legacy sends again).
-            raise Unsent("old transport: the session's instance went away")
+        if reply.status in (404, 502) and await self.ended():
+            # The instance holding this session's stream went away (it ended the stream at
+            # its SIGTERM): nginx finds nobody listening (502), or the instance started again
+            # in its place knows no such session (404). The session is over and the request
+            # was not run; its client starts a new session (op_legacy sends again).
+            raise Unsent(f"old transport: the session's instance went away (HTTP {reply.status})")
         expect(reply.status == 202, f"POST {self.endpoint.split('?')[0]}: HTTP {reply.status}", reply.body)
 
     async def ended(self, wait: float = 2.0) -> bool:
@@ -339,6 +340,10 @@ class LegacySession:
         except BaseException:
             step.pending -= 1
             self.waiting.pop(str(message["id"]), None)
+            if future.done() and not future.cancelled():
+                future.exception()  # the stream's end, already told to it: seen, not logged
+            else:
+                future.cancel()
             raise
         try:
             answer = await future
@@ -1218,7 +1223,13 @@ class Client:
 
 def client_main(plan: Plan, queue: Any) -> None:
     """The entry point of a client process."""
+    import signal
+
     import uvloop
+
+    # Ended at once when the orchestrator terminates it (SIGTERM): its own handler (inherited
+    # by the fork) would exit through Python and wait for reports nobody reads any more.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     async def main() -> None:
         await Client(plan, queue.put).run()

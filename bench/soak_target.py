@@ -310,12 +310,17 @@ class Deployment:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.instances: list[Instance] = []
-        self.extra_pids: list[int] = []  # watched for CPU only (nginx)
+        self.helper_pids: list[int] = []  # watched for CPU only (nginx)
         self.expect_503: frozenset[str] = frozenset()  # operations a fault lets meet 503
 
     @property
     def target(self) -> Target:
         raise NotImplementedError
+
+    @property
+    def extra_pids(self) -> list[int]:
+        """Processes of the target that are not servers (nginx, Redis): their CPU is not noise."""
+        return self.helper_pids
 
     def server_pids(self) -> list[int]:
         return [pid for instance in self.instances for pid in instance.pids()]
@@ -451,9 +456,12 @@ class NginxFleet(Deployment):
 
     kind = "nginx"
 
-    def __init__(self, directory: Path, extra_args: list[str], redis_url: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, extra_args: list[str], redis_url: str | None = None, redis: Redis | None = None
+    ) -> None:
         super().__init__(directory)
         self.redis_url = redis_url
+        self.redis = redis
         ports = free_ports(4)
         self.http_port, self.h2_port = ports[2], ports[3]
         shared = ["--redis", redis_url] if redis_url else ["--fleet-dir", str(directory / "fleet")]
@@ -488,6 +496,12 @@ class NginxFleet(Deployment):
             expect_503=self.expect_503,
             proxied=True,
         )
+
+    @property
+    def extra_pids(self) -> list[int]:
+        redis = self.redis.process if self.redis is not None else None
+        alive = redis is not None and redis.poll() is None
+        return [*self.helper_pids, *([redis.pid] if alive and redis is not None else [])]
 
     def conf(self) -> str:
         upstream_all = "\n".join(f"        server 127.0.0.1:{instance.port};" for instance in self.instances)
@@ -556,7 +570,7 @@ http {{
         deadline = time.monotonic() + 5
         while not children_of(self.nginx.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.extra_pids = [self.nginx.pid, *children_of(self.nginx.pid)]
+        self.helper_pids = [self.nginx.pid, *children_of(self.nginx.pid)]
 
     def stop(self) -> None:
         if self.nginx is not None and self.nginx.poll() is None:

@@ -279,6 +279,23 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
 
 
+class _ReadAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, but a GOAWAY received leaves it open.
+
+    After a GOAWAY the streams up to its last stream id "might still complete successfully"
+    (RFC 9113 section 6.8), and after a graceful one (nginx sends it after keepalive_requests,
+    1,000 by default) they do. The h2 library closes its connection state at any GOAWAY and
+    refuses every frame after it, even one in the same read (python-hyper/h2 issue 1181), so
+    each GOAWAY cost the streams in flight. This client opens no stream once it has seen one
+    (``H2.closed``), so staying open only lets the answers in.
+    """
+
+    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[Any]:
+        if input_ is h2.connection.ConnectionInputs.RECV_GOAWAY:
+            return []
+        return super().process_input(input_)  # type: ignore[no-any-return]
+
+
 class H2:
     """One HTTP/2 connection (prior knowledge), many concurrent requests."""
 
@@ -289,6 +306,7 @@ class H2:
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        self.conn.state_machine = _ReadAfterGoaway()
         self.streams: dict[int, _Stream] = {}
         self.slots = asyncio.Semaphore(max_streams)
         self.closed = False
@@ -397,13 +415,7 @@ class H2:
                 stream = self.streams.pop(stream_id)
                 if not stream.future.done():
                     stream.future.set_exception(Unsent(f"GOAWAY after stream {last}"))
-            if self.streams and event.error_code == 0:
-                # The rest "might still complete successfully" (section 6.8), and a graceful
-                # GOAWAY (nginx's after keepalive_requests, 1,000 by default) says they will.
-                # The h2 library closes its connection state at any GOAWAY and refuses every
-                # frame after it (python-hyper/h2 issue 1181): reopened for receiving only,
-                # as this client opens no stream once ``closed``.
-                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+
 
     def close(self) -> None:
         self.closed = True

@@ -548,6 +548,88 @@ def test_connections_in_the_accept_queue_at_shutdown_are_served() -> None:
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), (run, answer)
 
 
+def test_an_answer_sent_with_keep_alive_before_shutdown_keeps_its_promise() -> None:
+    """Its head promised keep-alive, so a proxy takes the connection back once the answer
+    ended and may send the next request at once, while the exchange is still finishing on our
+    side (a handler that returns after answering, an SSE stream's last chunk). Shutdown begun
+    meanwhile must not close it under that request (nginx: 502): it is answered, with
+    Connection: close."""
+    import asyncio
+
+    import uvloop
+
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    async def app(request: Request, responder: Responder) -> None:
+        responder.respond(200, [(b"content-type", b"text/plain")], request.target)
+        if request.target == b"/first":
+            await asyncio.sleep(0.3)  # answered; the exchange ends a moment later
+
+    async def scenario() -> tuple[bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(app, NetSettings(port=0))
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = await reader.readuntil(b"/first")
+        stopping = loop.create_task(server.stop())
+        await asyncio.sleep(0.05)  # shutdown has begun; the first exchange is still running
+        writer.write(b"POST /second HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        second = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await stopping
+        return first, second
+
+    first, second = uvloop.run(scenario())
+    assert b"connection: close" not in first.lower()
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"/second"), second
+    assert b"connection: close" in second.lower()
+
+
+def test_a_get_stream_ended_by_shutdown_leaves_its_connection_for_one_more_request() -> None:
+    """Shutdown ends a GET stream; its head promised keep-alive, so a proxy may pool the
+    connection as soon as the last chunk arrives and send a POST on it at once: that request
+    is answered (Connection: close), not reset."""
+    import asyncio
+
+    import uvloop
+
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    async def app(request: Request, responder: Responder) -> None:
+        if request.method == b"GET":
+            responder.start_stream(200, [(b"content-type", b"text/event-stream")])
+            responder.send_stream(b": open\n\n")
+            await responder.wait_disconnected()  # until its client leaves (or shutdown ends it)
+            responder.end_stream()
+        else:
+            responder.respond(200, [(b"content-type", b"text/plain")], b"posted")
+
+    async def scenario() -> bytes:
+        server = HttpServer(app, NetSettings(port=0))
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await reader.readuntil(b": open\n\n\r\n")
+        stopping = asyncio.get_running_loop().create_task(server.stop())
+        await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)  # the stream's end
+        writer.write(b"POST /p HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await stopping
+        return answer
+
+    answer = uvloop.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"posted"), answer
+    assert b"connection: close" in answer.lower()
+
+
 def test_timeouts(tmp_path: Path) -> None:
     running = start_server(
         tmp_path, "--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1", "--stateless"

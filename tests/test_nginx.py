@@ -623,7 +623,9 @@ def test_server_to_client_requests_find_the_instance_that_asked(fleet: Fleet) ->
         content = types.TextContent(type="text", text="Paris")
         return types.CreateMessageResult(role="assistant", content=content, model="m", stop_reason="endTurn")
 
-    async def elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+    async def elicitation(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
         return types.ElicitResult(action="accept", content={"username": "ann", "email": "ann@example.com"})
 
     async def body(client: Client) -> list[str]:
@@ -636,10 +638,14 @@ def test_server_to_client_requests_find_the_instance_that_asked(fleet: Fleet) ->
     texts = run_client(
         fleet.nginx.url, body, recorder, sampling_callback=sampling, elicitation_callback=elicitation
     )
-    assert texts == [
-        "LLM response: Paris",
-        "User response: action=accept, content={'username': 'ann', 'email': 'ann@example.com'}",
-    ] * 2
+    assert (
+        texts
+        == [
+            "LLM response: Paris",
+            "User response: action=accept, content={'username': 'ann', 'email': 'ann@example.com'}",
+        ]
+        * 2
+    )
     # The answers did cross: some reached the instance that had not asked (each answer POST
     # follows the head of its own tools/call's stream).
     asker, crossed = None, 0
@@ -1130,7 +1136,8 @@ def test_a_client_that_dropped_its_get_stream_can_open_it_again(tmp_path: Path) 
 def test_sigterm_finishes_the_call_in_flight_and_the_session_moves_on(tmp_path: Path) -> None:
     """A rolling restart: SIGTERM the instance running a tool call; the call still completes
     (mcp_fast finishes requests in flight), and the session's next requests go to the other
-    instance (nginx: connection refused -> next upstream, safe for POST: nothing was sent)."""
+    instance (nginx: connection refused -> next upstream, safe for POST: nothing was sent; a
+    connection already pooled to the stopping one may carry one more, answered in its grace)."""
     with running_fleet(tmp_path) as fleet:
         recorder = Recorder()
         stopped: list[str] = []
@@ -1157,7 +1164,11 @@ def test_sigterm_finishes_the_call_in_flight_and_the_session_moves_on(tmp_path: 
         survivor = "b" if gone == "a" else "a"
         assert fleet.backends[gone].process.wait(timeout=15) == 0
         after = recorder.calls("tools/call")[1:]
-        assert [fleet.instance_of(e.upstream) for e in after] == [survivor] * 4
+        where = [fleet.instance_of(e.upstream) for e in after]
+        # A connection nginx pooled to the stopping instance may still carry a request in its
+        # shutdown grace (answered, with Connection: close, which takes it out of the pool);
+        # then the survivor takes every request.
+        assert where[-1] == survivor and where == sorted(where, key=lambda name: name == survivor), where
         assert all(e.status == 200 for e in after)
 
 

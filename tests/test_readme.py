@@ -104,6 +104,10 @@ BLOCKS: dict[str, Skip | Check] = {
     "kubectl apply -k deploy/k8s/": Skip(
         "needs a Kubernetes cluster; tests/test_deploy.py validates the manifests with kubernetes-validate --strict"
     ),
+    "python bench/soak.py --seconds 30": Skip(
+        "a benchmark (about 40 s, most of the machine): tests/test_soak.py runs bench/soak.py briefly, "
+        "the mix and each fault, and checks what it reports"
+    ),
     "python scripts/mutations.py --check   # seconds: every row still applies (tests/test_mutations.py runs this)": Skip(
         "the full run applies every mutation and runs its tests (the suite within the suite); "
         "tests/test_mutations.py runs the --check line"

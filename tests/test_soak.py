@@ -207,7 +207,7 @@ def test_a_client_that_stops_reading(runs: dict[str, Run]) -> None:
     figures = summary["fault"]["figures"]
     assert figures["dropped by the server"] == figures["slow connections"] > 0
     assert figures["RSS peak after (MiB)"] - figures["RSS before (MiB)"] <= 32
-    assert figures["answers asked for (MiB)"] > 64
+    assert figures["answers asked for (MiB)"] >= 36  # more than the kernel buffers of its sockets take
 
 
 def test_the_audit_log_disk_full(runs: dict[str, Run]) -> None:

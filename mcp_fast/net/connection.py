@@ -297,9 +297,10 @@ class HttpConnection(asyncio.Protocol):
         )
 
     def _idle(self) -> None:
-        """Between requests: the keep-alive timeout runs."""
+        """Between requests: the keep-alive timeout runs (during shutdown, its short grace)."""
         self.phase = Phase.IDLE
-        self.deadline = self._loop.time() + self._timeouts.keep_alive
+        wait = _SHUTDOWN_GRACE if self._closing else self._timeouts.keep_alive
+        self.deadline = self._loop.time() + wait
 
     def _process(self, data: bytes | None = None) -> None:
         """Pull and start requests until one is in flight or more bytes are needed.
@@ -443,7 +444,12 @@ class HttpConnection(asyncio.Protocol):
         """Server shutdown: busy connections close after their answer (``Connection: close``),
         GET streams end, idle ones close after a short grace."""
         self._closing = True
-        self._keep_alive = False
+        if not self._answered or self._current is None:
+            # A head sent already promised keep-alive: a proxy takes the connection back into
+            # its pool once the answer ends, and may send on it at once, so closing after the
+            # answer would reset that request (nginx: 502 for a POST). It is served as an idle
+            # one is, below; a head still to come says Connection: close.
+            self._keep_alive = False
         if self._transport is None:
             return
         if self._current is None:
@@ -459,9 +465,14 @@ class HttpConnection(asyncio.Protocol):
             if callback is not None:
                 callback()  # the application ends the stream once it owes nothing
                 return
-            # A GET stream never ends by itself: end it (clients reconnect elsewhere).
+            # A GET stream never ends by itself: end it (clients reconnect elsewhere). Its head
+            # promised keep-alive, and a proxy pools the connection as soon as the last chunk
+            # arrives: closing it right after would reset the request the proxy sends on it
+            # next (nginx: 502 for a POST). So the stream's producer learns the stream is over
+            # as if its client had left, and the connection then waits out the grace as an
+            # idle one does (a request in it is answered with Connection: close).
             self.end_stream()
-            self._transport.close()
+            self._peer_gone()
 
     def abort(self) -> None:
         """Drop the connection now (a reset: see ``flow.reset``). The application's Task is

@@ -185,8 +185,12 @@ class HttpServer:
                         sock, _ = listening.accept()
                     except OSError:  # BlockingIOError: the queue is empty
                         break
-                    with contextlib.suppress(OSError, ConnectionError):
+                    try:
                         await loop.connect_accepted_socket(self._make_protocol, sock, ssl=context)
+                    except OSError as exc:  # (a failed TLS handshake, a peer gone meanwhile)
+                        logger.info("a queued connection failed as it was accepted: %s", exc)
+                        sock.close()
+                    else:
                         accepted += 1
         if accepted:
             await asyncio.sleep(0)  # uvloop: their connection_made runs on the next turn
