@@ -4,7 +4,7 @@ Two things are broadcast this way: ended sessions (``ended/``) and ``notificatio
 that reached another instance than the one running the request (``cancelled/``).
 
 - A stateless session is ended (DELETE) by keeping its id on a denylist until its token would
-  have expired anyway. In one process that is a map (``JwtSessions``). A fleet must share it:
+  have expired anyway. In one process that is a set (``EndedSessions``). A fleet must share it:
   several ``--workers``, or instances behind a load balancer with a shared volume. Otherwise a
   session ended on one instance goes on working on the others, and basic/transports.mdx "Session
   Management" says the server MUST answer 404 for it after the DELETE.
