@@ -768,6 +768,7 @@ class RedisRestart(Fault):
         window_end = (self.started_at or time.time()) + self.recovery
         other_5xx = 0
         answered_503 = 0
+        last_503 = None
         for line in deployment.access_log():
             parts = line.split()
             with contextlib.suppress(ValueError, IndexError):
@@ -778,9 +779,13 @@ class RedisRestart(Fault):
                     and self.stopped_at - 1 <= when <= window_end
                 ):
                     answered_503 += 1
+                    last_503 = when if last_503 is None else max(last_503, when)
                 elif status >= 500:
                     other_5xx += 1
         self.figures["503 answers in nginx's log"] = answered_503
+        if last_503 is not None and self.started_at is not None:
+            # How long after Redis was back the last request was refused for its absence.
+            self.figures["last 503 after Redis was back (s)"] = round(last_503 - self.started_at, 2)
         self.checks.append(
             (
                 other_5xx == 0,
