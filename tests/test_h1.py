@@ -1528,3 +1528,96 @@ def test_date_line_from_set_date_in_every_head() -> None:
         assert b"Date" not in encode_response(200, headers, b"{}", keep_alive=True)[0]
     finally:
         set_date("")
+
+
+# ---------------------------------------------------------------------------
+# A repeated head (a keep-alive client sends the same head with each request)
+
+
+def _post(body: bytes, *extra: bytes) -> bytes:
+    return head(b"POST /mcp HTTP/1.1", b"Host: a", *extra, b"Content-Length: %d" % len(body)) + body
+
+
+def _post_ev(body: bytes, **extra: bytes) -> Ev:
+    headers = {b"host": b"a", **{name.encode(): value for name, value in extra.items()}}
+    headers[b"content-length"] = b"%d" % len(body)
+    return req_ev(b"POST", b"/mcp", headers, body)
+
+
+def test_repeated_head_is_parsed_as_the_first() -> None:
+    """The same head again (bodies differ): the same request, whatever the split."""
+    one, two, three = b'{"id":1}', b'{"id":2}', b'{"id":3}'
+    data = _post(one) + _post(two) + _post(three)
+    check(data, [_post_ev(one), _post_ev(two), _post_ev(three), ("closed",)])
+
+
+def test_head_of_the_same_size_with_other_bytes_is_parsed_anew() -> None:
+    """A head of the same length that differs in one byte (another Content-Length, another
+    session id) must not be taken for the last one."""
+    short, longer = b"x" * 10, b"y" * 20  # "Content-Length: 10" and ": 20": same size
+    first = _post(short, b"Mcp-Session-Id: aaaa")
+    second = _post(longer, b"Mcp-Session-Id: aaab")
+    assert len(first) - len(short) == len(second) - len(longer)
+    check(
+        first + second,
+        [
+            _post_ev(short, **{"mcp-session-id": b"aaaa"}),
+            _post_ev(longer, **{"mcp-session-id": b"aaab"}),
+            ("closed",),
+        ],
+    )
+
+
+def test_repeated_head_gives_each_request_its_own_headers() -> None:
+    conn = H1Connection()
+    body = b"{}"
+    first = conn.feed(_post(body))
+    second = conn.feed(_post(body))
+    assert isinstance(first, Request) and isinstance(second, Request)
+    assert first.headers == second.headers and first.headers is not second.headers
+    second.headers[b"host"] = b"changed"
+    third = conn.feed(_post(body))
+    assert isinstance(third, Request) and third.headers[b"host"] == b"a"
+
+
+def test_repeated_head_with_its_body_split_and_chunked() -> None:
+    body = b'{"jsonrpc":"2.0"}'
+    data = _post(body)
+    cut = len(data) - 5
+    chunked = head(b"POST /mcp HTTP/1.1", b"Host: a", b"Transfer-Encoding: chunked") + b"2\r\n{}\r\n0\r\n\r\n"
+    chunked_ev = req_ev(b"POST", b"/mcp", {b"host": b"a", b"transfer-encoding": b"chunked"}, b"{}")
+    assert run([data, data[:cut], data[cut:], chunked, chunked]) == [
+        _post_ev(body),
+        _post_ev(body),
+        chunked_ev,
+        chunked_ev,
+        ("closed",),
+    ]
+
+
+def test_get_heads_are_not_kept() -> None:
+    """A connection that goes on to hold a GET stream keeps no copy of a head."""
+    conn = H1Connection()
+    assert isinstance(conn.feed(_post(b"{}")), Request)
+    assert conn._repeat is not None
+    assert isinstance(conn.feed(head(b"GET /mcp HTTP/1.1", b"Host: a")), Request)
+    assert conn._repeat is None
+
+
+def test_a_client_whose_heads_always_differ_is_not_compared_for_long() -> None:
+    conn = H1Connection()
+    for number in range(h1._REPEAT_GIVE_UP + 3):
+        request = conn.feed(_post(b"{}", b"Traceparent: %d" % number))
+        assert isinstance(request, Request) and request.headers[b"traceparent"] == b"%d" % number
+    assert conn._repeat_misses == h1._REPEAT_GIVE_UP
+    assert conn._repeat is None  # given up: nothing kept, nothing compared
+
+
+@given(st.lists(st.sampled_from([b"{}", b'{"a":1}', b"[1,2,3]"]), min_size=1, max_size=6), st.data())
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+def test_repeated_heads_any_split(bodies: list[bytes], data: st.DataObject) -> None:
+    """Requests whose heads repeat or change, cut anywhere: each parsed as on its own."""
+    stream = b"".join(_post(body) for body in bodies)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=8)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert run(chunks) == [*(_post_ev(body) for body in bodies), ("closed",)]

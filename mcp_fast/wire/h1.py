@@ -148,6 +148,13 @@ _ZERO_COPY_MIN: Final = 8192
 # and a cache reset, never more.
 _CACHE_MAX_ENTRIES: Final = 1024
 _CACHE_MAX_LINE: Final = 1024
+# A keep-alive client sends the same head with every request (wrk, an SDK's session: only the
+# body changes); the parser keeps its last POST head up to this size and, when the next one is
+# the same bytes, takes its parse instead of splitting and looking up each line again. GET heads
+# are not kept: a connection holding an idle stream keeps nothing more. After this many
+# different heads in a row (a trace id or an idempotency key in each), it stops trying.
+_REPEAT_MAX_HEAD: Final = 2048
+_REPEAT_GIVE_UP: Final = 4
 # Fields whose value is new with every request (a trace id, an idempotency key): their lines are
 # never seen twice, so caching them would only push out the lines every request shares. (A
 # session id or a token repeats with every request of its client: those are cached.)
@@ -166,6 +173,8 @@ _V10: Final = b"1.0"
 _RequestLine = tuple[bytes, bytes, bytes, bool, "bytes | None"]
 _RL_CACHE: dict[bytes, _RequestLine] = {}
 _FIELD_CACHE: dict[bytes, tuple[bytes, bytes]] = {}
+# (size, head bytes, method, target, path, headers, keep_alive, version, body length)
+_RepeatedHead = tuple[int, bytes, bytes, bytes, bytes, dict[bytes, bytes], bool, bytes, int]
 
 # Parser states.
 _IDLE: Final = 0  # waiting for (or inside) a request head
@@ -372,6 +381,8 @@ class H1Connection:
         "_max_target",
         "_need",
         "_pos",
+        "_repeat",
+        "_repeat_misses",
         "_req",
         "_scan",
         "_src",
@@ -398,6 +409,9 @@ class H1Connection:
         self._line_ok = False  # the request-line end was seen within limits
         self._empty_lines = 0
         self._req: Request | None = None  # head waiting for its body
+        # The last POST head and what it parsed to (see _parse_head); misses in a row.
+        self._repeat: _RepeatedHead | None = None
+        self._repeat_misses = 0
         self._need = 0  # body bytes (or chunk-data bytes) still expected
         self._cstate = _C_SIZE
         self._chunks = _NO_CHUNKS  # a chunked body gets its own (_start_body): idle connections share this
@@ -669,6 +683,18 @@ class H1Connection:
 
     def _parse_head(self, src: bytes, pos: int, end: int) -> Event:
         """Parse the head ``src[pos:end + 4]`` (``end`` is where CRLFCRLF starts)."""
+        repeat = self._repeat
+        if repeat is not None and repeat[0] == end - pos and src.startswith(repeat[1], pos):
+            # The same bytes as the last POST head: the same request-line, fields and framing.
+            _, _, method, target, path, headers, keep_alive, version, length = repeat
+            self._repeat_misses = 0
+            return self._head_parsed(
+                src, end, method, target, path, headers.copy(), keep_alive, version, length
+            )
+        return self._parse_new_head(src, pos, end)
+
+    def _parse_new_head(self, src: bytes, pos: int, end: int) -> Event:
+        """``_parse_head`` for a head unlike the last one."""
         lines = src[pos:end].split(b"\r\n")
         line = lines[0]
         if len(line) > self._line_limit:
@@ -743,6 +769,42 @@ class H1Connection:
                 keep_alive = not _has_token(conn, b"close")
         version = _V10 if http10 else _V11
 
+        if (
+            method == b"POST"
+            and keep_alive
+            and end - pos <= _REPEAT_MAX_HEAD
+            and self._repeat_misses < _REPEAT_GIVE_UP
+        ):
+            if self._repeat is not None:
+                self._repeat_misses += 1
+            self._repeat = (
+                end - pos,
+                src[pos:end],
+                method,
+                target,
+                path,
+                headers.copy(),
+                keep_alive,
+                version,
+                length,
+            )
+        elif self._repeat is not None:
+            self._repeat = None  # another kind of request (a GET stream): keep nothing
+        return self._head_parsed(src, end, method, target, path, headers, keep_alive, version, length)
+
+    def _head_parsed(
+        self,
+        src: bytes,
+        end: int,
+        method: bytes,
+        target: bytes,
+        path: bytes,
+        headers: dict[bytes, bytes],
+        keep_alive: bool,
+        version: bytes,
+        length: int,
+    ) -> Event:
+        """The request of a parsed head, with its body when all of it is here."""
         start = end + 4
         body: Body
         if length == 0:
