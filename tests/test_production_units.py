@@ -386,7 +386,9 @@ def test_shared_limits_check_the_server_wide_limit_then_the_tool_s() -> None:
     policy = POLICIES["2025-11-25"]
 
     async def check(tool: str) -> str:
-        call = Call("stdio", 1, "tools/call", {"name": tool, "arguments": {}}, policy, None, None, ("10.0.0.9", 1))
+        call = Call(
+            "stdio", 1, "tools/call", {"name": tool, "arguments": {}}, policy, None, None, ("10.0.0.9", 1)
+        )
         try:
             pending = limits(call)
             if pending is not None:
@@ -408,3 +410,49 @@ def test_shared_limits_check_the_server_wide_limit_then_the_tool_s() -> None:
     assert "this server's" in outcomes[4], outcomes
     assert set(store.buckets._buckets) == {"limit::address 10.0.0.9", "limit:limited:address 10.0.0.9"}
     assert limits.refusals == {"limited": 1, "": 2}
+
+
+def _audited_call(number: int, principal: Principal | None = None) -> Call:
+    call = Call(
+        "streamable-http", number, "tools/call", {"name": "echo", "arguments": {"b": number, "a": "x"}},
+        POLICIES["2025-11-25"], None, {}, ("10.0.0.7", 1),
+    )  # fmt: skip
+    call.principal = principal
+    call.started = time.perf_counter() - 0.002
+    return call
+
+
+def test_audit_records_are_encoded_after_the_loop_turn_that_served_them(tmp_path: Path) -> None:
+    """A request leaves a tuple; the lines come after its loop turn, in a batch past AUDIT_BATCH,
+    and at a flush (shutdown) whatever is still waiting."""
+    from mcp_fast.ops import logs
+
+    path = tmp_path / "audit.log"
+    lines = JsonLines(str(path), "--audit-log")
+    lines.open()
+    audit = logs.AuditLog(lines)
+    alice = Principal("alice", frozenset({"s"}))
+
+    async def serve() -> tuple[int, int, int]:
+        audit.end(_audited_call(1, alice), True)
+        waiting = lines._pending_lines  # not encoded on the request's way
+        await asyncio.sleep(0)  # the loop turn ends
+        after_turn = lines._pending_lines
+        for number in range(logs.AUDIT_BATCH + 5):  # one turn serving more than a batch
+            audit.end(_audited_call(100 + number), number % 2 == 0)
+        in_turn = lines._pending_lines
+        lines.flush()  # as at shutdown: the records still waiting are encoded first
+        return waiting, after_turn, in_turn
+
+    waiting, after_turn, in_turn = asyncio.run(serve())
+    assert (waiting, after_turn) == (0, 1)
+    assert in_turn == 1 + logs.AUDIT_BATCH  # the batch bound wrote them without waiting for the turn
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 1 + logs.AUDIT_BATCH + 5
+    first = records[0]
+    digest = __import__("hashlib").sha256(b'{"a":"x","b":1}').hexdigest()
+    assert first["principal"] == "alice" and first["client"] == "10.0.0.7" and first["tool"] == "echo"
+    assert first["arguments_sha256"] == digest and first["outcome"] == "ok"
+    assert 1.5 <= first["duration_ms"] < 1000 and first["time"].endswith("Z")
+    assert [record["outcome"] for record in records[1:5]] == ["ok", "cancelled", "ok", "cancelled"]
+    assert all(record["principal"] is None for record in records[1:])
