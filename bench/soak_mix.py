@@ -1230,8 +1230,33 @@ def client_main(plan: Plan, queue: Any) -> None:
     # Ended at once when the orchestrator terminates it (SIGTERM): its own handler (inherited
     # by the fork) would exit through Python and wait for reports nobody reads any more.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _end_with_the_orchestrator()
 
     async def main() -> None:
         await Client(plan, queue.put).run()
 
     uvloop.run(main())
+    # The queue's feeder thread delivers the last reports; Python's exit waits for it, and if the
+    # orchestrator is gone nobody reads the pipe again: a client left behind by a killed test run
+    # waited there for good. Give it a while, then exit without waiting.
+    queue.close()
+    feeder = getattr(queue, "_thread", None)
+    if feeder is not None:
+        feeder.join(timeout=30)
+    queue.cancel_join_thread()
+
+
+def _end_with_the_orchestrator() -> None:
+    """Linux: this process gets SIGTERM when the orchestrator dies (PR_SET_PDEATHSIG), so a
+    killed soak leaves no client processes behind."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the orchestrator died before prctl took effect
+        os._exit(1)
