@@ -61,6 +61,24 @@ class Connection(Protocol):
     def abort(self) -> None: ...
 
 
+class ConnectionSet(set[Connection]):
+    """The server's open connections, and whether it is shutting down (``draining``).
+
+    A connection accepted just before shutdown began is not in the set yet when shutdown tells
+    every connection: the loop runs its ``connection_made`` a turn later (uvloop makes the
+    protocol as it accepts, and calls it on the next turn; a TLS handshake takes longer still).
+    It reads ``draining`` there and shuts down as it starts. Missing it, it would serve its
+    requests with keep-alive and idle for the keep-alive timeout, holding the process until the
+    shutdown timeout (and behind a proxy that no longer sends it anything, for nothing).
+    """
+
+    __slots__ = ("draining",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draining = False
+
+
 def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
     """The client's (host, port), or None where the socket has none (a Unix socket)."""
     peer = transport.get_extra_info("peername")
@@ -138,7 +156,7 @@ class HttpConnection(asyncio.Protocol):
         app: App,
         limits: h1.H1Limits,
         timeouts: Timeouts,
-        connections: set[Any],
+        connections: ConnectionSet,
         handover: Handover | None = None,
     ) -> None:
         self._app = app
@@ -177,6 +195,11 @@ class HttpConnection(asyncio.Protocol):
         self._core.client = peer_address(self._transport)
         self._flow = FlowControl(self._transport, self._timeouts.write)
         self._connections.add(self)
+        if self._connections.draining:
+            # Accepted just before shutdown began, made only now (see ConnectionSet): what it
+            # carries is answered with Connection: close, and it closes after the grace.
+            self._closing = True
+            self._keep_alive = False
         self._idle()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:

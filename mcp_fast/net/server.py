@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
-from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
+from mcp_fast.net.connection import App, ConnectionSet, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
 from mcp_fast.net.tls import CertificateStore, TlsSettings
 from mcp_fast.wire import h1
@@ -59,7 +59,7 @@ class HttpServer:
     def __init__(self, app: App, settings: NetSettings) -> None:
         self.app = app
         self.settings = settings
-        self.connections: set[Connection] = set()
+        self.connections = ConnectionSet()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         # Made with the first HTTP/2 connection: the HTTP/2 layer (and hpack) is imported only
@@ -138,6 +138,8 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (bounded), then close everything."""
+        # From now on a connection made late (accepted a moment ago) shuts down as it starts.
+        self.connections.draining = True
         if self._server is not None:
             held = self._hold_listeners()
             self._server.close()
@@ -146,6 +148,8 @@ class HttpServer:
             connection.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_timeout
+        # Connections accepted just before: their connection_made runs within a few turns.
+        await asyncio.sleep(0.01)
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
