@@ -617,6 +617,43 @@ def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process() 
         assert stopped < 2.5, f"{run}: stop() took {stopped:.1f} s (the shutdown timeout is 5 s)"
 
 
+def test_shutdown_says_what_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
+    """Waiting more than a second, the shutdown log names the connections it waits for, and at
+    the shutdown timeout those it closes: an operator sees what holds the process."""
+    import asyncio
+    import logging
+
+    import uvloop
+
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    async def app(request: Request, responder: Responder) -> None:
+        responder.start_stream(200, [(b"content-type", b"text/event-stream")])
+        responder.send_stream(b": open\n\n")
+        await asyncio.sleep(30)  # a POST stream whose handler outlives the shutdown timeout
+
+    async def scenario() -> None:
+        server = HttpServer(app, NetSettings(port=0, shutdown_timeout=1.5))
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /slow?secret=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        await reader.readuntil(b": open\n\n")
+        await server.stop()
+        writer.close()
+
+    with caplog.at_level(logging.INFO, logger="mcp_fast.net"):
+        uvloop.run(scenario())
+    waiting = [r for r in caplog.records if "still waiting for" in r.getMessage()]
+    assert waiting and waiting[0].levelno == logging.INFO, caplog.text
+    assert "1 connection: 1 POST /slow (a stream)" in waiting[0].getMessage(), caplog.text
+    assert "secret" not in caplog.text  # the path, not the query (it may carry a session id)
+    closing = [r for r in caplog.records if r.getMessage().startswith("shutdown timeout")]
+    assert closing and "1 POST /slow (a stream)" in closing[0].getMessage(), caplog.text
+
+
 def test_an_answer_sent_with_keep_alive_before_shutdown_keeps_its_promise() -> None:
     """Its head promised keep-alive, so a proxy takes the connection back once the answer
     ended and may send the next request at once, while the exchange is still finishing on our

@@ -60,6 +60,10 @@ class Connection(Protocol):
 
     def abort(self) -> None: ...
 
+    def describe(self) -> str:
+        """What the connection is doing, in a few words (the shutdown log says what it waits for)."""
+        ...
+
 
 class ConnectionSet(set[Connection]):
     """The server's open connections, and whether it is shutting down (``draining``).
@@ -496,6 +500,27 @@ class HttpConnection(asyncio.Protocol):
             # idle one does (a request in it is answered with Connection: close).
             self.end_stream()
             self._peer_gone()
+
+    def describe(self) -> str:
+        transport = self._transport
+        request = self._current
+        if request is not None:
+            what = f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
+            if self._streaming:
+                return f"{what} (a stream)"
+            if self._answered:
+                return f"{what} (answered, its handler still runs)"
+            return f"{what} (being answered)"
+        if self._lingered >= 0:
+            return "closing after an error answer"
+        if transport is not None and transport.is_closing():
+            unsent = transport.get_write_buffer_size()
+            return f"closing ({unsent} bytes not taken by the client yet)" if unsent else "closing"
+        if self.phase is Phase.HEAD or (self._sniffing and self._sniffed):
+            return "receiving a request head"
+        if self.phase is Phase.BODY:
+            return "receiving a request body"
+        return "idle"
 
     def abort(self) -> None:
         """Drop the connection now (a reset: see ``flow.reset``). The application's Task is

@@ -492,6 +492,13 @@ class Http2Connection(asyncio.Protocol):
                 stream.gone()
         self._write_out()
 
+    def describe(self) -> str:
+        streams = list(self._streams.values())
+        if not streams:
+            return "HTTP/2, closing" if self._closing else "HTTP/2, idle"
+        gets = sum(stream.is_open_get_stream for stream in streams)
+        return f"HTTP/2, {len(streams)} streams" + (f" ({gets} GET streams)" if gets else "")
+
     def abort(self) -> None:
         if self._transport is not None:
             reset(self._transport)

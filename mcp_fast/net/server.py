@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     from mcp_fast.wire.h2 import H2Limits
 
 logger = logging.getLogger("mcp_fast.net")
+
+# Shutdown: after this long waiting for connections, the log says which (then again every
+# _REPORT_EVERY seconds), naming up to _REPORT_KINDS kinds of them.
+_REPORT_AFTER = 1.0
+_REPORT_EVERY = 3.0
+_REPORT_KINDS = 8
 
 
 @dataclass
@@ -147,11 +154,25 @@ class HttpServer:
         for connection in list(self.connections):
             connection.shutdown()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_timeout
+        began = loop.time()
+        deadline = began + self.settings.shutdown_timeout
         # Connections accepted just before: their connection_made runs within a few turns.
         await asyncio.sleep(0.01)
+        next_report = began + _REPORT_AFTER
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
+            now = loop.time()
+            if self.connections and now >= next_report:
+                logger.info(
+                    "shutting down: after %.1f s, still waiting for %s", now - began, self._waiting_for()
+                )
+                next_report = now + _REPORT_EVERY
+        if self.connections:
+            logger.warning(
+                "shutdown timeout (%g s): closing %s",
+                self.settings.shutdown_timeout,
+                self._waiting_for(),
+            )
         for connection in list(self.connections):
             connection.cancel_application()
             connection.abort()
@@ -160,6 +181,17 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
         self._remove_socket_file()
+
+    def _waiting_for(self) -> str:
+        """The open connections, counted by what they do: "3 connections: 2 GET /sse (a stream),
+        1 idle"."""
+        kinds = Counter(connection.describe() for connection in self.connections)
+        total = sum(kinds.values())
+        listed = ", ".join(f"{count} {what}" for what, count in kinds.most_common(_REPORT_KINDS))
+        more = len(kinds) - _REPORT_KINDS
+        if more > 0:
+            listed += f", and {more} more kinds"
+        return f"{total} connection{'s' if total != 1 else ''}: {listed}"
 
     def _hold_listeners(self) -> list[socket.socket]:
         """Duplicates of the listening sockets, kept open while ``stop`` closes the server's.
