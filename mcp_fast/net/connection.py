@@ -469,7 +469,10 @@ class HttpConnection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Server shutdown: busy connections close after their answer (``Connection: close``),
-        GET streams end, idle ones close after a short grace."""
+        GET streams end, idle ones close after a short grace. Once: a second call would end a
+        stream whose application asked to end it itself (``on_shutdown``)."""
+        if self._closing:
+            return  # told already (or made after shutdown began: connection_made did this)
         self._closing = True
         if not self._answered or self._current is None:
             # A head sent already promised keep-alive: a proxy takes the connection back into

@@ -289,7 +289,7 @@ class Http2Connection(asyncio.Protocol):
             self.data_received(data)
         else:
             self._write_out()  # over TLS (ALPN h2): our SETTINGS go first
-        if self._connections.draining and not self._closing:
+        if self._connections.draining:
             # Its first bytes came after shutdown began (see ConnectionSet): what they asked is
             # answered, the GOAWAY says nothing more will be.
             self.shutdown()
@@ -480,7 +480,10 @@ class Http2Connection(asyncio.Protocol):
         self._process()
 
     def shutdown(self) -> None:
-        """Server shutdown: GOAWAY; open requests finish, GET streams end, then close."""
+        """Server shutdown: GOAWAY; open requests finish, GET streams end, then close. Once: a
+        second call would end a stream whose application asked to end it itself."""
+        if self._closing:
+            return
         self._closing = True
         if self._transport is None or self._lost or self._linger_until:
             return
