@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import threading
@@ -548,7 +549,9 @@ def test_connections_in_the_accept_queue_at_shutdown_are_served() -> None:
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), (run, answer)
 
 
-def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process() -> None:
+def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Accepted by the loop just before shutdown began, a connection's ``connection_made`` runs
     only after shutdown told every connection it knew (uvloop makes the protocol as it accepts
     and calls it on the next turn). It learns of the shutdown as it starts: its request is
@@ -611,17 +614,19 @@ def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process() 
             client.close()
 
     for run in (uvloop.run, asyncio.run):  # uvloop, as the server runs, and asyncio's own loop
-        answer, stopped = run(scenario())
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mcp_fast.net"):
+            answer, stopped = run(scenario())
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), (run, answer)
         assert b"connection: close" in answer.lower(), (run, answer)
         assert stopped < 2.5, f"{run}: stop() took {stopped:.1f} s (the shutdown timeout is 5 s)"
+        assert "1 connection accepted just before shutdown began joined it as it started" in caplog.text
 
 
 def test_shutdown_says_what_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
     """Waiting more than a second, the shutdown log names the connections it waits for, and at
     the shutdown timeout those it closes: an operator sees what holds the process."""
     import asyncio
-    import logging
 
     import uvloop
 

@@ -76,11 +76,12 @@ class ConnectionSet(set[Connection]):
     shutdown timeout (and behind a proxy that no longer sends it anything, for nothing).
     """
 
-    __slots__ = ("draining",)
+    __slots__ = ("draining", "made_late")
 
     def __init__(self) -> None:
         super().__init__()
         self.draining = False
+        self.made_late = 0  # connections made after shutdown began (the shutdown log counts them)
 
 
 def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
@@ -204,6 +205,7 @@ class HttpConnection(asyncio.Protocol):
             # carries is answered with Connection: close, and it closes after the grace.
             self._closing = True
             self._keep_alive = False
+            self._connections.made_late += 1
         self._idle()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:

@@ -150,7 +150,9 @@ class HttpServer:
         if self._server is not None:
             held = self._hold_listeners()
             self._server.close()
-            await self._accept_queued(held)
+            queued = await self._accept_queued(held)
+        else:
+            queued = 0
         for connection in list(self.connections):
             connection.shutdown()
         loop = asyncio.get_running_loop()
@@ -158,6 +160,14 @@ class HttpServer:
         deadline = began + self.settings.shutdown_timeout
         # Connections accepted just before: their connection_made runs within a few turns.
         await asyncio.sleep(0.01)
+        late = self.connections.made_late - queued
+        if late > 0:
+            logger.info(
+                "%d connection%s accepted just before shutdown began joined it as %s started",
+                late,
+                "s" if late != 1 else "",
+                "they" if late != 1 else "it",
+            )
         next_report = began + _REPORT_AFTER
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -210,7 +220,8 @@ class HttpServer:
                 held.append(duplicate)
         return held
 
-    async def _accept_queued(self, held: list[socket.socket]) -> None:
+    async def _accept_queued(self, held: list[socket.socket]) -> int:
+        """Accept what waits in the listeners' queues; how many were."""
         loop = asyncio.get_running_loop()
         context = None if self.certificates is None else self.certificates.listening
         accepted = 0
@@ -231,6 +242,7 @@ class HttpServer:
         if accepted:
             await asyncio.sleep(0)  # uvloop: their connection_made runs on the next turn
             logger.info("accepted %d queued connections while shutting down", accepted)
+        return accepted
 
     def _remove_socket_file(self) -> None:
         """The --uds socket file goes with the server (unless another server replaced it)."""
