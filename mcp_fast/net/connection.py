@@ -525,7 +525,7 @@ class HttpConnection(asyncio.Protocol):
             return "receiving a request head"
         if self.phase is Phase.BODY:
             return "receiving a request body"
-        return "idle"
+        return "idle (its shutdown grace)" if self._closing else "idle"
 
     def abort(self) -> None:
         """Drop the connection now (a reset: see ``flow.reset``). The application's Task is
