@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "peers")]
 
 from mcp_fast.app import build_http_server, install_event_loop  # noqa: E402
 from mcp_fast.config import load_config  # noqa: E402
-from mcp_fast.net.connection import HttpConnection  # noqa: E402
+from mcp_fast.net.connection import ConnectionSet, HttpConnection  # noqa: E402
 
 SESSIONLESS = "2026-07-28"
 SESSION_VERSION = "2025-11-25"
@@ -193,7 +193,7 @@ async def measure_h2(http: Any, requests: int) -> float:
     from mcp_fast.net.flow import FlowControl
     from mcp_fast.net.h2connection import Http2Connection
 
-    connection = Http2Connection(http.app, http.settings.h2_limits(), http.settings.timeouts, set())
+    connection = Http2Connection(http.app, http.settings.h2_limits(), http.settings.timeouts, ConnectionSet())
     transport = CountingTransport()
     preface, wire = h2_requests(_WARM_UP + requests)
     connection.take_over(transport, FlowControl(transport, 30.0), preface)  # type: ignore[arg-type]
@@ -222,7 +222,7 @@ async def measure(workload: str, requests: int, extra_flags: tuple[str, ...] = (
     http = build_http_server(_load_bench_app(app_name), config)
     if workload == "h2":
         return await measure_h2(http, requests)
-    connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, set())
+    connection = HttpConnection(http.app, http.settings.limits, http.settings.timeouts, ConnectionSet())
     transport = CountingTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
     session_id = None

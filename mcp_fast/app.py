@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from mcp_fast.call import Gate, Middleware
 from mcp_fast.checks import StartupError, check_startup, tls_settings
 from mcp_fast.config import Config
 from mcp_fast.dispatch.cache import ResultCache
+from mcp_fast.dispatch.runner import running_in_threads
 from mcp_fast.fleet.base import ENDED, Fleet, LocalFleet
 from mcp_fast.fleet.event_store import MemoryEventStore
 from mcp_fast.fleet.redis_fleet import RedisFleet, RedisSettings, shown_url
@@ -400,6 +402,7 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_di
                         production.lag.stop()
                     if share is not None:
                         share.stop()
+                    say_what_threads_hold()
         finally:
             await pipeline.stop()
 
@@ -414,6 +417,20 @@ def serve_one(server: MCPServer, config: Config, *, reuse_port: bool, metrics_di
         pipeline.close()  # nothing waits any more for what lands in its mailbox
         production.close()  # the logs' last lines
     return 0
+
+
+def say_what_threads_hold() -> None:
+    """At shutdown, the handlers still running in the thread pool: the process exits only once
+    they return (a thread cannot be stopped; their answers are dropped)."""
+    running = running_in_threads()
+    if running:
+        logger.warning(
+            "shutting down: %d handler thread%s still running (%s); the process exits when %s",
+            len(running),
+            "s" if len(running) != 1 else "",
+            ", ".join(f"{name!r} x{count}" for name, count in Counter(running).most_common()),
+            "they return" if len(running) != 1 else "it returns",
+        )
 
 
 def freeze_startup_objects() -> None:

@@ -1010,7 +1010,7 @@ def test_a_stream_answers_wait_disconnected_as_the_responder_contract_says() -> 
     client resets the stream, and already complete when asked afterwards."""
     import asyncio
 
-    from mcp_fast.net.connection import Timeouts
+    from mcp_fast.net.connection import ConnectionSet, Timeouts
     from mcp_fast.net.flow import FlowControl
     from mcp_fast.net.h2connection import Http2Connection, Http2Stream
 
@@ -1022,7 +1022,7 @@ def test_a_stream_answers_wait_disconnected_as_the_responder_contract_says() -> 
             responder.start_stream(200, ((b"content-type", b"text/event-stream"),))
             await responder.wait_disconnected()
 
-        connection = Http2Connection(app, H2Limits(), Timeouts(), set())  # type: ignore[arg-type]
+        connection = Http2Connection(app, H2Limits(), Timeouts(), ConnectionSet())
         transport = _Transport()
         client = H2Peer()
         connection.take_over(transport, FlowControl(transport), client.data())  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ Clients: `H2Socket` (the `h2` library in client mode, `tests/h2client.py`), curl
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -344,6 +345,52 @@ def test_max_concurrent_streams_option_is_advertised(tmp_path: Path) -> None:
             assert text_of(client.call(echo("seven")).json()) == "seven"
     finally:
         stop_server(running)
+
+
+def test_a_connection_that_turns_to_http2_after_shutdown_began_is_shut_down_too() -> None:
+    """Made before shutdown began, its HTTP/2 preface sent only after: the HTTP/2 protocol that
+    takes it over learns of the shutdown (the server's connection set is draining), answers the
+    request it got, sends GOAWAY and closes. Missed, it idled for the keep-alive timeout and held
+    the process until the shutdown timeout."""
+    import asyncio
+
+    import uvloop
+    from h2client import H2Peer
+
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    def app(request: Request, responder: Responder) -> None:
+        responder.respond(200, [(b"content-type", b"text/plain")], b"served")
+
+    async def scenario() -> tuple[bytes, float]:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(app, NetSettings(port=0, shutdown_timeout=5.0))
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not server.connections:
+            await asyncio.sleep(0.01)
+        began = loop.time()
+        stopping = loop.create_task(server.stop())
+        await asyncio.sleep(0.1)  # shutdown began; the connection is in its grace
+        client = H2Peer()
+        client.request("GET", "/x")
+        writer.write(client.data())
+        received = bytearray()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(4):
+                while chunk := await reader.read(65536):
+                    received += chunk
+        await stopping
+        writer.close()
+        return bytes(received), loop.time() - began
+
+    received, stopped = uvloop.run(scenario())
+    kinds = [type(frame).__name__ for frame in frames_of(received)]
+    assert "HeadersFrame" in kinds and "GoAwayFrame" in kinds, kinds
+    assert stopped < 3, f"stop() took {stopped:.1f} s (the shutdown timeout is 5 s)"
 
 
 def test_graceful_shutdown_sends_goaway_ends_get_streams_and_finishes_requests(tmp_path: Path) -> None:

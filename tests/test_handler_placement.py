@@ -242,6 +242,40 @@ def test_an_offloaded_handler_is_cancelled_and_sees_it() -> None:
     run(main())
 
 
+def test_a_shutdown_names_the_handlers_still_running_in_the_pool(caplog: pytest.LogCaptureFixture) -> None:
+    """A thread cannot be stopped: the process exits only once its handler returns, after the
+    shutdown timeout if need be. The shutdown log names the handlers it waits for."""
+    from mcp_fast.app import say_what_threads_hold
+    from mcp_fast.dispatch.runner import running_in_threads
+
+    server = MCPServer("holding")
+    started, release = threading.Event(), threading.Event()
+
+    @server.tool(offload=True)
+    def hold() -> str:
+        started.set()
+        release.wait(10)
+        return "released"
+
+    async def main() -> None:
+        async with connect(server) as client:
+            call = asyncio.ensure_future(client.call_tool("hold"))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+            assert [name.rsplit(".", 1)[-1] for name in running_in_threads()] == ["hold"]
+            with caplog.at_level(logging.WARNING, logger="mcp_fast"):
+                say_what_threads_hold()
+            release.set()
+            assert (await call)["content"][0]["text"] == "released"
+            assert running_in_threads() == []
+
+    try:
+        run(main())
+    finally:
+        release.set()
+    [record] = [r for r in caplog.records if "handler thread" in r.getMessage()]
+    assert "1 handler thread still running" in record.getMessage() and "hold" in record.getMessage()
+
+
 @pytest.mark.parametrize("place", ["offload", "adaptive", "inline", "async"])
 def test_exceptions_keep_their_messages_wherever_the_handler_runs(place: str) -> None:
     server = MCPServer("errors")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import threading
@@ -546,6 +547,116 @@ def test_connections_in_the_accept_queue_at_shutdown_are_served() -> None:
     for run in (uvloop.run, asyncio.run):  # uvloop, as the server runs, and asyncio's own loop
         answer = run(scenario())
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), (run, answer)
+
+
+def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Accepted by the loop just before shutdown began, a connection's ``connection_made`` runs
+    only after shutdown told every connection it knew (uvloop makes the protocol as it accepts
+    and calls it on the next turn). It learns of the shutdown as it starts: its request is
+    answered with Connection: close, and stop() returns at once. Missed, it served with
+    keep-alive, idled for the keep-alive timeout (75 s) and held the process until the shutdown
+    timeout: behind nginx, which sent the stopping instance nothing more, the rolling restarts
+    that took the whole 10 s (issue 16)."""
+    import asyncio
+
+    import uvloop
+
+    from mcp_fast.net.connection import HttpConnection
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    def app(request: Request, responder: Responder) -> None:
+        responder.respond(200, [(b"content-type", b"text/plain")], b"served")
+
+    async def read_all(client: socket.socket) -> bytes:
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.get_running_loop().sock_recv(client, 4096):
+                answer += chunk
+        return answer
+
+    async def scenario() -> tuple[bytes, float]:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(app, NetSettings(port=0, shutdown_timeout=5.0))
+        made: list[HttpConnection] = []
+        make = server._make_protocol
+
+        def counting() -> HttpConnection:
+            made.append(make())
+            return made[-1]
+
+        server._make_protocol = counting  # type: ignore[method-assign]
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        # A proxy's pooled connection, idle: shutdown closes it after its grace (1 s).
+        pooled_reader, pooled = await asyncio.open_connection("127.0.0.1", port)
+        pooled.write(b"GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await pooled_reader.readuntil(b"served")
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        client.setblocking(False)
+        reader = loop.create_task(read_all(client))
+        while len(made) < 2:  # until the loop accepts it (and makes its protocol)
+            await asyncio.sleep(0)
+        assert len(server.connections) == 1, "connection_made ran already: the case is not exercised"
+        began = loop.time()
+        await server.stop()  # begins before that connection_made runs
+        stopped = loop.time() - began
+        pooled.close()
+        try:
+            return await asyncio.wait_for(reader, 5), stopped
+        except TimeoutError:
+            return b"(not ended within 5 s)", stopped
+        finally:
+            client.close()
+
+    for run in (uvloop.run, asyncio.run):  # uvloop, as the server runs, and asyncio's own loop
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mcp_fast.net"):
+            answer, stopped = run(scenario())
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), (run, answer)
+        assert b"connection: close" in answer.lower(), (run, answer)
+        assert stopped < 2.5, f"{run}: stop() took {stopped:.1f} s (the shutdown timeout is 5 s)"
+        assert "1 connection accepted just before shutdown began joined it as it started" in caplog.text
+
+
+def test_shutdown_says_what_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
+    """Waiting more than a second, the shutdown log names the connections it waits for, and at
+    the shutdown timeout those it closes: an operator sees what holds the process."""
+    import asyncio
+
+    import uvloop
+
+    from mcp_fast.net.server import HttpServer, NetSettings
+    from mcp_fast.wire.events import Request
+    from mcp_fast.wire.responder import Responder
+
+    async def app(request: Request, responder: Responder) -> None:
+        responder.start_stream(200, [(b"content-type", b"text/event-stream")])
+        responder.send_stream(b": open\n\n")
+        await asyncio.sleep(30)  # a POST stream whose handler outlives the shutdown timeout
+
+    async def scenario() -> None:
+        server = HttpServer(app, NetSettings(port=0, shutdown_timeout=1.5))
+        await server.start()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /slow?secret=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        await reader.readuntil(b": open\n\n")
+        await server.stop()
+        writer.close()
+
+    with caplog.at_level(logging.INFO, logger="mcp_fast.net"):
+        uvloop.run(scenario())
+    waiting = [r for r in caplog.records if "still waiting for" in r.getMessage()]
+    assert waiting and waiting[0].levelno == logging.INFO, caplog.text
+    assert "1 connection: 1 POST /slow (a stream)" in waiting[0].getMessage(), caplog.text
+    assert "secret" not in caplog.text  # the path, not the query (it may carry a session id)
+    closing = [r for r in caplog.records if r.getMessage().startswith("shutdown timeout")]
+    assert closing and "1 POST /slow (a stream)" in closing[0].getMessage(), caplog.text
 
 
 def test_an_answer_sent_with_keep_alive_before_shutdown_keeps_its_promise() -> None:

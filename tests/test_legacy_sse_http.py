@@ -268,6 +268,35 @@ def test_sigterm_sends_what_a_session_owes_before_its_stream_ends(tmp_path: Path
         stop_server(running)
 
 
+def test_sigterm_fails_what_waits_for_an_answer_the_client_can_no_longer_send(tmp_path: Path) -> None:
+    """A request waiting for the client's answer to ours (roots/list here) would hold the stream,
+    and the process, until the shutdown timeout: once shutdown began the client cannot reach
+    this process (the listener is closed, idle connections close after a second's grace). After
+    that grace, what waits for the client fails as if the client had left; the request is
+    answered, the stream ends, the process exits."""
+    running = start_server(tmp_path, "tests.apps.transport_app:server", "--shutdown-timeout", "10")
+    try:
+        events = SseStream(running.port)
+        _, uri = events.event()
+        init = {**INIT_LATEST, "capabilities": {"roots": {}}}
+        assert post(running.port, uri, rpc(0, "initialize", init))[0] == 202
+        events.message()
+        assert post(running.port, uri, rpc(1, "tools/call", {"name": "ask_roots", "arguments": {}}))[0] == 202
+        asked = events.message()
+        assert asked["method"] == "roots/list", asked  # never answered
+        began = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        answer = events.message()
+        assert answer["id"] == 1, answer
+        with pytest.raises(EOFError):  # and then the stream ends
+            events.event()
+        events.close()
+        assert running.process.wait(timeout=15) == 0
+        assert time.monotonic() - began < 5, "the process waited for the shutdown timeout"
+    finally:
+        stop_server(running)
+
+
 def test_options_move_the_paths_or_turn_the_transport_off(tmp_path: Path) -> None:
     moved = start_server(tmp_path, "--legacy-sse-path", "/events", "--legacy-messages-path", "/rpc")
     off = start_server(tmp_path, "--no-legacy-sse")

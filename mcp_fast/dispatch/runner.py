@@ -23,6 +23,7 @@ import contextvars
 import functools
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -33,6 +34,15 @@ from mcp_fast.registry import SLOW_CALLS, SLOW_WINDOW, TRIAL_CALLS, Placement
 logger = logging.getLogger("mcp_fast.server")
 
 _clock = time.perf_counter
+# The handlers running in the pool now, by thread: what a shutdown still waits for (a thread
+# cannot be stopped, and the process exits only once its handler returns). Set and cleared by
+# the thread itself (one dict item each: atomic under the GIL).
+_in_pool: dict[int, str] = {}
+
+
+def running_in_threads() -> list[str]:
+    """The names of the handlers running in the thread pool now."""
+    return list(_in_pool.values())
 
 
 def run(
@@ -83,9 +93,14 @@ async def _in_thread(
 
 def _timed(func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, float]:
     """In a worker thread: the handler's value, and how long it took."""
-    started = _clock()
-    value = func(**kwargs)
-    return value, _clock() - started
+    thread = threading.get_ident()
+    _in_pool[thread] = str(getattr(func, "__qualname__", func))
+    try:
+        started = _clock()
+        value = func(**kwargs)
+        return value, _clock() - started
+    finally:
+        del _in_pool[thread]
 
 
 def _learn(func: Callable[..., Any], placement: Placement, elapsed: float, limit: float) -> None:

@@ -60,6 +60,29 @@ class Connection(Protocol):
 
     def abort(self) -> None: ...
 
+    def describe(self) -> str:
+        """What the connection is doing, in a few words (the shutdown log says what it waits for)."""
+        ...
+
+
+class ConnectionSet(set[Connection]):
+    """The server's open connections, and whether it is shutting down (``draining``).
+
+    A connection accepted just before shutdown began is not in the set yet when shutdown tells
+    every connection: the loop runs its ``connection_made`` a turn later (uvloop makes the
+    protocol as it accepts, and calls it on the next turn; a TLS handshake takes longer still).
+    It reads ``draining`` there and shuts down as it starts. Missing it, it would serve its
+    requests with keep-alive and idle for the keep-alive timeout, holding the process until the
+    shutdown timeout (and behind a proxy that no longer sends it anything, for nothing).
+    """
+
+    __slots__ = ("draining", "made_late")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draining = False
+        self.made_late = 0  # connections made after shutdown began (the shutdown log counts them)
+
 
 def peer_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
     """The client's (host, port), or None where the socket has none (a Unix socket)."""
@@ -138,7 +161,7 @@ class HttpConnection(asyncio.Protocol):
         app: App,
         limits: h1.H1Limits,
         timeouts: Timeouts,
-        connections: set[Any],
+        connections: ConnectionSet,
         handover: Handover | None = None,
     ) -> None:
         self._app = app
@@ -177,6 +200,12 @@ class HttpConnection(asyncio.Protocol):
         self._core.client = peer_address(self._transport)
         self._flow = FlowControl(self._transport, self._timeouts.write)
         self._connections.add(self)
+        if self._connections.draining:
+            # Accepted just before shutdown began, made only now (see ConnectionSet): what it
+            # carries is answered with Connection: close, and it closes after the grace.
+            self._closing = True
+            self._keep_alive = False
+            self._connections.made_late += 1
         self._idle()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -442,7 +471,10 @@ class HttpConnection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Server shutdown: busy connections close after their answer (``Connection: close``),
-        GET streams end, idle ones close after a short grace."""
+        GET streams end, idle ones close after a short grace. Once: a second call would end a
+        stream whose application asked to end it itself (``on_shutdown``)."""
+        if self._closing:
+            return  # told already (or made after shutdown began: connection_made did this)
         self._closing = True
         if not self._answered or self._current is None:
             # A head sent already promised keep-alive: a proxy takes the connection back into
@@ -473,6 +505,27 @@ class HttpConnection(asyncio.Protocol):
             # idle one does (a request in it is answered with Connection: close).
             self.end_stream()
             self._peer_gone()
+
+    def describe(self) -> str:
+        transport = self._transport
+        request = self._current
+        if request is not None:
+            what = f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
+            if self._streaming:
+                return f"{what} (a stream)"
+            if self._answered:
+                return f"{what} (answered, its handler still runs)"
+            return f"{what} (being answered)"
+        if self._lingered >= 0:
+            return "closing after an error answer"
+        if transport is not None and transport.is_closing():
+            unsent = transport.get_write_buffer_size()
+            return f"closing ({unsent} bytes not taken by the client yet)" if unsent else "closing"
+        if self.phase is Phase.HEAD or (self._sniffing and self._sniffed):
+            return "receiving a request head"
+        if self.phase is Phase.BODY:
+            return "receiving a request body"
+        return "idle (its shutdown grace)" if self._closing else "idle"
 
     def abort(self) -> None:
         """Drop the connection now (a reset: see ``flow.reset``). The application's Task is

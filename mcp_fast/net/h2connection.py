@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-from mcp_fast.net.connection import App, Timeouts, peer_address
+from mcp_fast.net.connection import App, ConnectionSet, Timeouts, peer_address
 from mcp_fast.net.eager import request_failed, start_eagerly
 from mcp_fast.net.flow import FlowControl, ReadPause, reset
 from mcp_fast.wire.events import NEED_DATA, ProtocolError, Request, StreamReset
@@ -252,7 +252,7 @@ class Http2Connection(asyncio.Protocol):
         "max_stream_buffer",
     )
 
-    def __init__(self, app: App, limits: H2Limits, timeouts: Timeouts, connections: set[Any]) -> None:
+    def __init__(self, app: App, limits: H2Limits, timeouts: Timeouts, connections: ConnectionSet) -> None:
         self._app = app
         self._timeouts = timeouts
         self._connections = connections
@@ -289,6 +289,10 @@ class Http2Connection(asyncio.Protocol):
             self.data_received(data)
         else:
             self._write_out()  # over TLS (ALPN h2): our SETTINGS go first
+        if self._connections.draining:
+            # Its first bytes came after shutdown began (see ConnectionSet): what they asked is
+            # answered, the GOAWAY says nothing more will be.
+            self.shutdown()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -476,7 +480,10 @@ class Http2Connection(asyncio.Protocol):
         self._process()
 
     def shutdown(self) -> None:
-        """Server shutdown: GOAWAY; open requests finish, GET streams end, then close."""
+        """Server shutdown: GOAWAY; open requests finish, GET streams end, then close. Once: a
+        second call would end a stream whose application asked to end it itself."""
+        if self._closing:
+            return
         self._closing = True
         if self._transport is None or self._lost or self._linger_until:
             return
@@ -487,6 +494,13 @@ class Http2Connection(asyncio.Protocol):
                 stream.end_stream()
                 stream.gone()
         self._write_out()
+
+    def describe(self) -> str:
+        streams = list(self._streams.values())
+        if not streams:
+            return "HTTP/2, closing" if self._closing else "HTTP/2, idle"
+        gets = sum(stream.is_open_get_stream for stream in streams)
+        return f"HTTP/2, {len(streams)} streams" + (f" ({gets} GET streams)" if gets else "")
 
     def abort(self) -> None:
         if self._transport is not None:

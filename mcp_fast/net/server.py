@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import socket
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
-from mcp_fast.net.connection import App, Connection, HttpConnection, Timeouts
+from mcp_fast.net.connection import App, ConnectionSet, HttpConnection, Timeouts
 from mcp_fast.net.flow import FlowControl
 from mcp_fast.net.tls import CertificateStore, TlsSettings
 from mcp_fast.wire import h1
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from mcp_fast.wire.h2 import H2Limits
 
 logger = logging.getLogger("mcp_fast.net")
+
+# Shutdown: after this long waiting for connections, the log says which (then again every
+# _REPORT_EVERY seconds), naming up to _REPORT_KINDS kinds of them. A little over the idle
+# connections' grace (1 s), so that a shutdown that only waits out the grace says nothing.
+_REPORT_AFTER = 1.5
+_REPORT_EVERY = 3.0
+_REPORT_KINDS = 8
 
 
 @dataclass
@@ -59,7 +67,7 @@ class HttpServer:
     def __init__(self, app: App, settings: NetSettings) -> None:
         self.app = app
         self.settings = settings
-        self.connections: set[Connection] = set()
+        self.connections = ConnectionSet()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         # Made with the first HTTP/2 connection: the HTTP/2 layer (and hpack) is imported only
@@ -138,16 +146,48 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (bounded), then close everything."""
+        # From now on a connection made late (accepted a moment ago) shuts down as it starts.
+        self.connections.draining = True
         if self._server is not None:
             held = self._hold_listeners()
             self._server.close()
-            await self._accept_queued(held)
+            queued = await self._accept_queued(held)
+        else:
+            queued = 0
         for connection in list(self.connections):
             connection.shutdown()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_timeout
+        began = loop.time()
+        deadline = began + self.settings.shutdown_timeout
+        # Connections accepted just before: their connection_made runs within a few turns.
+        await asyncio.sleep(0.01)
+        late = self.connections.made_late - queued
+        if late > 0:
+            logger.info(
+                "%d connection%s accepted just before shutdown began joined it as %s started",
+                late,
+                "s" if late != 1 else "",
+                "they" if late != 1 else "it",
+            )
+        next_report = began + _REPORT_AFTER
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
+            now = loop.time()
+            # The sweeper's work, more often: an idle connection closes as its grace ends,
+            # not up to a second later.
+            for connection in [c for c in self.connections if c.deadline <= now]:
+                connection.on_deadline()
+            if self.connections and now >= next_report:
+                logger.info(
+                    "shutting down: after %.1f s, still waiting for %s", now - began, self._waiting_for()
+                )
+                next_report = now + _REPORT_EVERY
+        if self.connections:
+            logger.warning(
+                "shutdown timeout (%g s): closing %s",
+                self.settings.shutdown_timeout,
+                self._waiting_for(),
+            )
         for connection in list(self.connections):
             connection.cancel_application()
             connection.abort()
@@ -156,6 +196,17 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
         self._remove_socket_file()
+
+    def _waiting_for(self) -> str:
+        """The open connections, counted by what they do: "3 connections: 2 GET /sse (a stream),
+        1 idle"."""
+        kinds = Counter(connection.describe() for connection in self.connections)
+        total = sum(kinds.values())
+        listed = ", ".join(f"{count} {what}" for what, count in kinds.most_common(_REPORT_KINDS))
+        more = len(kinds) - _REPORT_KINDS
+        if more > 0:
+            listed += f", and {more} more kinds"
+        return f"{total} connection{'s' if total != 1 else ''}: {listed}"
 
     def _hold_listeners(self) -> list[socket.socket]:
         """Duplicates of the listening sockets, kept open while ``stop`` closes the server's.
@@ -174,7 +225,8 @@ class HttpServer:
                 held.append(duplicate)
         return held
 
-    async def _accept_queued(self, held: list[socket.socket]) -> None:
+    async def _accept_queued(self, held: list[socket.socket]) -> int:
+        """Accept what waits in the listeners' queues; how many were."""
         loop = asyncio.get_running_loop()
         context = None if self.certificates is None else self.certificates.listening
         accepted = 0
@@ -195,6 +247,7 @@ class HttpServer:
         if accepted:
             await asyncio.sleep(0)  # uvloop: their connection_made runs on the next turn
             logger.info("accepted %d queued connections while shutting down", accepted)
+        return accepted
 
     def _remove_socket_file(self) -> None:
         """The --uds socket file goes with the server (unless another server replaced it)."""

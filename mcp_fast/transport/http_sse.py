@@ -54,6 +54,9 @@ _EVENT_END: Final = b"\n\n"
 _ALLOW_GET: Final[Headers] = ((b"allow", b"GET"),)
 _ALLOW_POST: Final[Headers] = ((b"allow", b"POST"),)
 _MAX_QUERY_FIELDS: Final = 32
+# At shutdown: once this long has passed (the idle connections' grace of the HTTP server, 1 s,
+# and a little more), no message from the client can reach this process any more.
+_INPUT_ENDS_AFTER: Final = 1.2
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,7 @@ class HttpSseTransport:
             self._ensure_keepalive_ticker()
             await asyncio.wait((gone, leaving), return_when=asyncio.FIRST_COMPLETED)
             if not gone.done():
-                await channel.idle()
+                await self._finish(channel)
         finally:
             if isinstance(gone, asyncio.Task):  # (a wrapping Responder's coroutine; the
                 gone.cancel()  # connection's own future is shared, and left alone)
@@ -223,6 +226,18 @@ class HttpSseTransport:
             channel.end()
             channel.cancel_all()
             responder.end_stream()
+
+    @staticmethod
+    async def _finish(channel: ChannelSession) -> None:
+        """Server shutdown: wait until the session's requests are answered. The listener is
+        closed and idle connections close after a second's grace: after that the client cannot
+        send anything here, so what waits for its answer (a request of ours, roots/list, say)
+        fails as if it had left, instead of holding the process until the shutdown timeout."""
+        idle = asyncio.ensure_future(channel.idle())
+        done, _ = await asyncio.wait((idle,), timeout=_INPUT_ENDS_AFTER)
+        if not done:
+            channel.end()
+            await idle
 
     # -- POST: one message from the client ---------------------------------------------
 

@@ -56,6 +56,13 @@ async def slow(seconds: float, ctx: Context) -> str:
     return f"slept {seconds:g}"
 
 
+@server.tool()
+async def ask_roots(ctx: Context) -> str:
+    """Ask the client for its roots (a request from the server), and say how many it has."""
+    roots = await ctx.list_roots(timeout=60)
+    return f"{len(roots)} roots"
+
+
 @server.tool(inline=True)
 def echo(message: str) -> str:
     """Echo the message back."""
