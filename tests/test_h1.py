@@ -36,6 +36,14 @@ from mcp_fast.wire.h1 import (
 # ---------------------------------------------------------------------------
 # Harness
 
+
+@pytest.fixture(autouse=True)
+def _no_date_line() -> None:
+    """The core as it is without a clock: no Date line. A server started in this process
+    earlier (tests/test_http_server.py's in-process servers) leaves its date set, which put a
+    Date line into the heads these tests spell out when the files ran in that order."""
+    h1.set_date("")
+
 # A normalised event: ("req", method, target, path, headers, body, keep_alive,
 # version), ("continue",), ("closed",) or ("error", status).
 Ev = tuple[object, ...]
