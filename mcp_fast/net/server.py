@@ -140,9 +140,12 @@ class HttpServer:
         while True:
             await asyncio.sleep(1.0)
             h1.set_date(formatdate(usegmt=True))
-            now = loop.time()
-            for connection in [c for c in self.connections if c.deadline <= now]:
-                connection.on_deadline()
+            self._expire(loop.time())
+
+    def _expire(self, now: float) -> None:
+        """The connections whose deadline passed (a timeout, or a shutdown grace) act on it."""
+        for connection in [c for c in self.connections if c.deadline <= now]:
+            connection.on_deadline()
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (bounded), then close everything."""
@@ -175,8 +178,7 @@ class HttpServer:
             now = loop.time()
             # The sweeper's work, more often: an idle connection closes as its grace ends,
             # not up to a second later.
-            for connection in [c for c in self.connections if c.deadline <= now]:
-                connection.on_deadline()
+            self._expire(now)
             if self.connections and now >= next_report:
                 logger.info(
                     "shutting down: after %.1f s, still waiting for %s", now - began, self._waiting_for()
