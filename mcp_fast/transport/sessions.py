@@ -39,6 +39,11 @@ _MAX_INFO_STRING: Final = 256
 _KEY_MASK: Final = (1 << 60) - 1
 
 
+def denylist_key(session_id: str) -> int:
+    """A session id's key in the denylist (``EndedSessions``)."""
+    return hash(session_id) & _KEY_MASK
+
+
 def compact_claims(
     capabilities: dict[str, Any], client_info: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -76,7 +81,7 @@ class Session:
     ended_key: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ended_key", hash(self.id) & _KEY_MASK)
+        object.__setattr__(self, "ended_key", denylist_key(self.id))
 
 
 class SessionNotFound(Exception):
@@ -130,13 +135,13 @@ class EndedSessions:
         self._head = 0
 
     def __contains__(self, session_id: str) -> bool:
-        return (hash(session_id) & _KEY_MASK) in self.keys
+        return denylist_key(session_id) in self.keys
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def add(self, session_id: str, expires_at: float) -> None:
-        key = hash(session_id) & _KEY_MASK
+        key = denylist_key(session_id)
         if key in self.keys:
             return  # ended already (here, and now heard from the fleet)
         self.keys.add(key)
