@@ -135,10 +135,6 @@ class JsonLines:
         except TypeError:  # not JSON (only --audit-arguments could carry such a value): dropped
             self.dropped += 1
             return
-        self.add(line)
-
-    def add(self, line: bytes) -> None:
-        """Queue one encoded line (ending in a newline); never raises."""
         self.add_lines(line, 1)
 
     def add_lines(self, lines: bytes, count: int) -> None:
@@ -334,15 +330,13 @@ class AuditLog:
                 "outcome": outcome,
                 "duration_ms": int(elapsed * 1_000_000.0) / 1000.0,
             }
-            if not with_arguments:
+            if with_arguments:
+                line["arguments"] = arguments
+                self.lines.write(line)  # dropped (counted) if orjson cannot write the arguments
+            else:
                 out.append(dumps(line, option=_NEWLINE))
-                continue
-            line["arguments"] = arguments
-            try:
-                out.append(dumps(line, option=_NEWLINE))
-            except TypeError:  # arguments orjson cannot write (integers over 64 bits): dropped
-                self.lines.dropped += 1
-        self.lines.add_lines(b"".join(out), len(out))
+        if out:
+            self.lines.add_lines(b"".join(out), len(out))
 
 
 # perf_counter() at the end, seconds taken, principal, session, client address, transport, params,
