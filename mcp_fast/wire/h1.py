@@ -173,8 +173,9 @@ _V10: Final = b"1.0"
 _RequestLine = tuple[bytes, bytes, bytes, bool, "bytes | None"]
 _RL_CACHE: dict[bytes, _RequestLine] = {}
 _FIELD_CACHE: dict[bytes, tuple[bytes, bytes]] = {}
-# (size, head bytes, method, target, path, headers, keep_alive, version, body length)
-_RepeatedHead = tuple[int, bytes, bytes, bytes, bytes, dict[bytes, bytes], bool, bytes, int]
+# (size, head bytes, method, target, path, headers, version, body length); kept only for a
+# keep-alive POST, so its keep_alive is True
+_RepeatedHead = tuple[int, bytes, bytes, bytes, bytes, dict[bytes, bytes], bytes, int]
 
 # Parser states.
 _IDLE: Final = 0  # waiting for (or inside) a request head
@@ -686,11 +687,9 @@ class H1Connection:
         repeat = self._repeat
         if repeat is not None and repeat[0] == end - pos and src.startswith(repeat[1], pos):
             # The same bytes as the last POST head: the same request-line, fields and framing.
-            _, _, method, target, path, headers, keep_alive, version, length = repeat
+            _, _, method, target, path, headers, version, length = repeat
             self._repeat_misses = 0
-            return self._head_parsed(
-                src, end, method, target, path, headers.copy(), keep_alive, version, length
-            )
+            return self._head_parsed(src, end, method, target, path, headers.copy(), True, version, length)
         return self._parse_new_head(src, pos, end)
 
     def _parse_new_head(self, src: bytes, pos: int, end: int) -> Event:
@@ -784,7 +783,6 @@ class H1Connection:
                 target,
                 path,
                 headers.copy(),
-                keep_alive,
                 version,
                 length,
             )
