@@ -161,8 +161,8 @@ def classify(stack: list[str]) -> str:
 def _idle_pool_thread(stack: list[str]) -> bool:
     """A handler thread waiting for work (the thread pool of plain ``def`` handlers): py-spy's
     native mode samples it as busy, but it takes no CPU."""
-    return any(frame.startswith("_worker ") for frame in stack) and "SimpleQueue_get" in stack[-1] + "".join(
-        stack[-5:]
+    return any(frame.startswith("_worker ") for frame in stack) and any(
+        "SimpleQueue_get" in frame for frame in stack[-5:]
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -16,6 +17,9 @@ import orjson
 import pytest
 from conftest import RunningServer, start_server, stop_server
 from httpclient import MCP_HEADERS, RawClient, client_request_bytes, rpc_bytes
+
+from mcp_fast.wire.events import Request
+from mcp_fast.wire.responder import Responder
 
 
 @pytest.fixture(scope="module")
@@ -507,6 +511,20 @@ def test_a_get_stream_asked_for_during_shutdown_is_not_started(tmp_path: Path) -
         stop_server(running)
 
 
+def _served(request: Request, responder: Responder) -> None:
+    """An application that answers every request with 200 "served"."""
+    responder.respond(200, [(b"content-type", b"text/plain")], b"served")
+
+
+async def _read_all(client: socket.socket) -> bytes:
+    """What a non-blocking socket receives until the server closes it."""
+    answer = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.get_running_loop().sock_recv(client, 4096):
+            answer += chunk
+    return answer
+
+
 def test_connections_in_the_accept_queue_at_shutdown_are_served() -> None:
     """Connected (the kernel's handshake), request sent, not yet accepted when shutdown
     begins: closing the listening socket would reset it after the request went out, which a
@@ -516,28 +534,16 @@ def test_connections_in_the_accept_queue_at_shutdown_are_served() -> None:
     import uvloop
 
     from mcp_fast.net.server import HttpServer, NetSettings
-    from mcp_fast.wire.events import Request
-    from mcp_fast.wire.responder import Responder
-
-    def app(request: Request, responder: Responder) -> None:
-        responder.respond(200, [(b"content-type", b"text/plain")], b"served")
-
-    async def read_all(client: socket.socket) -> bytes:
-        answer = b""
-        with contextlib.suppress(ConnectionError):
-            while chunk := await asyncio.get_running_loop().sock_recv(client, 4096):
-                answer += chunk
-        return answer
 
     async def scenario() -> bytes:
-        server = HttpServer(app, NetSettings(port=0))
+        server = HttpServer(_served, NetSettings(port=0))
         await server.start()
         port = server.sockets[0].getsockname()[1]
         # The loop does not run from here to stop(): the connection stays in the accept queue.
         client = socket.create_connection(("127.0.0.1", port))
         client.sendall(b"POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
         client.setblocking(False)
-        reader = asyncio.get_running_loop().create_task(read_all(client))
+        reader = asyncio.get_running_loop().create_task(_read_all(client))
         await server.stop()  # closes the listener before anything else runs
         try:
             return await asyncio.wait_for(reader, 5)
@@ -565,22 +571,10 @@ def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process(
 
     from mcp_fast.net.connection import HttpConnection
     from mcp_fast.net.server import HttpServer, NetSettings
-    from mcp_fast.wire.events import Request
-    from mcp_fast.wire.responder import Responder
-
-    def app(request: Request, responder: Responder) -> None:
-        responder.respond(200, [(b"content-type", b"text/plain")], b"served")
-
-    async def read_all(client: socket.socket) -> bytes:
-        answer = b""
-        with contextlib.suppress(ConnectionError):
-            while chunk := await asyncio.get_running_loop().sock_recv(client, 4096):
-                answer += chunk
-        return answer
 
     async def scenario() -> tuple[bytes, float]:
         loop = asyncio.get_running_loop()
-        server = HttpServer(app, NetSettings(port=0, shutdown_timeout=5.0))
+        server = HttpServer(_served, NetSettings(port=0, shutdown_timeout=5.0))
         made: list[HttpConnection] = []
         make = server._make_protocol
 
@@ -598,7 +592,7 @@ def test_a_connection_accepted_just_before_shutdown_does_not_hold_the_process(
         client = socket.create_connection(("127.0.0.1", port))
         client.sendall(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         client.setblocking(False)
-        reader = loop.create_task(read_all(client))
+        reader = loop.create_task(_read_all(client))
         while len(made) < 2:  # until the loop accepts it (and makes its protocol)
             await asyncio.sleep(0)
         assert len(server.connections) == 1, "connection_made ran already: the case is not exercised"
@@ -631,8 +625,6 @@ def test_shutdown_says_what_it_waits_for(caplog: pytest.LogCaptureFixture) -> No
     import uvloop
 
     from mcp_fast.net.server import HttpServer, NetSettings
-    from mcp_fast.wire.events import Request
-    from mcp_fast.wire.responder import Responder
 
     async def app(request: Request, responder: Responder) -> None:
         responder.start_stream(200, [(b"content-type", b"text/event-stream")])
@@ -670,8 +662,6 @@ def test_an_answer_sent_with_keep_alive_before_shutdown_keeps_its_promise() -> N
     import uvloop
 
     from mcp_fast.net.server import HttpServer, NetSettings
-    from mcp_fast.wire.events import Request
-    from mcp_fast.wire.responder import Responder
 
     async def app(request: Request, responder: Responder) -> None:
         responder.respond(200, [(b"content-type", b"text/plain")], request.target)
@@ -709,8 +699,6 @@ def test_a_get_stream_ended_by_shutdown_leaves_its_connection_for_one_more_reque
     import uvloop
 
     from mcp_fast.net.server import HttpServer, NetSettings
-    from mcp_fast.wire.events import Request
-    from mcp_fast.wire.responder import Responder
 
     async def app(request: Request, responder: Responder) -> None:
         if request.method == b"GET":
