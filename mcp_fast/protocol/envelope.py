@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
 from typing import Any, Final
 
 from mcp_fast.protocol.jsonrpc import INVALID_PARAMS, McpError
@@ -47,12 +46,10 @@ TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 _SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
-class Envelope:
-    version: str
-    capabilities: dict[str, Any]
-    client_info: dict[str, Any] | None
-    log_level: int | None  # rank in LOG_LEVELS; None: send no log notifications
+# What a request's ``_meta`` says: (protocol version, client capabilities, client info or None,
+# log level as a rank in LOG_LEVELS or None: send no log notifications). A plain tuple, unpacked
+# where it is read: an object with named fields cost a Python __init__ call on every request.
+Envelope = tuple[str, dict[str, Any], dict[str, Any] | None, int | None]
 
 
 def carries_envelope(params: object) -> bool:
@@ -73,14 +70,8 @@ def read_envelope(params: dict[str, Any] | None) -> Envelope:
         )
     version = meta.get(PROTOCOL_VERSION_KEY)
     capabilities = meta.get(CLIENT_CAPABILITIES_KEY)
-    if version is None or capabilities is None:
-        missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
-        if missing:
-            raise McpError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
-    if type(version) is not str:
-        raise McpError(INVALID_PARAMS, f"Invalid params: {PROTOCOL_VERSION_KEY} must be a string")
-    if type(capabilities) is not dict:
-        raise McpError(INVALID_PARAMS, f"Invalid params: {CLIENT_CAPABILITIES_KEY} must be an object")
+    if type(version) is not str or type(capabilities) is not dict:
+        raise _malformed(meta, version)
     client_info = meta.get(CLIENT_INFO_KEY)
     level = meta.get(LOG_LEVEL_KEY)
     rank: int | None = None
@@ -88,7 +79,17 @@ def read_envelope(params: dict[str, Any] | None) -> Envelope:
         rank = LOG_LEVELS.get(level) if type(level) is str else None
         if rank is None:
             raise McpError(INVALID_PARAMS, f"Invalid params: unknown log level {level!r}")
-    return Envelope(version, capabilities, client_info if type(client_info) is dict else None, rank)
+    return version, capabilities, client_info if type(client_info) is dict else None, rank
+
+
+def _malformed(meta: dict[str, Any], version: Any) -> McpError:
+    """What is wrong with the required ``_meta`` fields: missing ones first, then types."""
+    missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
+    if missing:
+        return McpError(INVALID_PARAMS, "Invalid params: _meta is missing " + ", ".join(missing))
+    if type(version) is not str:
+        return McpError(INVALID_PARAMS, f"Invalid params: {PROTOCOL_VERSION_KEY} must be a string")
+    return McpError(INVALID_PARAMS, f"Invalid params: {CLIENT_CAPABILITIES_KEY} must be an object")
 
 
 def decode_header_value(raw: bytes) -> str | None:
@@ -113,16 +114,16 @@ def decode_header_value(raw: bytes) -> str | None:
 
 
 def check_headers(
-    method: str, params: dict[str, Any] | None, envelope: Envelope, headers: dict[bytes, bytes]
+    method: str, params: dict[str, Any] | None, version: str, headers: dict[bytes, bytes]
 ) -> None:
-    """Rung 2 (HTTP): MCP-Protocol-Version, Mcp-Method and Mcp-Name must repeat the body, else -32020."""
-    version = headers.get(b"mcp-protocol-version")
-    if version is None or version.decode("latin-1").strip() != envelope.version:
-        shown = "absent" if version is None else repr(version.decode("latin-1"))
+    """Rung 2 (HTTP): MCP-Protocol-Version, Mcp-Method and Mcp-Name must repeat the body
+    (``version``: its ``_meta`` protocol version), else -32020."""
+    version_header = headers.get(b"mcp-protocol-version")
+    if version_header is None or version_header.decode("latin-1").strip() != version:
+        shown = "absent" if version_header is None else repr(version_header.decode("latin-1"))
         raise McpError(
             HEADER_MISMATCH,
-            f"Header mismatch: MCP-Protocol-Version {shown} does not match "
-            f"_meta protocolVersion {envelope.version!r}",
+            f"Header mismatch: MCP-Protocol-Version {shown} does not match _meta protocolVersion {version!r}",
         )
     method_header = headers.get(b"mcp-method")
     if method_header is None or method_header.decode("latin-1").strip() != method:

@@ -267,14 +267,14 @@ class ChannelSession:
         there is no header layer). It asks with input-required results, never with a
         server-to-client request (stdio.mdx: the server MUST NOT write requests)."""
         try:
-            envelope = read_envelope(message.params)
-            policy = check_version(envelope.version)
+            version, capabilities, client_info, log_level = read_envelope(message.params)
+            policy = check_version(version)
         except McpError as exc:
             return jsonrpc.encode_error(message.id, exc)
         call = self._make_call(message, policy, None, headers, client)
-        call.client_capabilities = envelope.capabilities
-        call.client_info = envelope.client_info
-        call.log_level = envelope.log_level
+        call.client_capabilities = capabilities
+        call.client_info = client_info
+        call.log_level = log_level
         return call
 
     def _make_call(

@@ -54,9 +54,9 @@ class SessionlessPost:
             return None
         request_id, method, params = parts
         try:
-            envelope = read_envelope(params)
-            check_headers(method, params, envelope, request.headers)
-            policy = check_version(envelope.version)
+            version, capabilities, client_info, log_level = read_envelope(params)
+            check_headers(method, params, version, request.headers)
+            policy = check_version(version)
             if method == "tools/call" and params is not None:
                 tool = self.registry.tools.get(params.get("name"))  # type: ignore[arg-type]
                 if tool is not None and tool.header_params:
@@ -78,9 +78,9 @@ class SessionlessPost:
             None,
             request.headers,
             request.client,
-            envelope.capabilities,
-            envelope.client_info,
-            envelope.log_level,
+            capabilities,
+            client_info,
+            log_level,
         )
         call.responder = responder
         call.accepted = accepted
