@@ -391,8 +391,8 @@ def test_handler_threads_bounds_the_calls_that_run_at_once(
 
 def _first_steps(*handlers: Any) -> list[Any]:
     """Start each handler's coroutine with start_task in one event loop; what each gave back
-    (Finished, a Task, or the exception its first step raised), once every Task has ended."""
-    from mcp_fast.dispatch.runner import Finished, start_task
+    (Finished: a 1-tuple of the value; a Task; or the exception its first step raised), once every Task has ended."""
+    from mcp_fast.dispatch.runner import start_task
 
     async def main() -> list[Any]:
         outcomes: list[Any] = []
@@ -402,7 +402,7 @@ def _first_steps(*handlers: Any) -> list[Any]:
             except Exception as exc:  # noqa: BLE001 - the outcome under test
                 outcomes.append(exc)
                 continue
-            if not isinstance(started, Finished):
+            if type(started) is not tuple:  # a Task, not Finished (a 1-tuple of the value)
                 with contextlib.suppress(BaseException):
                     await started
             outcomes.append(started)
@@ -416,8 +416,6 @@ def test_a_handler_that_finishes_at_once_gives_its_value_and_a_kept_task_stays_i
     """A first step's Task nobody kept serves the next handler (Python 3.11: a pure-Python Task
     is slow to make); a Task a handler kept, strongly or weakly, or waited on, or cancelled, is
     that handler's for good, and ends as a Task ends."""
-    from mcp_fast.dispatch.runner import Finished
-
     kept: list[Any] = []
     weak: list[Any] = []
     called: list[str] = []
@@ -452,7 +450,7 @@ def test_a_handler_that_finishes_at_once_gives_its_value_and_a_kept_task_stays_i
         return "waited"
 
     outcomes = _first_steps(plain, keeps, keeps_weakly, adds_a_callback, cancels_itself, fails, plain, waits, plain)
-    finished = [o.value if isinstance(o, Finished) else None for o in outcomes]
+    finished = [o[0] if type(o) is tuple else None for o in outcomes]
     assert finished == ["plain", None, None, None, None, None, "plain", None, "plain"]
     # Each handler saw a real, running Task as its current one.
     assert [running for _, running in seen] == [True, True, True]

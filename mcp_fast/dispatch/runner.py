@@ -65,8 +65,8 @@ def run(
         raise asyncio.CancelledError  # cancelled while a middleware was still busy with it
     if placement.is_async:
         task = start_task(func(**kwargs), placement.name)
-        if isinstance(task, Finished):
-            return task.value  # finished in its first step (the common case: nothing to wait for)
+        if isinstance(task, tuple):
+            return task[0]  # finished in its first step (the common case: nothing to wait for)
         if call is not None:
             call.running = task
         if task.done():
@@ -148,14 +148,11 @@ def _name(func: Callable[..., Any]) -> str:
 # -- Tasks whose first step runs at once ----------------------------------------------------------
 
 
-class Finished:
-    """What ``start_task`` returns for a handler that finished in its first step and whose Task
-    nobody else saw: its value (an exception of that step is raised by ``start_task`` itself)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
+# What ``start_task`` returns for a handler that finished in its first step and whose Task
+# nobody else saw: a 1-tuple of its value (an exception of that step is raised by ``start_task``
+# itself). A tuple because it is made without a Python call (an object with a constructor cost
+# a tenth of the whole first step); a Task is never a tuple.
+Finished = tuple[Any]
 
 
 if sys.version_info >= (3, 12):
@@ -172,9 +169,11 @@ else:  # Python 3.11
     _current_tasks: dict[Any, Any] = _tasks._current_tasks  # type: ignore[attr-defined]
     _FINISHED = "FINISHED"
     _refcount = sys.getrefcount
-    # A Task's references in _first_step when nobody else holds it: start_task's local,
-    # _first_step's self, getrefcount's argument (tests/test_handler_placement.py checks it).
-    _UNSEEN_REFERENCES = 3
+    # A Task's references in start_task when nobody else holds it: its local, getrefcount's
+    # argument (tests/test_handler_placement.py checks it).
+    _UNSEEN_REFERENCES = 2
+    _get_running_loop = asyncio.get_running_loop
+    _copy_context = contextvars.copy_context
 
     def _restore(loop: asyncio.AbstractEventLoop, outer: Any) -> None:
         """The Task that was current before a first step is again (or none)."""
@@ -187,8 +186,8 @@ else:  # Python 3.11
         """An asyncio Task (the pure-Python implementation) whose first step runs at once
         instead of being scheduled: Python 3.12's ``Task(..., eager_start=True)``, for 3.11.
 
-        The first step is written out here rather than going through ``__step``: most handlers
-        finish in it. Such a Task that nobody else saw (no reference, weak or strong, kept by
+        The first step is written out in ``start_task`` rather than going through ``__step``:
+        most handlers finish in it. Such a Task that nobody else saw (no reference, weak or strong, kept by
         the handler; no callback, no cancellation) is not needed afterwards: it serves the next
         handler's first step instead of being freed (a pure-Python Task costs a few
         microseconds to make and to free: a third of a quick request). To anyone who looks,
@@ -209,69 +208,19 @@ else:  # Python 3.11
             # reported, as any Task, if it is destroyed while pending.
             self._log_destroy_pending = False
 
-        def _first_step(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | Finished:
-            """Run ``coro`` to its first wait as this Task; see ``start_task``."""
-            global _spare
-            loop = self._loop
-            self._name = name
-            self._coro = coro
-            context = self._context = contextvars.copy_context()
-            # The step runs with this Task as the current one, as a scheduled step would; a Task
-            # that is current already (a handler started from inside another) steps aside.
-            outer = _current_tasks.get(loop)
-            _current_tasks[loop] = self
-            try:
-                result = context.run(coro.send, None)
-            except StopIteration as stop:
-                # The common case, written out (no calls to _restore and _unseen).
-                if outer is None:
-                    del _current_tasks[loop]
-                else:
-                    _current_tasks[loop] = outer
-                if (
-                    _refcount(self) <= _UNSEEN_REFERENCES
-                    and not self._callbacks
-                    and not self._must_cancel  # cancel() asked during the step
-                    and not self._num_cancels_requested
-                    and not _weakrefs(self)
-                ):
-                    self._coro = self._context = None
-                    _spare = self
-                    return Finished(stop.value)
-                if self._must_cancel:  # the handler cancelled its own Task: as __step does
-                    _PyFuture.cancel(self, msg=self._cancel_message)
-                else:
-                    self._result = stop.value
-                    self._state = _FINISHED
-                    self._Future__schedule_callbacks()
-            except asyncio.CancelledError as exc:
-                _restore(loop, outer)
-                self._cancelled_exc = exc
-                _PyFuture.cancel(self)
-            except (KeyboardInterrupt, SystemExit) as exc:
-                _restore(loop, outer)
-                _PyFuture.set_exception(self, exc)
-                raise
-            except BaseException as exc:  # the handler's exception
-                _restore(loop, outer)
-                references = _refcount(self)
-                if self._unseen(references):
-                    # The handler's own exception, raised as a finished Task's result() would.
-                    # No spare: the exception's traceback holds this frame, and so this Task.
-                    self._coro = self._context = None
-                    raise
-                _PyFuture.set_exception(self, exc)
+        def _finished(self, value: Any) -> None:
+            """The first step returned and somebody saw this Task (kept it, waits on it or
+            cancelled it): it ends as ``__step`` would end it."""
+            if self._must_cancel:  # the handler cancelled its own Task
+                _PyFuture.cancel(self, msg=self._cancel_message)
             else:
-                _restore(loop, outer)
-                self._waits_on(result)
-            self._log_destroy_pending = True
-            if self._state != _FINISHED or self._callbacks:
-                _tasks._register_task(self)
-            return self
+                self._result = value
+                self._state = _FINISHED
+                self._Future__schedule_callbacks()
 
         def _unseen(self, references: int) -> bool:
-            """Nobody but ``start_task`` holds this Task (``references``: its count in
-            ``_first_step``), nothing waits on it, nothing cancelled it."""
+            """Nobody but ``start_task`` holds this Task (``references``: its count there),
+            nothing waits on it, nothing cancelled it."""
             return (
                 references <= _UNSEEN_REFERENCES
                 and not _weakrefs(self)
@@ -296,10 +245,13 @@ else:  # Python 3.11
     _spare: EagerTask | None = None  # a Task no handler kept, ready for the next one
 
     def start_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | Finished:
-        """Run ``coro``'s first step as a Task: ``Finished`` with its value when it finished
-        then (its exception is raised here) and nobody kept its Task, else the Task."""
+        """Run ``coro``'s first step as a Task: ``(value,)`` (``Finished``) when it finished
+        then (its exception is raised here) and nobody kept its Task, else the Task.
+
+        One function, not a call into a method of the Task: this runs for every call of an
+        ``async def`` handler, and a Python call costs as much as a few of the lines below."""
         global _spare
-        loop = asyncio.get_running_loop()
+        loop = _get_running_loop()
         # Taken with no call in between (on 3.11 the GIL changes hands only at calls and jumps
         # back): another thread's event loop never gets the same spare. One of another loop's
         # is dropped.
@@ -307,4 +259,53 @@ else:  # Python 3.11
         _spare = None
         if task is None or task._loop is not loop:
             task = EagerTask(loop)
-        return task._first_step(coro, name)
+        task._name = name
+        task._coro = coro
+        context = task._context = _copy_context()
+        # The step runs with this Task as the current one, as a scheduled step would; a Task
+        # that is current already (a handler started from inside another) steps aside.
+        outer = _current_tasks.get(loop)
+        _current_tasks[loop] = task
+        try:
+            result = context.run(coro.send, None)
+        except StopIteration as stop:
+            # The common case, written out (no calls to _restore and _unseen).
+            if outer is None:
+                del _current_tasks[loop]
+            else:
+                _current_tasks[loop] = outer
+            if (
+                _refcount(task) <= _UNSEEN_REFERENCES
+                and not task._callbacks
+                and not task._must_cancel  # cancel() asked during the step
+                and not task._num_cancels_requested
+                and not _weakrefs(task)
+            ):
+                task._coro = task._context = None
+                _spare = task
+                return (stop.value,)
+            task._finished(stop.value)
+        except asyncio.CancelledError as exc:
+            _restore(loop, outer)
+            task._cancelled_exc = exc
+            _PyFuture.cancel(task)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            _restore(loop, outer)
+            _PyFuture.set_exception(task, exc)
+            raise
+        except BaseException as exc:  # the handler's exception
+            _restore(loop, outer)
+            references = _refcount(task)
+            if task._unseen(references):
+                # The handler's own exception, raised as a finished Task's result() would.
+                # No spare: the exception's traceback holds this frame, and so this Task.
+                task._coro = task._context = None
+                raise
+            _PyFuture.set_exception(task, exc)
+        else:
+            _restore(loop, outer)
+            task._waits_on(result)
+        task._log_destroy_pending = True
+        if task._state != _FINISHED or task._callbacks:
+            _tasks._register_task(task)
+        return task
