@@ -134,8 +134,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "2026-missing-protocol-version-header-accepted",
         "a 2026-07-28 request without MCP-Protocol-Version is refused like a disagreeing one (-32020)",
         "mcp_fast/protocol/envelope.py",
-        '    if version is None or version.decode("latin-1").strip() != envelope.version:\n',
-        '    if version is not None and version.decode("latin-1").strip() != envelope.version:\n',
+        '    if version_header is None or version_header.decode("latin-1").strip() != version:\n',
+        '    if version_header is not None and version_header.decode("latin-1").strip() != version:\n',
         ("tests/test_sessionless.py::test_a_missing_required_header_is_refused_like_a_disagreeing_one",),
     ),
     Mutation(
