@@ -4,6 +4,7 @@ that never fails a request, scopes through the in-process client and over stdio.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import subprocess
@@ -450,7 +451,7 @@ def test_audit_records_are_encoded_after_the_loop_turn_that_served_them(tmp_path
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 1 + logs.AUDIT_BATCH + 5
     first = records[0]
-    digest = __import__("hashlib").sha256(b'{"a":"x","b":1}').hexdigest()
+    digest = hashlib.sha256(b'{"a":"x","b":1}').hexdigest()
     assert first["principal"] == "alice" and first["client"] == "10.0.0.7" and first["tool"] == "echo"
     assert first["arguments_sha256"] == digest and first["outcome"] == "ok"
     assert 1.5 <= first["duration_ms"] < 1000 and first["time"].endswith("Z")
